@@ -1,0 +1,33 @@
+# The two set-up commands of the README: `make run` and `make test`.
+# Each creates .venv and installs the project into it on first use.
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+HOST ?= 127.0.0.1
+PORT ?= 8000
+
+.PHONY: run test lint format bench clean
+
+$(BIN)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $@
+
+run: $(BIN)/.installed
+	$(BIN)/tooltool-gateway --host $(HOST) --port $(PORT)
+
+test: $(BIN)/.installed
+	$(BIN)/pytest --cov=gateway --cov=indexer --cov-report=term:skip-covered $(PYTEST_ARGS)
+
+lint: $(BIN)/.installed
+	$(BIN)/ruff format --check .
+	$(BIN)/ruff check .
+
+format: $(BIN)/.installed
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+clean:
+	rm -rf $(VENV) .pytest_cache .coverage tooltool-data

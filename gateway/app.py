@@ -1,0 +1,85 @@
+"""The gateway application factory."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from gateway.auth import AnonymousAuthenticator, Authenticator, Permissions
+from gateway.blobs import Blobs
+from gateway.dockerflow import Dockerflow
+from gateway.download import Downloads
+from gateway.errors import EXCEPTION_HANDLERS
+from gateway.index_cache import IndexCache
+from gateway.logs import RequestIdMiddleware
+from gateway.settings import Settings
+from indexer.local_store import LocalStore
+from indexer.stores import Regions
+
+logger = logging.getLogger(__name__)
+
+
+def create_app(
+    settings: Settings,
+    regions: Regions,
+    *,
+    authenticator: Authenticator | None = None,
+    monotonic: Callable[[], float] = time.monotonic,
+) -> ASGIApp:
+    """The gateway over `regions`, configured by `settings`."""
+    permissions = Permissions(settings.scope_prefix)
+    if authenticator is None:
+        authenticator = AnonymousAuthenticator(
+            permissions, allow_public_download=settings.allow_anonymous_public_download
+        )
+    index = IndexCache(
+        regions.index,
+        ttl=settings.index_cache_seconds,
+        negative_ttl=settings.index_negative_cache_seconds,
+        max_entries=settings.index_cache_entries,
+        clock=monotonic,
+    )
+    downloads = Downloads(
+        regions=regions,
+        index=index,
+        authenticator=authenticator,
+        permissions=permissions,
+        expires_in=settings.download_expires_in,
+    )
+    blobs = Blobs({store.region: store for store in regions if isinstance(store, LocalStore)})
+    dockerflow = Dockerflow(regions=regions, version_file=settings.version_file)
+    app = Starlette(
+        routes=[*downloads.routes(), *blobs.routes(), *dockerflow.routes()],
+        middleware=[Middleware(RequestIdMiddleware)],
+        exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
+    )
+    # A redirect to add a slash would be an answer outside the problem-JSON shape.
+    app.router.redirect_slashes = False
+    if settings.root_path:
+        return RootPathMiddleware(app, settings.root_path)
+    return app
+
+
+class RootPathMiddleware:
+    """Serves the app under a path prefix such as ``/tooltool``.
+
+    Works whether the proxy in front strips the prefix or passes it on:
+    either way the app routes on the rest and builds URLs with the prefix.
+    """
+
+    def __init__(self, app: ASGIApp, root_path: str) -> None:
+        self.app = app
+        self.root_path = root_path
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] in ("http", "websocket"):
+            path = scope["path"]
+            if not (path == self.root_path or path.startswith(self.root_path + "/")):
+                path = self.root_path + path
+            scope = {**scope, "root_path": self.root_path, "path": path}
+        await self.app(scope, receive, send)

@@ -1,0 +1,97 @@
+"""``GET``/``HEAD /sha512/<digest>``: redirect to a short-lived signed URL of the blob, or refuse.
+
+The order of checks keeps internal files private and the store unbothered:
+the digest's form first (no store access for garbage), then the index object
+(cached), then the caller's scope, then a region holding a copy.
+"""
+
+from __future__ import annotations
+
+import html
+from collections.abc import Sequence
+
+from starlette.convertors import PathConvertor, register_url_convertor
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute, Route
+
+from gateway.auth import Authenticator, Permissions
+from gateway.errors import BadRequest, Forbidden, NotFound
+from gateway.index_cache import IndexCache
+from gateway.urls import absolute_url
+from indexer.digests import is_valid_digest
+from indexer.schema import blob_key
+from indexer.stores import Regions
+
+INVALID_DIGEST = "Invalid sha512 digest"
+
+# The legacy (Werkzeug) redirect page, which the seed's first curl check shows.
+_REDIRECT_PAGE = (
+    '<!DOCTYPE HTML PUBLIC "-//W3C//DTD HTML 3.2 Final//EN">\n'
+    "<title>Redirecting...</title>\n"
+    "<h1>Redirecting...</h1>\n"
+    '<p>You should be redirected automatically to target URL: <a href="{url}">{url}</a>.'
+    "  If not click the link."
+)
+
+
+class _AnythingConvertor(PathConvertor):
+    """Like `path`, and newlines too: `/sha512/<digest>%0A` must be a 400, not an unknown route."""
+
+    regex = "(?s:.*)"
+
+
+register_url_convertor("anything", _AnythingConvertor())
+
+
+class Downloads:
+    """The download endpoint over the configured regions and their index."""
+
+    def __init__(
+        self,
+        *,
+        regions: Regions,
+        index: IndexCache,
+        authenticator: Authenticator,
+        permissions: Permissions,
+        expires_in: int,
+    ) -> None:
+        self._regions = regions
+        self._index = index
+        self._authenticator = authenticator
+        self._permissions = permissions
+        self._expires_in = expires_in
+
+    def routes(self) -> Sequence[BaseRoute]:
+        # Everything after /sha512/, slashes and newlines included, so any
+        # malformed digest is a 400 rather than an unknown route.
+        return [Route("/sha512/{digest:anything}", self.download, methods=["GET", "HEAD"])]
+
+    async def download(self, request: Request) -> Response:
+        digest = request.path_params["digest"]
+        if not is_valid_digest(digest):
+            raise BadRequest(INVALID_DIGEST)
+        caller = await self._authenticator.authenticate(request)
+        found = await self._index.get(digest)
+        if found is None:
+            raise NotFound()
+        if not caller.has_scope(self._permissions.download(found.visibility)):
+            raise Forbidden()
+        store = self._regions.choose(found.instances, request.query_params.get("region"))
+        if store is None:
+            raise NotFound()
+        url = absolute_url(
+            store.presign_get(blob_key(digest), expires_in=self._expires_in), request
+        )
+        return redirect(url)
+
+
+def redirect(url: str) -> Response:
+    """A 302 to a signed URL; never cached, since the URL expires."""
+    escaped = html.escape(url, quote=True)
+    return Response(
+        _REDIRECT_PAGE.format(url=escaped),
+        status_code=302,
+        media_type="text/html",
+        headers={"Location": url, "Cache-Control": "no-store"},
+    )

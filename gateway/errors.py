@@ -1,0 +1,169 @@
+"""Problem-JSON errors: the one shape every gateway error is rendered in.
+
+The shape is the legacy service's (see the seed's curl checks), plus an
+``error`` member with ``name`` and ``description``, which the legacy
+``tooltool.py`` client logs. ``Content-Type`` is exactly
+``application/json``: the legacy client parses error bodies only then.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from http import HTTPStatus
+from typing import Any
+
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from indexer.schema import MalformedIndexObject
+from indexer.stores import StoreUnavailable
+
+logger = logging.getLogger(__name__)
+
+# Werkzeug's descriptions, which the legacy service answered with.
+DEFAULT_DETAILS: Mapping[int, str] = {
+    400: "The browser (or proxy) sent a request that this server could not understand.",
+    401: (
+        "The server could not verify that you are authorized to access the URL requested. You"
+        " either supplied the wrong credentials (e.g. a bad password), or your browser doesn't"
+        " understand how to supply the credentials required."
+    ),
+    403: (
+        "You don't have the permission to access the requested resource. It is either"
+        " read-protected or not readable by the server."
+    ),
+    404: (
+        "The requested URL was not found on the server. If you entered the URL manually please"
+        " check your spelling and try again."
+    ),
+    405: "The method is not allowed for the requested URL.",
+    413: "The data value transmitted exceeds the capacity limit.",
+    414: "The length of the requested URL exceeds the capacity limit for this server.",
+    416: "The server cannot provide the requested range.",
+    500: (
+        "The server encountered an internal error and was unable to complete your request."
+        " Either the server is overloaded or there is an error in the application."
+    ),
+    503: (
+        "The server is temporarily unable to service your request due to maintenance downtime"
+        " or capacity problems. Please try again later."
+    ),
+}
+
+
+class Problem(Exception):
+    """An error answered to the caller as problem JSON with `status`."""
+
+    status = 500
+
+    def __init__(
+        self,
+        detail: str | None = None,
+        *,
+        headers: Mapping[str, str] | None = None,
+        extra: Mapping[str, Any] | None = None,
+    ) -> None:
+        self.detail = detail or DEFAULT_DETAILS.get(self.status, HTTPStatus(self.status).phrase)
+        super().__init__(self.detail)
+        self.headers = dict(headers or {})
+        self.extra = dict(extra or {})
+
+
+class BadRequest(Problem):
+    """400: the request is malformed."""
+
+    status = 400
+
+
+class Unauthorized(Problem):
+    """401: credentials are required and missing or invalid."""
+
+    status = 401
+
+
+class Forbidden(Problem):
+    """403: the caller may not do this."""
+
+    status = 403
+
+
+class NotFound(Problem):
+    """404: nothing is known at this address."""
+
+    status = 404
+
+
+class PayloadTooLarge(Problem):
+    """413: the request body is over the limit."""
+
+    status = 413
+
+
+class ServiceUnavailable(Problem):
+    """503: a dependency (a store, Taskcluster) is unavailable."""
+
+    status = 503
+
+
+def problem_response(
+    status: int,
+    detail: str | None = None,
+    *,
+    headers: Mapping[str, str] | None = None,
+    extra: Mapping[str, Any] | None = None,
+) -> JSONResponse:
+    """The problem-JSON response for `status` and `detail`."""
+    detail = detail or DEFAULT_DETAILS.get(status) or HTTPStatus(status).phrase
+    title = f"{status} {HTTPStatus(status).phrase}: {detail}"
+    body: dict[str, Any] = {
+        "detail": detail,
+        "instance": "about:blank",
+        "status": status,
+        "title": title,
+        "type": "about:blank",
+        "error": {"name": title, "description": detail},
+    }
+    body.update(extra or {})
+    response = JSONResponse(body, status_code=status, headers=dict(headers or {}))
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+async def _problem(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, Problem)
+    return problem_response(exc.status, exc.detail, headers=exc.headers, extra=exc.extra)
+
+
+async def _http_exception(request: Request, exc: Exception) -> Response:
+    # Starlette raises these for unknown routes (404) and methods (405); its
+    # detail is the bare phrase, so the legacy descriptions are used instead.
+    assert isinstance(exc, HTTPException)
+    headers = {"Allow": exc.headers["Allow"]} if exc.headers and "Allow" in exc.headers else None
+    return problem_response(exc.status_code, headers=headers)
+
+
+async def _store_unavailable(request: Request, exc: Exception) -> Response:
+    logger.error("store unavailable: %s", exc, extra={"path": request.url.path})
+    return problem_response(503, headers={"Retry-After": "5"})
+
+
+async def _malformed_index(request: Request, exc: Exception) -> Response:
+    logger.error("refusing a malformed index object: %s", exc)
+    return problem_response(500)
+
+
+async def _unexpected(request: Request, exc: Exception) -> Response:
+    # The traceback goes to the log (with the request id), never to the caller.
+    logger.exception("unexpected error answering %s %s", request.method, request.url.path)
+    return problem_response(500)
+
+
+EXCEPTION_HANDLERS = {
+    Problem: _problem,
+    HTTPException: _http_exception,
+    StoreUnavailable: _store_unavailable,
+    MalformedIndexObject: _malformed_index,
+    Exception: _unexpected,
+}

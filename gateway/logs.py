@@ -1,0 +1,79 @@
+"""Logging: mozlog JSON with a request id on every record, and one summary line per request."""
+
+from __future__ import annotations
+
+import logging
+import re
+import sys
+import time
+import uuid
+from typing import Any
+
+from dockerflow.logging import MozlogFormatter, RequestIdLogFilter, request_id_context
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+_REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,128}")
+summary_logger = logging.getLogger("request.summary")
+
+
+def configure_logging(*, level: int = logging.INFO, json_format: bool = True) -> None:
+    """Send every record to stdout, as mozlog JSON (production) or plain text."""
+    handler = logging.StreamHandler(sys.stdout)
+    handler.addFilter(RequestIdLogFilter())
+    if json_format:
+        handler.setFormatter(MozlogFormatter(logger_name="tooltool"))
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+
+
+class RequestIdMiddleware:
+    """Gives each request an id (the caller's X-Request-Id when well formed), logs a summary."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        request_id = _request_id(scope)
+        token = request_id_context.set(request_id)
+        started = time.perf_counter()
+        status = 500
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                message.setdefault("headers", [])
+                message["headers"] = [
+                    *message["headers"],
+                    (b"x-request-id", request_id.encode("ascii")),
+                ]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            fields: dict[str, Any] = {
+                "method": scope["method"],
+                "path": scope.get("path", "")[:512],
+                "code": status,
+                "t": round((time.perf_counter() - started) * 1000, 2),
+                "rid": request_id,
+            }
+            summary_logger.info("", extra=fields)
+            request_id_context.reset(token)
+
+
+def _request_id(scope: Scope) -> str:
+    for name, value in scope.get("headers", ()):
+        if name == b"x-request-id":
+            text = value.decode("latin-1")
+            if _REQUEST_ID.fullmatch(text):
+                return text
+            break
+    return uuid.uuid4().hex

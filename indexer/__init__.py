@@ -1,0 +1,1 @@
+"""ToolTool indexer: the index format, the object stores and the job that maintains them."""

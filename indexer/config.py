@@ -1,0 +1,146 @@
+"""Store settings read from the environment, and the stores they configure.
+
+Read once at an entry point (``from_environ``); everything else receives the
+frozen settings or the :class:`indexer.stores.Regions` built from them.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import secrets
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+from indexer.local_store import LOCAL_REGION, LocalStore
+from indexer.s3_store import S3Store, make_client
+from indexer.signing import Clock, UrlSigner
+from indexer.stores import Regions
+
+_REGION = re.compile(r"[a-z0-9][a-z0-9-]{0,62}")
+_BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
+SIGNING_KEY_FILE = ".url-signing-key"
+
+
+class SettingsError(ValueError):
+    """A missing or malformed setting; the message names it."""
+
+
+@dataclass(frozen=True, slots=True)
+class StoreSettings:
+    """Where objects live: S3 buckets per region, or a local directory."""
+
+    s3_regions: tuple[tuple[str, str], ...] = ()
+    s3_endpoint_url: str | None = None
+    s3_access_key_id: str | None = None
+    s3_secret_access_key: str | None = None
+    data_dir: Path = Path("tooltool-data")
+    public_url: str | None = None
+    url_signing_key: str | None = None
+
+    @property
+    def is_local(self) -> bool:
+        """True for the embedded default: no S3 configured, a local directory store."""
+        return not self.s3_regions
+
+    @classmethod
+    def from_environ(cls, environ: Mapping[str, str]) -> StoreSettings:
+        return cls(
+            s3_regions=parse_regions(environ.get("S3_REGIONS", "")),
+            s3_endpoint_url=_endpoint(environ.get("S3_ENDPOINT_URL") or None),
+            s3_access_key_id=environ.get("S3_REGIONS_ACCESS_KEY_ID") or None,
+            s3_secret_access_key=environ.get("S3_REGIONS_SECRET_ACCESS_KEY") or None,
+            data_dir=Path(environ.get("TOOLTOOL_DATA_DIR") or "tooltool-data"),
+            public_url=_public_url(environ.get("TOOLTOOL_PUBLIC_URL") or None),
+            url_signing_key=environ.get("TOOLTOOL_URL_SIGNING_KEY") or None,
+        )
+
+
+def parse_regions(value: str) -> tuple[tuple[str, str], ...]:
+    """Parse ``S3_REGIONS="us-east-1:bucket-a;us-west-2:bucket-b"`` (the legacy format)."""
+    regions: list[tuple[str, str]] = []
+    for item in filter(None, (part.strip() for part in value.split(";"))):
+        region, separator, bucket = (text.strip() for text in item.partition(":"))
+        if not separator or not _REGION.fullmatch(region) or not _BUCKET.fullmatch(bucket):
+            raise SettingsError(f"S3_REGIONS: expected 'region:bucket;region:bucket', got {item!r}")
+        if region in dict(regions):
+            raise SettingsError(f"S3_REGIONS: region {region} is listed twice")
+        regions.append((region, bucket))
+    return tuple(regions)
+
+
+def _endpoint(value: str | None) -> str | None:
+    if value is None:
+        return None
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise SettingsError(f"S3_ENDPOINT_URL: expected an http(s) URL, got {value!r}")
+    if parts.scheme == "http" and parts.port is None:
+        # The legacy client connects to 443 for an http URL without a port, so
+        # signed URLs must always carry an explicit one.
+        parts = parts._replace(netloc=f"{parts.netloc}:80")
+    return urlunsplit(parts)
+
+
+def _public_url(value: str | None) -> str | None:
+    if value is None:
+        return None
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname or parts.query:
+        raise SettingsError(f"TOOLTOOL_PUBLIC_URL: expected an http(s) base URL, got {value!r}")
+    if parts.scheme == "http" and parts.port is None:
+        parts = parts._replace(netloc=f"{parts.netloc}:80")
+    return urlunsplit(parts).rstrip("/")
+
+
+def open_regions(settings: StoreSettings, *, clock: Clock = time.time) -> Regions:
+    """The configured stores: one S3Store per region, or the local store."""
+    if settings.is_local:
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        signer = UrlSigner(_signing_key(settings), clock=clock)
+        store = LocalStore(
+            settings.data_dir, signer=signer, region=LOCAL_REGION, public_url=settings.public_url
+        )
+        return Regions([store])
+    return Regions(
+        S3Store(
+            make_client(
+                region,
+                endpoint_url=settings.s3_endpoint_url,
+                access_key_id=settings.s3_access_key_id,
+                secret_access_key=settings.s3_secret_access_key,
+            ),
+            bucket,
+            region=region,
+        )
+        for region, bucket in settings.s3_regions
+    )
+
+
+def _signing_key(settings: StoreSettings) -> bytes:
+    """TOOLTOOL_URL_SIGNING_KEY, else a key kept in the data directory.
+
+    Keeping it there lets every gateway sharing the directory, and a restarted
+    one, accept the URLs the others signed.
+    """
+    if settings.url_signing_key is not None:
+        if len(settings.url_signing_key) < 16:
+            raise SettingsError("TOOLTOOL_URL_SIGNING_KEY: must be at least 16 characters")
+        return settings.url_signing_key.encode("utf-8")
+    path = settings.data_dir / SIGNING_KEY_FILE
+    try:
+        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        pass
+    else:
+        with os.fdopen(descriptor, "w") as stream:
+            stream.write(secrets.token_hex(32))
+    for _ in range(50):
+        key = path.read_text().strip()
+        if key:
+            return key.encode("utf-8")
+        time.sleep(0.01)  # another process created the file and is writing it
+    raise SettingsError(f"TOOLTOOL_URL_SIGNING_KEY: {path} is empty")

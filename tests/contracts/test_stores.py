@@ -1,0 +1,262 @@
+"""The store contract: every backend behaves the same, presigned URLs included.
+
+One abstract class, subclassed per store (as giftless does): a behaviour
+added here is tested against the local directory and a real SeaweedFS.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+import pytest
+
+from gateway.app import create_app
+from gateway.settings import Settings
+from indexer.digests import hash_stream
+from indexer.stores import (
+    InvalidKey,
+    ObjectNotFound,
+    PreconditionFailed,
+    Regions,
+    Store,
+    StoreError,
+)
+from tests.conftest import LiveServer, SeaweedFS, free_port, make_local_store
+
+
+def fetch(url: str, *, method: str = "GET", data: bytes | None = None, **headers: str) -> bytes:
+    request = urllib.request.Request(url, data=data, method=method, headers=headers)
+    with urllib.request.urlopen(request, timeout=10) as response:
+        assert response.status == 200
+        return response.read()
+
+
+def refused_status(url: str, *, method: str = "GET", data: bytes | None = None, **headers: str):
+    with pytest.raises(urllib.error.HTTPError) as caught:
+        fetch(url, method=method, data=data, **headers)
+    caught.value.close()
+    return caught.value.code
+
+
+def tamper(url: str, name: str, value: str) -> str:
+    parts = urlsplit(url)
+    query = dict(parse_qsl(parts.query, keep_blank_values=True))
+    query[name] = value
+    return urlunsplit(parts._replace(query=urlencode(query)))
+
+
+class StoreContract:
+    """What every store must do. Subclasses provide the `store` fixture."""
+
+    @pytest.fixture
+    def store(self) -> Store:
+        raise NotImplementedError
+
+    def test_is_a_store(self, store: Store) -> None:
+        assert isinstance(store, Store)
+
+    def test_put_get_head(self, store: Store) -> None:
+        info = store.put("dir/object", b"hello world")
+        data, got = store.get("dir/object")
+        assert data == b"hello world"
+        assert got.size == 11
+        assert got.etag == info.etag
+        assert store.head("dir/object") == got
+
+    def test_missing_objects(self, store: Store) -> None:
+        with pytest.raises(ObjectNotFound):
+            store.get("missing/object")
+        with pytest.raises(ObjectNotFound):
+            store.head("missing/object")
+        with pytest.raises(ObjectNotFound), store.open("missing/object"):
+            pass
+
+    def test_overwrite_changes_etag(self, store: Store) -> None:
+        first = store.put("key", b"one")
+        second = store.put("key", b"two")
+        assert first.etag != second.etag
+        assert store.get("key")[0] == b"two"
+
+    def test_create_only_when_absent(self, store: Store) -> None:
+        store.put("created", b"first", if_none_match=True)
+        with pytest.raises(PreconditionFailed):
+            store.put("created", b"second", if_none_match=True)
+        assert store.get("created")[0] == b"first"
+
+    def test_replace_only_the_version_read(self, store: Store) -> None:
+        info = store.put("versioned", b"v1")
+        updated = store.put("versioned", b"v2", if_match=info.etag)
+        with pytest.raises(PreconditionFailed):
+            store.put("versioned", b"v3", if_match=info.etag)
+        with pytest.raises(PreconditionFailed):
+            store.put("absent", b"v1", if_match=updated.etag)
+        assert store.get("versioned")[0] == b"v2"
+
+    def test_stream_large_object(self, store: Store, tmp_path: Path) -> None:
+        payload = os.urandom(9 * 1024 * 1024 + 17)  # over boto3's multipart threshold
+        store.put_stream("big/object", io.BytesIO(payload))
+        assert store.head("big/object").size == len(payload)
+        with store.open("big/object") as stream:
+            hashed = hash_stream(stream)
+        assert hashed.digest == hashlib.sha512(payload).hexdigest()
+        assert hashed.size == len(payload)
+
+    def test_list_by_prefix(self, store: Store) -> None:
+        for key in ("index/a/1", "index/a/2", "index/b/3", "indexed", "other/4"):
+            store.put(key, key.encode())
+        listed = {info.key: info.size for info in store.list("index/")}
+        assert listed == {"index/a/1": 9, "index/a/2": 9, "index/b/3": 9}
+        assert {info.key for info in store.list("index/a/")} == {"index/a/1", "index/a/2"}
+        assert list(store.list("nothing/")) == []
+
+    def test_delete(self, store: Store) -> None:
+        store.put("doomed", b"x")
+        store.delete("doomed")
+        with pytest.raises(ObjectNotFound):
+            store.head("doomed")
+        store.delete("doomed")  # deleting an absent object is fine
+
+    def test_copy(self, store: Store) -> None:
+        source = store.put("staging/source", b"payload")
+        copied = store.copy("staging/source", "final/target", if_match=source.etag)
+        assert copied.size == 7
+        assert store.get("final/target")[0] == b"payload"
+        assert store.get("staging/source")[0] == b"payload"
+
+    def test_copy_conditioned_on_source_etag(self, store: Store) -> None:
+        stale = store.put("staging/changing", b"verified bytes")
+        store.put("staging/changing", b"replaced bytes")
+        with pytest.raises(PreconditionFailed):
+            store.copy("staging/changing", "final/changing", if_match=stale.etag)
+        with pytest.raises(ObjectNotFound):
+            store.head("final/changing")
+        with pytest.raises(ObjectNotFound):
+            store.copy("staging/absent", "final/absent")
+
+    @pytest.mark.parametrize(
+        "key", ["", "/absolute", "a//b", "../escape", "a/../b", ".hidden", "a/.tmp/b", "sp ace"]
+    )
+    def test_invalid_keys(self, store: Store, key: str) -> None:
+        with pytest.raises(InvalidKey):
+            store.put(key, b"x")
+        with pytest.raises(InvalidKey):
+            store.get(key)
+        with pytest.raises(InvalidKey):
+            store.presign_get(key, expires_in=60)
+
+    def test_presigned_get(self, store: Store) -> None:
+        store.put("sha512/abc", b"the exact bytes")
+        url = store.presign_get("sha512/abc", expires_in=60)
+        assert fetch(url) == b"the exact bytes"
+
+    def test_presigned_put(self, store: Store) -> None:
+        url = store.presign_put("staging/upload", expires_in=60)
+        body = fetch(
+            url,
+            method="PUT",
+            data=b"uploaded bytes",
+            **{"Content-Type": "application/octet-stream", "Content-Length": "14"},
+        )
+        assert body == b""
+        assert store.get("staging/upload")[0] == b"uploaded bytes"
+
+    def test_presigned_put_refuses_another_content_type(self, store: Store) -> None:
+        url = store.presign_put("staging/typed", expires_in=60)
+        status = refused_status(
+            url, method="PUT", data=b"x", **{"Content-Type": "text/plain", "Content-Length": "1"}
+        )
+        assert status == 403
+        with pytest.raises(ObjectNotFound):
+            store.head("staging/typed")
+
+    def test_expired_url_refused(self, store: Store) -> None:
+        store.put("sha512/expiring", b"soon gone")
+        url = store.presign_get("sha512/expiring", expires_in=1)
+        time.sleep(2.2)
+        assert refused_status(url) == 403
+
+    def test_tampered_url_refused(self, store: Store) -> None:
+        store.put("sha512/one", b"one")
+        store.put("sha512/two", b"two")
+        url = store.presign_get("sha512/one", expires_in=60)
+        query = dict(parse_qsl(urlsplit(url).query))
+        signature_name = next(name for name in query if "signature" in name.lower())
+        forged = "0" * len(query[signature_name])
+        assert refused_status(tamper(url, signature_name, forged)) == 403
+        assert refused_status(url.replace("sha512/one", "sha512/two")) == 403
+        expiry_name = next(name for name in query if "expires" in name.lower())
+        longer = str(int(query[expiry_name]) + 3600)
+        assert refused_status(tamper(url, expiry_name, longer)) == 403
+        put_url = store.presign_put("staging/x", expires_in=60)
+        headers = {"Content-Type": "application/octet-stream", "Content-Length": "1"}
+        assert (
+            refused_status(
+                put_url.replace("staging/x", "staging/y"), method="PUT", data=b"x", **headers
+            )
+            == 403
+        )
+
+    def test_get_url_does_not_allow_put(self, store: Store) -> None:
+        store.put("sha512/readonly", b"keep")
+        url = store.presign_get("sha512/readonly", expires_in=60)
+        headers = {"Content-Type": "application/octet-stream", "Content-Length": "4"}
+        assert refused_status(url, method="PUT", data=b"evil", **headers) == 403
+        assert store.get("sha512/readonly")[0] == b"keep"
+
+    def test_check(self, store: Store) -> None:
+        store.check()
+
+
+class TestLocalStore(StoreContract):
+    @pytest.fixture
+    def store(self, tmp_path: Path, live_server: Callable[[Any, int], LiveServer]) -> Store:
+        port = free_port()
+        store = make_local_store(tmp_path / "data", public_url=f"http://127.0.0.1:{port}")
+        live_server(create_app(Settings(), Regions([store])), port)
+        return store
+
+    def test_internal_files_are_not_listed(self, store: Store) -> None:
+        store.put("a", b"x")
+        assert [info.key for info in store.list("")] == ["a"]
+
+    def test_relative_urls_without_public_url(self, tmp_path: Path) -> None:
+        store = make_local_store(tmp_path / "other")
+        assert store.presign_get("sha512/x", expires_in=5).startswith("/__store__/local/sha512/x?")
+
+
+class TestS3Store(StoreContract):
+    @pytest.fixture
+    def store(self, s3_store: Store) -> Store:
+        return s3_store
+
+    def test_signed_urls_carry_an_explicit_port(self, store: Store) -> None:
+        assert urlsplit(store.presign_get("sha512/x", expires_in=5)).port is not None
+
+    def test_errors_are_translated(self, seaweedfs: SeaweedFS) -> None:
+        from indexer.s3_store import S3Store
+
+        missing = S3Store(seaweedfs.client(), "no-such-bucket-here", region="us-east-1")
+        calls: list[Callable[[], Any]] = [
+            lambda: missing.get("k"),
+            lambda: missing.head("k"),
+            lambda: missing.put("k", b"x"),
+            lambda: missing.put_stream("k", io.BytesIO(b"x")),
+            lambda: list(missing.list("")),
+            lambda: missing.copy("k", "l"),
+            missing.check,
+        ]
+        for number, call in enumerate(calls):
+            try:
+                call()
+            except StoreError:
+                continue
+            pytest.fail(f"call {number} did not raise a StoreError")
