@@ -43,21 +43,11 @@ class RequestIdMiddleware:
         token = request_id_context.set(request_id)
         started = time.perf_counter()
         status = 500
+        is_logged = False
 
-        async def send_with_id(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-                message.setdefault("headers", [])
-                message["headers"] = [
-                    *message["headers"],
-                    (b"x-request-id", request_id.encode("ascii")),
-                ]
-            await send(message)
-
-        try:
-            await self.app(scope, receive, send_with_id)
-        finally:
+        def log_summary() -> None:
+            nonlocal is_logged
+            is_logged = True
             fields: dict[str, Any] = {
                 "method": scope["method"],
                 "path": scope.get("path", "")[:512],
@@ -66,6 +56,25 @@ class RequestIdMiddleware:
                 "rid": request_id,
             }
             summary_logger.info("", extra=fields)
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                message["headers"] = [
+                    *message.get("headers", ()),
+                    (b"x-request-id", request_id.encode("ascii")),
+                ]
+            elif message["type"] == "http.response.body" and not message.get("more_body"):
+                # Before the last part goes out, so the line is written when the caller has it.
+                log_summary()
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            if not is_logged:
+                log_summary()
             request_id_context.reset(token)
 
 

@@ -46,7 +46,7 @@ def _parser() -> argparse.ArgumentParser:
         "import", help="store local files in every region and index them"
     )
     importing.add_argument("--visibility", required=True, choices=VISIBILITIES)
-    importing.add_argument("--message", default="imported by an operator")
+    importing.add_argument("-m", "--message", default="imported by an operator")
     importing.add_argument(
         "--author", default=None, help="recorded uploader (default: the login name)"
     )

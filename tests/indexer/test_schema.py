@@ -1,0 +1,122 @@
+"""index_schema.json: what the indexer writes and the gateway reads, checked against the file."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import jsonschema
+import pytest
+
+from indexer.schema import (
+    SCHEMA_VERSION,
+    IndexObject,
+    MalformedIndexObject,
+    Tombstone,
+    Upload,
+    index_key,
+)
+
+SCHEMA_FILE = Path(__file__).resolve().parents[2] / "index_schema.json"
+DIGEST = "ab" * 64
+NOW = "2026-11-29T12:00:00Z"
+
+
+def schema() -> dict:
+    return json.loads(SCHEMA_FILE.read_text())
+
+
+def sample(**changes) -> IndexObject:
+    obj = IndexObject(
+        digest=DIGEST,
+        size=42,
+        visibility="internal",
+        instances=("us-west-2", "us-east-1"),
+        uploads=(Upload(7, "clang.tar.xz", "project/releng/bug1", "clang 17", NOW),),
+        verified_at=NOW,
+        updated_at=NOW,
+    )
+    return obj.with_changes(**changes)
+
+
+def test_schema_is_2020_12_and_versioned() -> None:
+    loaded = schema()
+    assert loaded["$schema"] == "https://json-schema.org/draft/2020-12/schema"
+    jsonschema.Draft202012Validator.check_schema(loaded)
+    assert loaded["properties"]["schema_version"] == {
+        "description": loaded["properties"]["schema_version"]["description"],
+        "const": SCHEMA_VERSION,
+    }
+
+
+@pytest.mark.parametrize(
+    "obj",
+    [
+        sample(),
+        sample(visibility="public", uploads=(Upload(None, "f", "op", "", NOW),)),
+        sample(instances=(), deleted=Tombstone("admin", NOW, "leaked", ("us-east-1",))),
+    ],
+)
+def test_written_objects_follow_the_schema_file(obj: IndexObject) -> None:
+    raw = obj.to_json()
+    jsonschema.Draft202012Validator(schema()).validate(json.loads(raw))
+    assert IndexObject.from_json(raw, key=index_key(DIGEST)) == obj.with_changes(
+        instances=tuple(sorted(obj.instances))
+    )
+
+
+def test_output_is_deterministic() -> None:
+    assert sample().to_json() == sample(instances=("us-east-1", "us-west-2")).to_json()
+    assert list(json.loads(sample().to_json())) == sorted(json.loads(sample().to_json()))
+
+
+@pytest.mark.parametrize(
+    "invalid",
+    [
+        {"size": -1},
+        {"visibility": "secret"},
+        {"digest": "AB" * 64},
+        {"instances": ("us-east-1", "us-east-1")},
+        {"uploads": (Upload(0, "f", "a", "m", NOW),)},
+        {"verified_at": "yesterday"},
+    ],
+)
+def test_the_writer_refuses_invalid_objects(invalid: dict) -> None:
+    with pytest.raises(MalformedIndexObject):
+        sample(**invalid).to_json()
+
+
+def _mutated(change) -> bytes:
+    data = json.loads(sample().to_json())
+    change(data)
+    return json.dumps(data).encode()
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"",
+        b"not json",
+        b"\xff\xfe",
+        b"[]",
+        _mutated(lambda data: data.pop("size")),
+        _mutated(lambda data: data.update(schema_version=2)),
+        _mutated(lambda data: data.update(unexpected=True)),
+        _mutated(lambda data: data.update(size="42")),
+        _mutated(lambda data: data.update(visibility="PUBLIC")),
+        _mutated(lambda data: data.update(digest="cd" * 64)),  # not the key's digest
+        _mutated(lambda data: data.update(instances=["../us-east-1"])),
+        _mutated(lambda data: data.update(deleted={"by": "x"})),
+    ],
+)
+def test_the_reader_refuses_malformed_objects(raw: bytes) -> None:
+    with pytest.raises(MalformedIndexObject) as caught:
+        IndexObject.from_json(raw, key=index_key(DIGEST))
+    assert index_key(DIGEST) in str(caught.value)
+    # The reader's verdict agrees with the schema file (or the key check).
+    try:
+        data = json.loads(raw)
+        jsonschema.Draft202012Validator(schema()).validate(data)
+    except (ValueError, jsonschema.ValidationError):
+        return
+    assert data["digest"] != DIGEST

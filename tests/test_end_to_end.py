@@ -1,0 +1,175 @@
+"""The runbook's three curl checks over real HTTP, on both stores, and the console scripts."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import pytest
+
+from gateway.app import create_app
+from gateway.settings import Settings
+from indexer.cli import main as indexer_main
+from indexer.config import open_regions
+from tests.conftest import LiveServer, SeaweedFS, free_port
+from tests.gateway.test_download import FORBIDDEN_BODY, INVALID_DIGEST_BODY
+
+
+@dataclass
+class Deployment:
+    url: str
+    public: bytes
+    public_digest: str
+    internal_digest: str
+
+
+def request(url: str, method: str = "GET") -> tuple[int, dict[str, str], bytes]:
+    """One request, redirects not followed (as curl without -L)."""
+    parts = urlsplit(url)
+    connection = http.client.HTTPConnection(parts.hostname, parts.port, timeout=10)
+    try:
+        connection.request(method, f"{parts.path}?{parts.query}" if parts.query else parts.path)
+        response = connection.getresponse()
+        return response.status, dict(response.getheaders()), response.read()
+    finally:
+        connection.close()
+
+
+def import_files(environ: dict[str, str], tmp_path: Path, capsys) -> tuple[bytes, str, str]:
+    public = os.urandom(5000)
+    (tmp_path / "public.bin").write_bytes(public)
+    (tmp_path / "internal.bin").write_bytes(os.urandom(100))
+    assert (
+        indexer_main(["import", "--visibility", "public", str(tmp_path / "public.bin")], environ)
+        == 0
+    )
+    assert (
+        indexer_main(
+            ["import", "--visibility", "internal", str(tmp_path / "internal.bin")], environ
+        )
+        == 0
+    )
+    lines = capsys.readouterr().out.splitlines()
+    return public, lines[0].split()[0], lines[1].split()[0]
+
+
+@pytest.fixture(params=["local", "s3"])
+def deployment(
+    request: pytest.FixtureRequest,
+    tmp_path: Path,
+    live_server: Callable[[Any, int], LiveServer],
+    capsys: pytest.CaptureFixture[str],
+) -> Deployment:
+    if request.param == "local":
+        environ = {"TOOLTOOL_DATA_DIR": str(tmp_path / "data")}
+    else:
+        seaweedfs: SeaweedFS = request.getfixturevalue("seaweedfs")
+        environ = seaweedfs.environ(("us-east-1", seaweedfs.new_bucket()))
+    public, public_digest, internal_digest = import_files(environ, tmp_path, capsys)
+    settings = Settings.from_environ(environ)
+    server = live_server(create_app(settings, open_regions(settings.stores)), free_port())
+    return Deployment(server.url, public, public_digest, internal_digest)
+
+
+def test_known_public_digest_redirects(deployment: Deployment) -> None:
+    status, headers, body = request(f"{deployment.url}/sha512/{deployment.public_digest}")
+    assert status == 302
+    assert b"You should be redirected automatically to target URL" in body
+    location = headers["location"]
+    assert urlsplit(location).port is not None
+    with urllib.request.urlopen(location, timeout=10) as response:
+        assert response.read() == deployment.public
+
+
+def test_head_redirects_too(deployment: Deployment) -> None:
+    status, headers, body = request(f"{deployment.url}/sha512/{deployment.public_digest}", "HEAD")
+    assert status == 302
+    assert headers["location"]
+    assert body == b""
+
+
+def test_known_internal_digest_is_forbidden(deployment: Deployment) -> None:
+    status, headers, body = request(f"{deployment.url}/sha512/{deployment.internal_digest}")
+    assert status == 403
+    assert headers["content-type"] == "application/json"
+    assert json.loads(body) == FORBIDDEN_BODY
+
+
+def test_invalid_digest(deployment: Deployment) -> None:
+    status, headers, body = request(f"{deployment.url}/sha512/invalid")
+    assert status == 400
+    assert headers["content-type"] == "application/json"
+    assert json.loads(body) == INVALID_DIGEST_BODY
+
+
+def test_gateway_console_script_serves_the_embedded_default(tmp_path: Path) -> None:
+    port = free_port()
+    environ = {**os.environ, "TOOLTOOL_DATA_DIR": str(tmp_path / "data")}
+    for name in ("S3_REGIONS", "TOOLTOOL_ROOT_PATH"):
+        environ.pop(name, None)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "gateway.cli", "--port", str(port)],
+        env=environ,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                status, _, _ = request(f"http://127.0.0.1:{port}/__lbheartbeat__")
+                break
+            except OSError:
+                assert process.poll() is None, process.stdout.read() if process.stdout else ""
+                assert time.monotonic() < deadline
+                time.sleep(0.1)
+        assert status == 200
+        status, _, body = request(f"http://127.0.0.1:{port}/sha512/invalid")
+        assert (status, json.loads(body)) == (400, INVALID_DIGEST_BODY)
+        status, _, body = request(f"http://127.0.0.1:{port}/__heartbeat__")
+        assert status == 200
+    finally:
+        process.terminate()
+        output = process.communicate(timeout=10)[0].decode()
+    # mozlog JSON lines, one summary per request
+    summaries = [json.loads(line) for line in output.splitlines() if '"request.summary"' in line]
+    assert {entry["Fields"]["path"] for entry in summaries} >= {"/sha512/invalid"}
+
+
+def test_gateway_refuses_to_start_on_bad_settings(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "gateway.cli"],
+        env={**os.environ, "S3_REGIONS": "broken", "TOOLTOOL_DATA_DIR": str(tmp_path)},
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=30,
+    )
+    assert result.returncode == 4
+    assert result.stderr.startswith("SettingsError: S3_REGIONS: ")
+    assert "Traceback" not in result.stderr
+
+
+def test_heartbeat_over_http(deployment: Deployment) -> None:
+    status, _, body = request(f"{deployment.url}/__heartbeat__")
+    assert status == 200
+    assert json.loads(body)["status"] == "ok"
+
+
+def test_unknown_route_over_http(deployment: Deployment) -> None:
+    with pytest.raises(urllib.error.HTTPError) as caught:
+        urllib.request.urlopen(f"{deployment.url}/nothing/here", timeout=10)
+    assert caught.value.code == 404
+    assert caught.value.headers["content-type"] == "application/json"
+    caught.value.close()
