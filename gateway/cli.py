@@ -20,6 +20,16 @@ logger = logging.getLogger(__name__)
 
 EXIT_SETTINGS = 4
 
+# How the gateway is served; the tests' live servers use the same options.
+SERVER_OPTIONS: Mapping[str, object] = {
+    "log_config": None,
+    "access_log": False,  # the request-id middleware logs one summary line per request
+    "proxy_headers": False,
+    "server_header": False,
+    "ws": "none",  # no WebSocket routes: upgrades are plain HTTP requests
+    "lifespan": "off",
+}
+
 
 def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> int:
     """Read the settings, open the stores and serve until interrupted."""
@@ -43,15 +53,7 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
     if settings.stores.is_local:
         logger.info("serving the local store at %s", settings.stores.data_dir.resolve())
     app = create_app(settings, regions)
-    uvicorn.run(
-        app,
-        host=args.host,
-        port=args.port,
-        log_config=None,
-        access_log=False,
-        proxy_headers=False,
-        server_header=False,
-    )
+    uvicorn.run(app, host=args.host, port=args.port, **SERVER_OPTIONS)  # type: ignore[arg-type]
     return 0
 
 

@@ -52,14 +52,24 @@ class IndexCache:
         entry = self._entries.get(digest)
         if entry is not None and entry.expires > self._clock():
             return entry.value
-        pending = self._loading.get(digest)
-        if pending is not None:
-            return await asyncio.shield(pending)
+        while (pending := self._loading.get(digest)) is not None:
+            try:
+                return await asyncio.shield(pending)
+            except asyncio.CancelledError:
+                # The loader's request was cancelled, not this one: load it here.
+                if not pending.cancelled() or _is_cancelling():
+                    raise
+        return await self._load_shared(digest)
+
+    async def _load_shared(self, digest: str) -> IndexObject | None:
         future: asyncio.Future[IndexObject | None] = asyncio.get_running_loop().create_future()
         self._loading[digest] = future
         try:
             value = await run_in_threadpool(self._load, digest)
-        except BaseException as exc:
+        except asyncio.CancelledError:
+            future.cancel()
+            raise
+        except Exception as exc:
             future.set_exception(exc)
             future.exception()  # marks it retrieved when nobody else waits
             raise
@@ -85,3 +95,8 @@ class IndexCache:
         self._entries.move_to_end(digest)
         while len(self._entries) > self._max_entries:
             self._entries.popitem(last=False)
+
+
+def _is_cancelling() -> bool:
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0

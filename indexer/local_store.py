@@ -183,7 +183,19 @@ class LocalStore:
         if_none_match: bool = False,
         if_match: str | None = None,
     ) -> None:
-        """Move a complete temporary file into place at `key`, whole, under the conditions."""
+        """Move a complete temporary file into place at `key`, whole, under the conditions.
+
+        A key that collides with a directory (``a`` when ``a/b`` exists, or the
+        reverse) fails its precondition, as no object can be written there.
+        """
+        try:
+            self._commit(temporary, key, if_none_match, if_match)
+        except (IsADirectoryError, NotADirectoryError, FileExistsError) as exc:
+            raise PreconditionFailed(self.region, key) from exc
+        except OSError as exc:
+            raise StoreUnavailable(self.region, exc.strerror or str(exc)) from exc
+
+    def _commit(self, temporary: Path, key: str, if_none_match: bool, if_match: str | None) -> None:
         target = self.path(key)
         target.parent.mkdir(parents=True, exist_ok=True)
         if if_none_match:

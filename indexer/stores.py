@@ -19,6 +19,7 @@ OCTET_STREAM = "application/octet-stream"
 # inside its directory and makes every key valid on every S3 implementation.
 _KEY = re.compile(r"[A-Za-z0-9_=+-][A-Za-z0-9._=+-]*(/[A-Za-z0-9_=+-][A-Za-z0-9._=+-]*)*")
 _MAX_KEY_LENGTH = 1024
+_MAX_SEGMENT_LENGTH = 255  # a file name's limit on common filesystems
 
 
 class StoreError(Exception):
@@ -62,7 +63,11 @@ class StoreUnavailable(StoreError):
 
 def check_key(key: str) -> str:
     """Return `key` when it is a valid store key, else raise :class:`InvalidKey`."""
-    if len(key) > _MAX_KEY_LENGTH or _KEY.fullmatch(key) is None:
+    if (
+        len(key) > _MAX_KEY_LENGTH
+        or _KEY.fullmatch(key) is None
+        or any(len(segment) > _MAX_SEGMENT_LENGTH for segment in key.split("/"))
+    ):
         raise InvalidKey(key)
     return key
 

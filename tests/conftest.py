@@ -19,15 +19,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import boto3
 import pytest
 import uvicorn
+from botocore.config import Config
 
-from gateway.app import create_app
-from gateway.settings import Settings
+from gateway.cli import SERVER_OPTIONS
 from indexer.local_store import LocalStore
 from indexer.s3_store import S3Store, make_client
 from indexer.signing import UrlSigner
-from indexer.stores import Regions, Store
 
 ACCESS_KEY = "tooltool-test-access"
 SECRET_KEY = "tooltool-test-secret-key"
@@ -153,9 +153,7 @@ class LiveServer:
 
     def __init__(self, app: Any, port: int) -> None:
         self.url = f"http://127.0.0.1:{port}"
-        config = uvicorn.Config(
-            app, host="127.0.0.1", port=port, log_config=None, access_log=False, lifespan="off"
-        )
+        config = uvicorn.Config(app, host="127.0.0.1", port=port, **SERVER_OPTIONS)
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(target=self._server.run, daemon=True)
 
@@ -203,16 +201,14 @@ def s3_store(seaweedfs: SeaweedFS) -> S3Store:
     return S3Store(seaweedfs.client(), seaweedfs.new_bucket(), region="us-east-1")
 
 
-@pytest.fixture(params=["local", "s3"])
-def served_store(
-    request: pytest.FixtureRequest,
-    tmp_path: Path,
-    live_server: Callable[[Any, int], LiveServer],
-) -> Store:
-    """A store of each kind whose signed URLs work over real HTTP."""
-    if request.param == "s3":
-        return request.getfixturevalue("s3_store")
-    port = free_port()
-    store = make_local_store(tmp_path / "data", public_url=f"http://127.0.0.1:{port}")
-    live_server(create_app(Settings(), Regions([store])), port)
-    return store
+def unreachable_s3_store() -> S3Store:
+    """An S3 store whose endpoint refuses connections, with no retries."""
+    client = boto3.session.Session().client(
+        "s3",
+        region_name="us-east-1",
+        endpoint_url=f"http://127.0.0.1:{free_port()}",
+        aws_access_key_id="x",
+        aws_secret_access_key="y",
+        config=Config(retries={"max_attempts": 1}, connect_timeout=1),
+    )
+    return S3Store(client, "bucket-a", region="us-east-1")

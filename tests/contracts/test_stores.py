@@ -143,7 +143,18 @@ class StoreContract:
             store.copy("staging/absent", "final/absent")
 
     @pytest.mark.parametrize(
-        "key", ["", "/absolute", "a//b", "../escape", "a/../b", ".hidden", "a/.tmp/b", "sp ace"]
+        "key",
+        [
+            "",
+            "/absolute",
+            "a//b",
+            "../escape",
+            "a/../b",
+            ".hidden",
+            "a/.tmp/b",
+            "sp ace",
+            "a" * 256,
+        ],
     )
     def test_invalid_keys(self, store: Store, key: str) -> None:
         with pytest.raises(InvalidKey):

@@ -5,14 +5,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from urllib.parse import parse_qs, urlsplit
 
-import boto3
 import pytest
-from botocore.config import Config
 
-from indexer.s3_store import S3Store
 from indexer.schema import index_key
 from indexer.stores import Regions
-from tests.conftest import free_port
+from tests.conftest import unreachable_s3_store
 from tests.gateway.conftest import PREFIX, FixedAuthenticator, Gateway, random_bytes
 
 INVALID_DIGEST_BODY = {
@@ -244,15 +241,7 @@ class TestIndexCache:
 
 
 def test_store_failure_is_503(gateway: Gateway) -> None:
-    client = boto3.session.Session().client(
-        "s3",
-        region_name="us-east-1",
-        endpoint_url=f"http://127.0.0.1:{free_port()}",
-        aws_access_key_id="x",
-        aws_secret_access_key="y",
-        config=Config(retries={"max_attempts": 1}, connect_timeout=1),
-    )
-    gateway.regions = Regions([S3Store(client, "bucket-a", region="us-east-1")])
+    gateway.regions = Regions([unreachable_s3_store()])
     response = gateway.client().get(f"/sha512/{UNKNOWN}")
     body = assert_problem(response, 503)
     assert "127.0.0.1" not in body["detail"]

@@ -183,3 +183,48 @@ def _exchange(port: int, raw: bytes) -> bytes:
             if b"\r\n\r\n" in answer and b"Connection: close" not in raw:
                 break
     return answer
+
+
+def test_if_range_does_not_bypass_range_checks(gateway: Gateway) -> None:
+    digest = gateway.add(random_bytes(100))
+    client = gateway.client()
+    location = client.get(f"/sha512/{digest}").headers["location"]
+    etag = client.head(location).headers["etag"]
+    for bad_range, status in (("lines=1-2", 400), ("bytes=5000-", 416), ("bytes=9-2", 400)):
+        response = client.get(location, headers={"Range": bad_range, "If-Range": etag})
+        assert_problem(response, status)
+
+
+def test_non_ascii_content_length(gateway: Gateway) -> None:
+    url = gateway.regions.index.presign_put("staging/x", expires_in=60)
+    response = gateway.client().put(
+        url,
+        content=b"x",
+        headers={"Content-Type": "application/octet-stream", "Content-Length": b"\xb2"},
+    )
+    assert_problem(response, 400)
+
+
+def test_put_colliding_with_a_directory_is_409(gateway: Gateway) -> None:
+    digest = gateway.add(random_bytes(10))
+    store = gateway.regions.index
+    client = gateway.client()
+    headers = {"Content-Type": "application/octet-stream"}
+    for key in (f"sha512/{digest}/below", "index", "sha512"):
+        url = store.presign_put(key, expires_in=60)
+        assert_problem(client.put(url, content=b"x", headers=headers), 409)
+
+
+def test_websocket_upgrades_are_plain_http(gateway: Gateway, live_server) -> None:
+    digest = gateway.add(random_bytes(10))
+    port = free_port()
+    live_server(gateway.client().app, port)
+    answer = _exchange(
+        port,
+        (
+            f"GET /sha512/{digest} HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n"
+            "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+            "Sec-WebSocket-Version: 13\r\n\r\n"
+        ).encode(),
+    )
+    assert answer.startswith(b"HTTP/1.1 302"), answer[:100]

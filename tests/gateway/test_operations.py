@@ -7,9 +7,7 @@ import logging
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-import boto3
 import pytest
-from botocore.config import Config
 from starlette.requests import Request
 
 from gateway.auth import Caller
@@ -18,7 +16,7 @@ from gateway.settings import Settings
 from indexer.config import SettingsError
 from indexer.s3_store import S3Store
 from indexer.stores import Regions
-from tests.conftest import SeaweedFS, free_port
+from tests.conftest import SeaweedFS, unreachable_s3_store
 from tests.gateway.conftest import Gateway
 from tests.gateway.test_download import UNKNOWN, assert_problem
 
@@ -46,7 +44,16 @@ def test_heartbeat_reports_a_failed_store(gateway: Gateway, seaweedfs: SeaweedFS
     response = gateway.client().get("/__heartbeat__")
     body = assert_problem(response, 503)
     assert body["checks"] == {"store:local": "ok", "store:us-west-2": "error"}
-    assert "us-west-2" in body["detail"]
+    assert body["detail"] == "Failed checks: store:us-west-2"
+
+
+def test_heartbeat_does_not_leak_paths(gateway: Gateway) -> None:
+    store = gateway.regions.index
+    (store.root / ".tmp").rmdir()
+    response = gateway.client().get("/__heartbeat__")
+    body = assert_problem(response, 503)
+    assert body["checks"] == {"store:local": "error"}
+    assert str(store.root) not in response.text
 
 
 def test_version_from_file(make_gateway: Callable[..., Gateway], tmp_path: Path) -> None:
@@ -136,15 +143,7 @@ def test_mozlog_request_summary_with_request_id(
 def test_store_errors_are_logged_with_the_request_id(
     gateway: Gateway, mozlog: Callable[[], list[dict]]
 ) -> None:
-    client = boto3.session.Session().client(
-        "s3",
-        region_name="us-east-1",
-        endpoint_url=f"http://127.0.0.1:{free_port()}",
-        aws_access_key_id="x",
-        aws_secret_access_key="y",
-        config=Config(retries={"max_attempts": 1}, connect_timeout=1),
-    )
-    gateway.regions = Regions([S3Store(client, "bucket-a", region="us-east-1")])
+    gateway.regions = Regions([unreachable_s3_store()])
     mozlog()
     gateway.client().get(f"/sha512/{UNKNOWN}", headers={"X-Request-Id": "req-2"})
     errors = [record for record in mozlog() if record["Severity"] <= 3]
