@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import subprocess
 import time
 import urllib.error
 import urllib.request
@@ -188,6 +189,30 @@ class StoreContract:
         assert status == 403
         with pytest.raises(ObjectNotFound):
             store.head("staging/typed")
+
+    def test_presigned_urls_work_with_plain_curl(self, store: Store, tmp_path: Path) -> None:
+        source = tmp_path / "payload"
+        source.write_bytes(os.urandom(4096))
+        put_url = store.presign_put("staging/curl", expires_in=60)
+        subprocess.run(
+            [
+                "curl",
+                "-sSf",
+                "-X",
+                "PUT",
+                "-H",
+                "Content-Type: application/octet-stream",
+                "--data-binary",
+                f"@{source}",
+                put_url,
+            ],
+            check=True,
+            timeout=30,
+        )
+        target = tmp_path / "fetched"
+        get_url = store.presign_get("staging/curl", expires_in=60)
+        subprocess.run(["curl", "-sSf", "-o", str(target), get_url], check=True, timeout=30)
+        assert target.read_bytes() == source.read_bytes()
 
     def test_expired_url_refused(self, store: Store) -> None:
         store.put("sha512/expiring", b"soon gone")
