@@ -10,14 +10,18 @@ from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from gateway.auth import AnonymousAuthenticator, Authenticator, Permissions
+from gateway.auth import Authenticator, Permissions, RequestAuthenticator
 from gateway.blobs import Blobs
+from gateway.credentials import Credentials, build_credentials
 from gateway.dockerflow import Dockerflow
 from gateway.download import Downloads
 from gateway.errors import EXCEPTION_HANDLERS
+from gateway.forwarded import TrustedProxies
 from gateway.index_cache import IndexCache
 from gateway.logs import RequestIdMiddleware
 from gateway.settings import Settings
+from gateway.token_routes import TokenRoutes
+from gateway.urls import PublicUrls
 from indexer.local_store import LocalStore
 from indexer.stores import Regions
 
@@ -28,15 +32,26 @@ def create_app(
     settings: Settings,
     regions: Regions,
     *,
+    credentials: Credentials | None = None,
     authenticator: Authenticator | None = None,
     monotonic: Callable[[], float] = time.monotonic,
 ) -> ASGIApp:
-    """The gateway over `regions`, configured by `settings`."""
+    """The gateway over `regions`, configured by `settings`.
+
+    `credentials` defaults to what the settings configure; `authenticator`
+    replaces request authentication on the download route (a seam for tests).
+    """
+    if credentials is None:
+        credentials = build_credentials(settings)
     permissions = Permissions(settings.scope_prefix)
-    if authenticator is None:
-        authenticator = AnonymousAuthenticator(
-            permissions, allow_public_download=settings.allow_anonymous_public_download
-        )
+    proxies = TrustedProxies.parse(settings.auth.trusted_proxies)
+    request_authenticator = RequestAuthenticator(
+        provider=credentials.provider,
+        tokens=credentials.tokens,
+        permissions=permissions,
+        allow_anonymous_public_download=settings.allow_anonymous_public_download,
+        proxies=proxies,
+    )
     index = IndexCache(
         regions.index,
         ttl=settings.index_cache_seconds,
@@ -47,14 +62,23 @@ def create_app(
     downloads = Downloads(
         regions=regions,
         index=index,
-        authenticator=authenticator,
+        authenticator=authenticator or request_authenticator,
         permissions=permissions,
+        urls=PublicUrls(proxies),
         expires_in=settings.download_expires_in,
+    )
+    tokens = TokenRoutes(
+        authenticator=request_authenticator, tokens=credentials.tokens, permissions=permissions
     )
     blobs = Blobs({store.region: store for store in regions if isinstance(store, LocalStore)})
     dockerflow = Dockerflow(regions=regions, version_file=settings.version_file)
     app = Starlette(
-        routes=[*downloads.routes(), *blobs.routes(), *dockerflow.routes()],
+        routes=[
+            *downloads.routes(),
+            *tokens.routes(),
+            *blobs.routes(),
+            *dockerflow.routes(),
+        ],
         middleware=[Middleware(RequestIdMiddleware)],
         exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
     )
@@ -79,7 +103,10 @@ class RootPathMiddleware:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] in ("http", "websocket"):
             path = scope["path"]
+            scope = {**scope, "root_path": self.root_path}
             if not (path == self.root_path or path.startswith(self.root_path + "/")):
-                path = self.root_path + path
-            scope = {**scope, "root_path": self.root_path, "path": path}
+                # The proxy stripped the prefix; put it back where clients signed it.
+                scope["path"] = self.root_path + path
+                if "raw_path" in scope and scope["raw_path"] is not None:
+                    scope["raw_path"] = self.root_path.encode() + scope["raw_path"]
         await self.app(scope, receive, send)

@@ -1,14 +1,28 @@
-"""Who is calling, and what their Taskcluster scopes let them do."""
+"""Who is calling, and what their Taskcluster scopes let them do.
+
+Every request is anonymous, Hawk-signed (verified by the identity provider)
+or carries ``Authorization: Bearer <jwt>`` (verified locally, no network).
+"""
 
 from __future__ import annotations
 
+import base64
+import binascii
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Protocol
 
 from starlette.requests import Request
 from taskcluster.utils import scopeMatch
 
+from gateway.errors import Forbidden, PayloadTooLarge, Unauthorized
+from gateway.forwarded import TrustedProxies
+from gateway.hawk import HawkError, HawkRequest, parse_header
+from gateway.identity import Identity, IdentityProvider, InvalidCredentials
+from gateway.tokens import TokenService
 from indexer.schema import Visibility
+
+MAX_SIGNED_BODY = 1024 * 1024  # bodies hashed for Hawk are JSON requests, not files
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,10 +57,54 @@ class Permissions:
     def manage(self) -> str:
         return f"{self.prefix}/manage"
 
+    @property
+    def all(self) -> tuple[str, ...]:
+        """The five scopes of the legacy table."""
+        return (
+            self.download("public"),
+            self.download("internal"),
+            self.upload("public"),
+            self.upload("internal"),
+            self.manage,
+        )
+
     def anonymous(self, *, allow_public_download: bool) -> Caller:
         """The caller without credentials: public downloads only, when allowed."""
         scopes = frozenset({self.download("public")}) if allow_public_download else frozenset()
         return Caller(None, scopes)
+
+    def tooltool_scopes(self, held: Iterable[str]) -> frozenset[str]:
+        """What of `held` falls under the prefix; a broader ``*`` scope becomes ``<prefix>/*``."""
+        under = self.prefix + "/"
+        scopes = set()
+        for scope in held:
+            if scope.startswith(under):
+                scopes.add(scope)
+            elif scope.endswith("*") and under.startswith(scope[:-1]):
+                scopes.add(under + "*")
+        return frozenset(scopes)
+
+    def grantable(self, held: Iterable[str], requested: Iterable[str] | None) -> frozenset[str]:
+        """The tooltool scopes a token may carry: the requested ones the caller holds,
+        or all it holds when none are requested. Never wider than what is held."""
+        own = self.tooltool_scopes(held)
+        if requested is None:
+            return own
+        under = self.prefix + "/"
+        return frozenset(
+            scope for scope in requested if scope.startswith(under) and scopeMatch(own, [[scope]])
+        )
+
+    def require(self, caller: Caller, scope: str) -> None:
+        """401 for an anonymous caller without `scope`, 403 for an authenticated one."""
+        if caller.has_scope(scope):
+            return
+        if caller.is_anonymous:
+            raise Unauthorized("This request needs credentials", headers=CHALLENGE)
+        raise Forbidden()
+
+
+CHALLENGE = {"WWW-Authenticate": 'Bearer realm="tooltool", Hawk'}
 
 
 class Authenticator(Protocol):
@@ -57,11 +115,105 @@ class Authenticator(Protocol):
         ...
 
 
-class AnonymousAuthenticator:
-    """Every caller is anonymous: public downloads only, when allowed."""
+class RequestAuthenticator:
+    """Anonymous, Hawk (through the identity provider) or Bearer (local JWT check)."""
 
-    def __init__(self, permissions: Permissions, *, allow_public_download: bool) -> None:
-        self._anonymous = permissions.anonymous(allow_public_download=allow_public_download)
+    def __init__(
+        self,
+        *,
+        provider: IdentityProvider,
+        tokens: TokenService,
+        permissions: Permissions,
+        allow_anonymous_public_download: bool,
+        proxies: TrustedProxies,
+    ) -> None:
+        self._provider = provider
+        self._tokens = tokens
+        self._anonymous = permissions.anonymous(
+            allow_public_download=allow_anonymous_public_download
+        )
+        self._proxies = proxies
 
     async def authenticate(self, request: Request) -> Caller:
-        return self._anonymous
+        authorization = request.headers.get("authorization")
+        if authorization is None:
+            return self._anonymous
+        scheme, _, credentials = authorization.partition(" ")
+        scheme = scheme.lower()
+        if scheme == "bearer":
+            verified = self._tokens.verify(credentials.strip())
+            return self._caller(verified.client_id, verified.scopes)
+        if scheme == "hawk":
+            identity = await self._provider.authenticate_hawk(
+                await self.hawk_request(request, authorization)
+            )
+            return self._caller(identity.client_id, identity.scopes)
+        if scheme == "basic":
+            raise InvalidCredentials("Basic credentials are accepted by POST /token only")
+        raise InvalidCredentials("unsupported Authorization scheme")
+
+    async def identify(self, request: Request) -> Identity:
+        """The Taskcluster identity behind a Hawk or Basic request (for POST /token)."""
+        authorization = request.headers.get("authorization")
+        if authorization is None:
+            raise Unauthorized(
+                "POST /token needs Taskcluster credentials (Hawk or Basic)",
+                headers={"WWW-Authenticate": 'Basic realm="tooltool"'},
+            )
+        scheme, _, credentials = authorization.partition(" ")
+        scheme = scheme.lower()
+        if scheme == "hawk":
+            return await self._provider.authenticate_hawk(
+                await self.hawk_request(request, authorization)
+            )
+        if scheme == "basic":
+            client_id, access_token = _basic(credentials)
+            return await self._provider.authenticate_basic(client_id, access_token)
+        raise InvalidCredentials("POST /token needs Taskcluster credentials (Hawk or Basic)")
+
+    async def hawk_request(self, request: Request, authorization: str) -> HawkRequest:
+        """The request as the client signed it: its host, port, path and (hashed) body."""
+        try:
+            header = parse_header(authorization)
+        except HawkError as exc:
+            raise InvalidCredentials(str(exc)) from None
+        body = None
+        if header.hash is not None:
+            length = request.headers.get("content-length", "0")
+            if length.isascii() and length.isdigit() and int(length) > MAX_SIGNED_BODY:
+                raise PayloadTooLarge()
+            body = await request.body()
+            if len(body) > MAX_SIGNED_BODY:
+                raise PayloadTooLarge()
+        target = self._proxies.target(request)
+        return HawkRequest(
+            method=request.method,
+            resource=_resource(request),
+            host=target.host,
+            port=target.port,
+            authorization=authorization,
+            content_type=request.headers.get("content-type"),
+            body=body,
+        )
+
+    def _caller(self, client_id: str, scopes: frozenset[str]) -> Caller:
+        # A client may do at least what an anonymous caller may.
+        return Caller(client_id, scopes | self._anonymous.scopes)
+
+
+def _resource(request: Request) -> str:
+    raw_path = request.scope.get("raw_path")
+    path = raw_path.decode("latin-1") if raw_path else request.url.path
+    query = request.scope.get("query_string", b"").decode("latin-1")
+    return f"{path}?{query}" if query else path
+
+
+def _basic(credentials: str) -> tuple[str, str]:
+    try:
+        decoded = base64.b64decode(credentials.strip(), validate=True).decode("utf-8")
+    except (binascii.Error, UnicodeDecodeError):
+        raise InvalidCredentials("malformed Basic credentials") from None
+    client_id, separator, access_token = decoded.partition(":")
+    if not separator or not client_id or not access_token:
+        raise InvalidCredentials("malformed Basic credentials")
+    return client_id, access_token

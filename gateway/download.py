@@ -18,7 +18,7 @@ from starlette.routing import BaseRoute, Route
 from gateway.auth import Authenticator, Permissions
 from gateway.errors import BadRequest, Forbidden, NotFound
 from gateway.index_cache import IndexCache
-from gateway.urls import absolute_url
+from gateway.urls import PublicUrls
 from indexer.digests import is_valid_digest
 from indexer.schema import blob_key
 from indexer.stores import Regions
@@ -54,8 +54,10 @@ class Downloads:
         index: IndexCache,
         authenticator: Authenticator,
         permissions: Permissions,
+        urls: PublicUrls,
         expires_in: int,
     ) -> None:
+        self._urls = urls
         self._regions = regions
         self._index = index
         self._authenticator = authenticator
@@ -80,7 +82,7 @@ class Downloads:
         store = self._regions.choose(found.instances, request.query_params.get("region"))
         if store is None:
             raise NotFound()
-        url = absolute_url(
+        url = self._urls.absolute(
             store.presign_get(blob_key(digest), expires_in=self._expires_in), request
         )
         return redirect(url)

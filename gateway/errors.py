@@ -17,6 +17,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from gateway.identity import AuthError, ProviderUnavailable
 from indexer.schema import MalformedIndexObject
 from indexer.stores import StoreUnavailable
 
@@ -144,6 +145,21 @@ async def _http_exception(request: Request, exc: Exception) -> Response:
     return problem_response(exc.status_code, headers=headers)
 
 
+async def _auth_error(request: Request, exc: Exception) -> Response:
+    # Says what is wrong with the credentials, never echoes them.
+    return problem_response(
+        401,
+        f"Invalid credentials: {exc}",
+        headers={"WWW-Authenticate": 'Bearer realm="tooltool", Hawk'},
+    )
+
+
+async def _provider_unavailable(request: Request, exc: Exception) -> Response:
+    return problem_response(
+        503, "The identity provider is unavailable; try again later", headers={"Retry-After": "5"}
+    )
+
+
 async def _store_unavailable(request: Request, exc: Exception) -> Response:
     logger.error("store unavailable: %s", exc, extra={"path": request.url.path})
     return problem_response(503, headers={"Retry-After": "5"})
@@ -164,6 +180,8 @@ EXCEPTION_HANDLERS = {
     Problem: _problem,
     HTTPException: _http_exception,
     StoreUnavailable: _store_unavailable,
+    AuthError: _auth_error,
+    ProviderUnavailable: _provider_unavailable,
     MalformedIndexObject: _malformed_index,
     Exception: _unexpected,
 }

@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from gateway.forwarded import TrustedProxies
 from indexer.config import SettingsError, StoreSettings
 
 DEFAULT_SCOPE_PREFIX = "project:releng:services/tooltool/api"
@@ -14,10 +15,80 @@ _FALSE = frozenset({"0", "false", "no", "off"})
 
 
 @dataclass(frozen=True, slots=True)
+class AuthSettings:
+    """Identity provider, JWT keys and token lifetimes."""
+
+    identity_provider: str = "clients-file"  # or "taskcluster"
+    taskcluster_root_url: str | None = None
+    clients_file: Path | None = None
+    jwt_algorithm: str = "HS256"
+    jwt_secret: str | None = None
+    jwt_private_key: Path | None = None
+    jwt_previous_public_keys: tuple[Path, ...] = ()
+    jwt_issuer: str = "tooltool"
+    jwt_audience: str = "tooltool"
+    token_lifetime: int = 900
+    token_max_lifetime: int = 3600
+    hawk_skew: int = 60
+    trusted_proxies: str = ""
+
+    @classmethod
+    def from_environ(cls, environ: Mapping[str, str]) -> AuthSettings:
+        root_url = environ.get("TASKCLUSTER_ROOT_URL") or None
+        provider = environ.get("TOOLTOOL_IDENTITY_PROVIDER") or (
+            "taskcluster" if root_url else "clients-file"
+        )
+        if provider not in ("taskcluster", "clients-file"):
+            raise SettingsError(
+                "TOOLTOOL_IDENTITY_PROVIDER: expected taskcluster or clients-file,"
+                f" got {provider!r}"
+            )
+        if provider == "taskcluster" and not root_url:
+            raise SettingsError("TASKCLUSTER_ROOT_URL: required by the taskcluster provider")
+        algorithm = environ.get("TOOLTOOL_JWT_ALGORITHM") or "HS256"
+        if algorithm not in ("HS256", "RS256", "ES256", "EdDSA"):
+            raise SettingsError(
+                f"TOOLTOOL_JWT_ALGORITHM: expected HS256, RS256, ES256 or EdDSA, got {algorithm!r}"
+            )
+        private_key = _path(environ, "TOOLTOOL_JWT_PRIVATE_KEY")
+        if algorithm != "HS256" and private_key is None:
+            raise SettingsError(f"TOOLTOOL_JWT_PRIVATE_KEY: required with {algorithm}")
+        lifetime = _integer(environ, "TOOLTOOL_TOKEN_LIFETIME", 900, maximum=7 * 24 * 3600)
+        max_lifetime = _integer(environ, "TOOLTOOL_TOKEN_MAX_LIFETIME", 3600, maximum=7 * 24 * 3600)
+        if lifetime > max_lifetime:
+            raise SettingsError("TOOLTOOL_TOKEN_LIFETIME: longer than TOOLTOOL_TOKEN_MAX_LIFETIME")
+        proxies = environ.get("TOOLTOOL_TRUSTED_PROXIES", "")
+        try:
+            TrustedProxies.parse(proxies)
+        except ValueError as exc:
+            raise SettingsError(f"TOOLTOOL_TRUSTED_PROXIES: {exc}") from None
+        return cls(
+            identity_provider=provider,
+            taskcluster_root_url=root_url,
+            clients_file=_path(environ, "TOOLTOOL_CLIENTS_FILE"),
+            jwt_algorithm=algorithm,
+            jwt_secret=environ.get("TOOLTOOL_JWT_SECRET") or None,
+            jwt_private_key=private_key,
+            jwt_previous_public_keys=tuple(
+                Path(item.strip())
+                for item in environ.get("TOOLTOOL_JWT_PREVIOUS_PUBLIC_KEYS", "").split(",")
+                if item.strip()
+            ),
+            jwt_issuer=environ.get("TOOLTOOL_JWT_ISSUER") or "tooltool",
+            jwt_audience=environ.get("TOOLTOOL_JWT_AUDIENCE") or "tooltool",
+            token_lifetime=lifetime,
+            token_max_lifetime=max_lifetime,
+            hawk_skew=_integer(environ, "TOOLTOOL_HAWK_SKEW", 60, maximum=3600),
+            trusted_proxies=proxies,
+        )
+
+
+@dataclass(frozen=True, slots=True)
 class Settings:
     """Everything the gateway is configured with; see the README's table."""
 
     stores: StoreSettings = field(default_factory=StoreSettings)
+    auth: AuthSettings = field(default_factory=AuthSettings)
     download_expires_in: int = 60
     upload_expires_in: int = 60
     allow_anonymous_public_download: bool = True
@@ -36,6 +107,7 @@ class Settings:
         )
         return cls(
             stores=StoreSettings.from_environ(environ),
+            auth=AuthSettings.from_environ(environ),
             download_expires_in=_integer(environ, download_name, 60, maximum=7 * 24 * 3600),
             upload_expires_in=_integer(environ, "UPLOAD_EXPIRES_IN", 60, maximum=7 * 24 * 3600),
             allow_anonymous_public_download=_boolean(
@@ -98,3 +170,8 @@ def _root_path(value: str) -> str:
     if value and (not value.startswith("/") or "?" in value or "#" in value):
         raise SettingsError(f"TOOLTOOL_ROOT_PATH: expected a path like /tooltool, got {value!r}")
     return value
+
+
+def _path(environ: Mapping[str, str], name: str) -> Path | None:
+    value = environ.get(name, "").strip()
+    return Path(value) if value else None

@@ -6,17 +6,22 @@ from urllib.parse import urlsplit, urlunsplit
 
 from starlette.requests import Request
 
+from gateway.forwarded import TrustedProxies
 
-def absolute_url(url: str, request: Request) -> str:
-    """Resolve a root-relative URL (the local store's) against the request's base URL.
 
-    The result always has an explicit port unless it is https on 443: the
-    legacy client connects to 443 for an ``http`` URL without one.
-    """
-    if url.startswith("/"):
-        url = str(request.base_url).rstrip("/") + url
-    parts = urlsplit(url)
-    if parts.scheme == "http" and parts.port is None and parts.hostname:
-        parts = parts._replace(netloc=f"{parts.netloc}:80")
-        return urlunsplit(parts)
-    return url
+class PublicUrls:
+    """Resolves root-relative URLs (the local store's) against the address the client used."""
+
+    def __init__(self, proxies: TrustedProxies) -> None:
+        self._proxies = proxies
+
+    def absolute(self, url: str, request: Request) -> str:
+        """An absolute URL with an explicit port unless it is https on 443: the
+        legacy client connects to 443 for an ``http`` URL without one."""
+        if url.startswith("/"):
+            base = self._proxies.target(request).base_url
+            return base + request.scope.get("root_path", "").rstrip("/") + url
+        parts = urlsplit(url)
+        if parts.scheme == "http" and parts.port is None and parts.hostname:
+            return urlunsplit(parts._replace(netloc=f"{parts.netloc}:80"))
+        return url

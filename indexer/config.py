@@ -130,7 +130,16 @@ def _signing_key(settings: StoreSettings) -> bytes:
         if len(settings.url_signing_key) < 16:
             raise SettingsError("TOOLTOOL_URL_SIGNING_KEY: must be at least 16 characters")
         return settings.url_signing_key.encode("utf-8")
-    path = settings.data_dir / SIGNING_KEY_FILE
+    return secret_file(settings.data_dir / SIGNING_KEY_FILE, "TOOLTOOL_URL_SIGNING_KEY").encode()
+
+
+def secret_file(path: Path, setting: str) -> str:
+    """A random secret kept in `path` (mode 0600), created on first use.
+
+    Processes sharing the directory agree on it; `setting` names the variable
+    that replaces it, for error messages.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
     try:
         descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except FileExistsError:
@@ -141,6 +150,6 @@ def _signing_key(settings: StoreSettings) -> bytes:
     for _ in range(50):
         key = path.read_text().strip()
         if key:
-            return key.encode("utf-8")
+            return key
         time.sleep(0.01)  # another process created the file and is writing it
-    raise SettingsError(f"TOOLTOOL_URL_SIGNING_KEY: {path} is empty")
+    raise SettingsError(f"{setting}: {path} is empty")

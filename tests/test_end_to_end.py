@@ -76,6 +76,9 @@ def deployment(
     else:
         seaweedfs: SeaweedFS = request.getfixturevalue("seaweedfs")
         environ = seaweedfs.environ(("us-east-1", seaweedfs.new_bucket()))
+        clients = tmp_path / "clients.json"
+        clients.write_text("[]")
+        environ |= {"TOOLTOOL_CLIENTS_FILE": str(clients), "TOOLTOOL_JWT_SECRET": "x" * 32}
     public, public_digest, internal_digest = import_files(environ, tmp_path, capsys)
     settings = Settings.from_environ(environ)
     server = live_server(create_app(settings, open_regions(settings.stores)), free_port())

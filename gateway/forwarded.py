@@ -1,0 +1,98 @@
+"""The host, port and scheme the client used, which Hawk MACs and signed URLs depend on.
+
+``X-Forwarded-Host``, ``-Proto`` and ``-Port`` are believed only from the
+proxies listed in ``TOOLTOOL_TRUSTED_PROXIES``; anyone else could forge them.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from starlette.requests import Request
+
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """Where the client sent its request."""
+
+    scheme: str
+    host: str
+    port: int
+
+    @property
+    def base_url(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        if self.scheme == "https" and self.port == 443:
+            return f"https://{host}"
+        # Always explicit otherwise: the legacy client assumes 443 without one.
+        return f"{self.scheme}://{host}:{self.port}"
+
+
+class TrustedProxies:
+    """The networks whose X-Forwarded-* headers are believed."""
+
+    def __init__(self, networks: Iterable[Network] = ()) -> None:
+        self._networks = tuple(networks)
+
+    @classmethod
+    def parse(cls, value: str) -> TrustedProxies:
+        """Comma-separated addresses or CIDR networks; raises ValueError."""
+        return cls(
+            ipaddress.ip_network(item.strip(), strict=False)
+            for item in value.split(",")
+            if item.strip()
+        )
+
+    def is_trusted(self, address: str | None) -> bool:
+        if address is None or not self._networks:
+            return False
+        try:
+            ip = ipaddress.ip_address(address)
+        except ValueError:
+            return False
+        return any(ip in network for network in self._networks)
+
+    def target(self, request: Request) -> Target:
+        """The scheme, host and port as the client addressed them."""
+        scheme = request.url.scheme
+        host_header = request.headers.get("host", "")
+        forwarded_port: str | None = None
+        if self.is_trusted(request.client.host if request.client else None):
+            scheme = _first(request.headers.get("x-forwarded-proto")) or scheme
+            host_header = _first(request.headers.get("x-forwarded-host")) or host_header
+            forwarded_port = _first(request.headers.get("x-forwarded-port"))
+        host, port = split_host(host_header)
+        if forwarded_port and forwarded_port.isascii() and forwarded_port.isdigit():
+            port = int(forwarded_port)
+        scheme = scheme.lower() if scheme.lower() in _DEFAULT_PORTS else "http"
+        if port is None:
+            port = _DEFAULT_PORTS[scheme]
+        return Target(scheme, host.lower(), port)
+
+
+def split_host(value: str) -> tuple[str, int | None]:
+    """``host[:port]`` or ``[v6]:port`` into its parts; an unusable port counts as none."""
+    value = value.strip()
+    if value.startswith("["):
+        host, _, rest = value[1:].partition("]")
+        port_text = rest[1:] if rest.startswith(":") else ""
+    elif value.count(":") == 1:
+        host, _, port_text = value.partition(":")
+    else:
+        host, port_text = value, ""
+    port = int(port_text) if port_text.isascii() and port_text.isdigit() else None
+    if port is not None and not 0 < port < 65536:
+        port = None
+    return host, port
+
+
+def _first(value: str | None) -> str | None:
+    if value is None:
+        return None
+    return value.split(",")[0].strip() or None
