@@ -20,7 +20,8 @@ from indexer.config import SettingsError, secret_file
 
 logger = logging.getLogger(__name__)
 
-CLIENTS_FILE = "clients.json"
+# Hidden: the local store never lists nor serves dot files in its directory.
+CLIENTS_FILE = ".clients.json"
 JWT_SECRET_FILE = ".jwt-secret"  # noqa: S105 - a file name, not a secret
 
 

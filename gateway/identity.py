@@ -9,6 +9,7 @@ JSON list of permanent clients.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import datetime as dt
 import hmac
@@ -21,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+import aiohttp
 import mohawk
 import taskcluster.aio
 import taskcluster.exceptions
@@ -137,7 +139,9 @@ def _ext(ext: str | None) -> dict[str, Any]:
     if not ext:
         return {}
     try:
-        data = json.loads(base64.b64decode(ext, validate=True))
+        # Taskcluster clients send URL-safe base64; accept the standard alphabet too.
+        standard = ext.replace("-", "+").replace("_", "/")
+        data = json.loads(base64.b64decode(standard + "=" * (-len(standard) % 4), validate=True))
     except ValueError:
         raise InvalidCredentials("the Hawk ext is not base64 JSON") from None
     if not isinstance(data, dict):
@@ -182,8 +186,9 @@ def ensure_clients_file(path: Path, scopes: Iterable[str]) -> str | None:
 class TaskclusterProvider:
     """Asks a Taskcluster deployment to verify Hawk (``auth.authenticateHawk``)."""
 
-    def __init__(self, root_url: str, *, max_retries: int = 1) -> None:
+    def __init__(self, root_url: str, *, max_retries: int = 1, timeout: float = 10.0) -> None:
         self._root_url = root_url.rstrip("/")
+        self._timeout = timeout
         self._options = {"rootUrl": self._root_url, "maxRetries": max_retries}
 
     async def authenticate_hawk(self, request: HawkRequest) -> Identity:
@@ -232,8 +237,13 @@ class TaskclusterProvider:
     async def _ask(self, payload: dict[str, Any]) -> Identity:
         auth = taskcluster.aio.Auth(self._options)
         try:
-            answer = await auth.authenticateHawk(payload)
-        except taskcluster.exceptions.TaskclusterFailure as exc:
+            answer = await asyncio.wait_for(auth.authenticateHawk(payload), self._timeout)
+        except (
+            taskcluster.exceptions.TaskclusterFailure,
+            aiohttp.ClientError,  # the client re-raises 5xx answers as these
+            TimeoutError,
+            OSError,
+        ) as exc:
             logger.error("Taskcluster authenticateHawk failed: %s", exc)
             raise ProviderUnavailable("Taskcluster could not verify the credentials") from None
         if not isinstance(answer, dict) or answer.get("status") != "auth-success":

@@ -25,6 +25,8 @@ import uvicorn
 from botocore.config import Config
 
 from gateway.cli import SERVER_OPTIONS
+from gateway.settings import Settings
+from indexer.config import StoreSettings
 from indexer.local_store import LocalStore
 from indexer.s3_store import S3Store, make_client
 from indexer.signing import UrlSigner
@@ -180,6 +182,11 @@ def live_server() -> Iterator[Callable[[Any, int], LiveServer]]:
             return stack.enter_context(LiveServer(app, port))
 
         yield start
+
+
+def settings_for(data_dir: Path, **changes: Any) -> Settings:
+    """Gateway settings on the embedded default, keeping its files in `data_dir`."""
+    return Settings(stores=StoreSettings(data_dir=data_dir), **changes)
 
 
 def make_local_store(

@@ -21,7 +21,6 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 import pytest
 
 from gateway.app import create_app
-from gateway.settings import Settings
 from indexer.digests import hash_stream
 from indexer.stores import (
     InvalidKey,
@@ -31,7 +30,7 @@ from indexer.stores import (
     Store,
     StoreError,
 )
-from tests.conftest import LiveServer, SeaweedFS, free_port, make_local_store
+from tests.conftest import LiveServer, SeaweedFS, free_port, make_local_store, settings_for
 
 
 def fetch(url: str, *, method: str = "GET", data: bytes | None = None, **headers: str) -> bytes:
@@ -257,7 +256,7 @@ class TestLocalStore(StoreContract):
     def store(self, tmp_path: Path, live_server: Callable[[Any, int], LiveServer]) -> Store:
         port = free_port()
         store = make_local_store(tmp_path / "data", public_url=f"http://127.0.0.1:{port}")
-        live_server(create_app(Settings(), Regions([store])), port)
+        live_server(create_app(settings_for(tmp_path / "data"), Regions([store])), port)
         return store
 
     def test_internal_files_are_not_listed(self, store: Store) -> None:

@@ -18,7 +18,7 @@ from gateway.settings import Settings
 from indexer.importer import import_file
 from indexer.local_store import LocalStore
 from indexer.stores import Regions
-from tests.conftest import make_local_store
+from tests.conftest import make_local_store, settings_for
 
 PREFIX = "project:releng:services/tooltool/api"
 
@@ -50,9 +50,16 @@ class Gateway:
         )  # type: ignore[arg-type]
         return imported.digest
 
+    def app(self, *, authenticator: Any = None) -> Any:
+        return create_app(self.settings, self.regions, authenticator=authenticator)
+
     def client(self, *, authenticator: Any = None, **kwargs: Any) -> TestClient:
-        app = create_app(self.settings, self.regions, authenticator=authenticator)
-        return TestClient(app, follow_redirects=False, raise_server_exceptions=False, **kwargs)
+        return TestClient(
+            self.app(authenticator=authenticator),
+            follow_redirects=False,
+            raise_server_exceptions=False,
+            **kwargs,
+        )
 
 
 @pytest.fixture
@@ -61,7 +68,7 @@ def make_gateway(tmp_path: Path) -> Callable[..., Gateway]:
         stores: list[LocalStore] = []
         for region in regions or ("local",):
             stores.append(make_local_store(tmp_path / region, region=region))
-        return Gateway(Regions(stores), tmp_path, Settings(**settings))
+        return Gateway(Regions(stores), tmp_path, settings_for(tmp_path / "data", **settings))
 
     return make
 
