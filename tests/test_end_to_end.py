@@ -23,6 +23,7 @@ from gateway.settings import Settings
 from indexer.cli import main as indexer_main
 from indexer.config import open_regions
 from tests.conftest import LiveServer, SeaweedFS, free_port
+from tests.gateway.auth_helpers import CLIENTS, clients_file_entries, hawk
 from tests.gateway.test_download import FORBIDDEN_BODY, INVALID_DIGEST_BODY
 
 
@@ -31,25 +32,30 @@ class Deployment:
     url: str
     public: bytes
     public_digest: str
+    internal: bytes
     internal_digest: str
 
 
-def request(url: str, method: str = "GET") -> tuple[int, dict[str, str], bytes]:
+def request(
+    url: str, method: str = "GET", headers: dict[str, str] | None = None, body: bytes | None = None
+) -> tuple[int, dict[str, str], bytes]:
     """One request, redirects not followed (as curl without -L)."""
     parts = urlsplit(url)
     connection = http.client.HTTPConnection(parts.hostname, parts.port, timeout=10)
     try:
-        connection.request(method, f"{parts.path}?{parts.query}" if parts.query else parts.path)
+        target = f"{parts.path}?{parts.query}" if parts.query else parts.path
+        connection.request(method, target, body=body, headers=headers or {})
         response = connection.getresponse()
         return response.status, dict(response.getheaders()), response.read()
     finally:
         connection.close()
 
 
-def import_files(environ: dict[str, str], tmp_path: Path, capsys) -> tuple[bytes, str, str]:
+def import_files(environ: dict[str, str], tmp_path: Path, capsys) -> tuple[bytes, str, bytes, str]:
     public = os.urandom(5000)
+    internal = os.urandom(100)
     (tmp_path / "public.bin").write_bytes(public)
-    (tmp_path / "internal.bin").write_bytes(os.urandom(100))
+    (tmp_path / "internal.bin").write_bytes(internal)
     assert (
         indexer_main(["import", "--visibility", "public", str(tmp_path / "public.bin")], environ)
         == 0
@@ -61,7 +67,7 @@ def import_files(environ: dict[str, str], tmp_path: Path, capsys) -> tuple[bytes
         == 0
     )
     lines = capsys.readouterr().out.splitlines()
-    return public, lines[0].split()[0], lines[1].split()[0]
+    return public, lines[0].split()[0], internal, lines[1].split()[0]
 
 
 @pytest.fixture(params=["local", "s3"])
@@ -76,13 +82,13 @@ def deployment(
     else:
         seaweedfs: SeaweedFS = request.getfixturevalue("seaweedfs")
         environ = seaweedfs.environ(("us-east-1", seaweedfs.new_bucket()))
-        clients = tmp_path / "clients.json"
-        clients.write_text("[]")
-        environ |= {"TOOLTOOL_CLIENTS_FILE": str(clients), "TOOLTOOL_JWT_SECRET": "x" * 32}
-    public, public_digest, internal_digest = import_files(environ, tmp_path, capsys)
+    clients = tmp_path / "clients.json"
+    clients.write_text(json.dumps(clients_file_entries()))
+    environ |= {"TOOLTOOL_CLIENTS_FILE": str(clients), "TOOLTOOL_JWT_SECRET": "x" * 32}
+    public, public_digest, internal, internal_digest = import_files(environ, tmp_path, capsys)
     settings = Settings.from_environ(environ)
     server = live_server(create_app(settings, open_regions(settings.stores)), free_port())
-    return Deployment(server.url, public, public_digest, internal_digest)
+    return Deployment(server.url, public, public_digest, internal, internal_digest)
 
 
 def test_known_public_digest_redirects(deployment: Deployment) -> None:
@@ -176,3 +182,76 @@ def test_unknown_route_over_http(deployment: Deployment) -> None:
     assert caught.value.code == 404
     assert caught.value.headers["content-type"] == "application/json"
     caught.value.close()
+
+
+def test_legacy_client_with_hawk_credentials(deployment: Deployment) -> None:
+    """What tooltool.py does with an authentication file holding clientId and accessToken."""
+    url = f"{deployment.url}/sha512/{deployment.internal_digest}"
+    status, headers, _ = request(url, headers={"Authorization": hawk("reader", url)})
+    assert status == 302
+    # The Authorization header is not forwarded on the redirect.
+    with urllib.request.urlopen(headers["location"], timeout=10) as response:
+        assert response.read() == deployment.internal
+
+
+def test_token_with_curl_then_bearer_downloads(deployment: Deployment, tmp_path: Path) -> None:
+    """The README's curl recipe, and tooltool.py with a bare token in its authentication file."""
+    answer = subprocess.run(
+        [
+            "curl",
+            "-sSf",
+            "-u",
+            f"reader:{CLIENTS['reader']['accessToken']}",
+            "-X",
+            "POST",
+            f"{deployment.url}/token",
+        ],
+        capture_output=True,
+        check=True,
+        timeout=30,
+    )
+    token = json.loads(answer.stdout)["token"]
+    target = tmp_path / "internal.bin"
+    subprocess.run(
+        [
+            "curl",
+            "-sSfL",
+            "-H",
+            f"Authorization: Bearer {token}",
+            "-o",
+            str(target),
+            f"{deployment.url}/sha512/{deployment.internal_digest}",
+        ],
+        check=True,
+        timeout=30,
+    )
+    assert target.read_bytes() == deployment.internal
+    status, _, body = request(
+        f"{deployment.url}/sha512/{deployment.internal_digest}",
+        headers={"Authorization": "Bearer " + token[:-2] + "xx"},
+    )
+    assert status == 401
+    assert json.loads(body)["detail"].startswith("Invalid credentials: ")
+
+
+def test_hawk_through_taskcluster_over_http(
+    tmp_path: Path, live_server: Callable[[Any, int], LiveServer], capsys
+) -> None:
+    from tests.taskcluster_double import TaskclusterDouble
+
+    double = TaskclusterDouble()
+    double.add_client("reader", CLIENTS["reader"]["accessToken"], CLIENTS["reader"]["scopes"])
+    tc = live_server(double.app(), free_port())
+    environ = {
+        "TOOLTOOL_DATA_DIR": str(tmp_path / "data"),
+        "TASKCLUSTER_ROOT_URL": tc.url,
+    }
+    _, _, internal, digest = import_files(environ, tmp_path, capsys)
+    settings = Settings.from_environ(environ)
+    server = live_server(create_app(settings, open_regions(settings.stores)), free_port())
+    url = f"{server.url}/sha512/{digest}"
+    status, headers, _ = request(url, headers={"Authorization": hawk("reader", url)})
+    assert status == 302
+    with urllib.request.urlopen(headers["location"], timeout=10) as response:
+        assert response.read() == internal
+    assert double.requests == 1
