@@ -64,12 +64,13 @@ class TrustedProxies:
         host_header = request.headers.get("host", "")
         forwarded_port: str | None = None
         if self.is_trusted(request.client.host if request.client else None):
-            scheme = _first(request.headers.get("x-forwarded-proto")) or scheme
-            host_header = _first(request.headers.get("x-forwarded-host")) or host_header
-            forwarded_port = _first(request.headers.get("x-forwarded-port"))
+            scheme = _nearest(request.headers.get("x-forwarded-proto")) or scheme
+            host_header = _nearest(request.headers.get("x-forwarded-host")) or host_header
+            forwarded_port = _nearest(request.headers.get("x-forwarded-port"))
         host, port = split_host(host_header)
         if forwarded_port and forwarded_port.isascii() and forwarded_port.isdigit():
-            port = int(forwarded_port)
+            value = int(forwarded_port[:6])
+            port = value if 0 < value < 65536 else port
         scheme = scheme.lower() if scheme.lower() in _DEFAULT_PORTS else "http"
         if port is None:
             port = _DEFAULT_PORTS[scheme]
@@ -86,13 +87,14 @@ def split_host(value: str) -> tuple[str, int | None]:
         host, _, port_text = value.partition(":")
     else:
         host, port_text = value, ""
-    port = int(port_text) if port_text.isascii() and port_text.isdigit() else None
+    port = int(port_text[:6]) if port_text.isascii() and port_text.isdigit() else None
     if port is not None and not 0 < port < 65536:
         port = None
     return host, port
 
 
-def _first(value: str | None) -> str | None:
+def _nearest(value: str | None) -> str | None:
+    # The last value is the one the nearest (trusted) proxy set or appended.
     if value is None:
         return None
-    return value.split(",")[0].strip() or None
+    return value.split(",")[-1].strip() or None

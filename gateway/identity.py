@@ -34,6 +34,9 @@ from indexer.config import SettingsError
 logger = logging.getLogger(__name__)
 
 
+MAX_EXT = 2048
+
+
 class AuthError(Exception):
     """Base class for credentials that do not authenticate (answered 401)."""
 
@@ -138,11 +141,13 @@ def _ext(ext: str | None) -> dict[str, Any]:
     """Taskcluster's ext: base64 JSON with authorizedScopes and/or a certificate."""
     if not ext:
         return {}
+    if len(ext) > MAX_EXT:
+        raise InvalidCredentials("the Hawk ext is too long")
     try:
         # Taskcluster clients send URL-safe base64; accept the standard alphabet too.
         standard = ext.replace("-", "+").replace("_", "/")
         data = json.loads(base64.b64decode(standard + "=" * (-len(standard) % 4), validate=True))
-    except ValueError:
+    except (ValueError, RecursionError):
         raise InvalidCredentials("the Hawk ext is not base64 JSON") from None
     if not isinstance(data, dict):
         raise InvalidCredentials("the Hawk ext is not a JSON object")
@@ -222,8 +227,8 @@ class TaskclusterProvider:
                 "POST",
                 always_hash_content=False,
             )
-        except mohawk.exc.HawkFail as exc:
-            raise InvalidCredentials(f"unusable credentials: {exc}") from None
+        except (mohawk.exc.HawkFail, ValueError):  # UnicodeError included
+            raise InvalidCredentials("unusable credentials") from None
         return await self._ask(
             {
                 "method": "post",

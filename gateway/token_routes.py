@@ -11,7 +11,8 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from gateway.auth import Permissions, RequestAuthenticator
-from gateway.errors import BadRequest, PayloadTooLarge
+from gateway.bodies import read_body
+from gateway.errors import BadRequest
 from gateway.tokens import TokenService
 
 MAX_BODY = 64 * 1024
@@ -40,7 +41,7 @@ class TokenRoutes:
 
     async def token(self, request: Request) -> Response:
         identity = await self._authenticator.identify(request)
-        requested, expires_in = _token_request(await _body(request))
+        requested, expires_in = _token_request(await read_body(request, MAX_BODY))
         scopes = self._permissions.grantable(identity.scopes, requested)
         issued = self._tokens.issue(identity, scopes, expires_in=expires_in)
         return JSONResponse(issued.to_json(), headers={"Cache-Control": "no-store"})
@@ -57,16 +58,6 @@ class TokenRoutes:
 
     async def jwks(self, request: Request) -> Response:
         return JSONResponse(self._tokens.jwks())
-
-
-async def _body(request: Request) -> bytes:
-    length = request.headers.get("content-length", "0")
-    if length.isascii() and length.isdigit() and int(length) > MAX_BODY:
-        raise PayloadTooLarge()
-    body = await request.body()
-    if len(body) > MAX_BODY:
-        raise PayloadTooLarge()
-    return body
 
 
 def _token_request(body: bytes) -> tuple[list[str] | None, int | None]:

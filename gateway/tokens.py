@@ -165,9 +165,10 @@ class TokenService:
         lifetime = min(expires_in or self._lifetime, self._max_lifetime)
         expires = now + lifetime
         if identity.expires is not None:
-            expires = min(expires, int(identity.expires))
+            # Verifiers allow `leeway` seconds past exp; the credentials' end is firm.
+            expires = min(expires, int(identity.expires) - self._leeway)
         if expires <= now:
-            raise InvalidToken("the credentials have expired")
+            raise InvalidToken("the credentials have expired or expire too soon for a token")
         granted = tuple(sorted(set(scopes)))
         claims = {
             "sub": identity.client_id,
@@ -200,12 +201,13 @@ class TokenService:
     def _verify(self, token: str) -> VerifiedToken:
         try:
             header = jwt.get_unverified_header(token)
-        except jwt.exceptions.DecodeError:
+        except jwt.exceptions.InvalidTokenError:
             raise InvalidToken("the token is malformed") from None
         algorithm = header.get("alg")
         if algorithm != self.algorithm:
             raise InvalidToken(f"the token's algorithm is not {self.algorithm}")
-        key = self._keys.get(header.get("kid"))
+        kid = header.get("kid")
+        key = self._keys.get(kid) if kid is None or isinstance(kid, str) else None
         if key is None:
             raise InvalidToken("the token's key id is unknown")
         try:

@@ -19,6 +19,7 @@ from typing import Any
 
 import mohawk
 import mohawk.base
+import mohawk.exc
 import mohawk.util
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -37,7 +38,7 @@ class TaskclusterDouble:
     seen_nonces: set[tuple[str, str, str]] = field(default_factory=set)
 
     def add_client(
-        self, client_id: str, access_token: str, scopes: list[str], *, expires_in: int = 3600
+        self, client_id: str, access_token: str, scopes: list[str], *, expires_in: int = 30 * 86400
     ) -> None:
         expires = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=expires_in)
         self.clients[client_id] = {
@@ -66,6 +67,8 @@ class TaskclusterDouble:
             return JSONResponse(self._authenticate(body))
         except _Failed as exc:
             return JSONResponse({"status": "auth-failed", "message": str(exc)})
+        except (ValueError, KeyError, TypeError, RecursionError, mohawk.exc.HawkFail) as exc:
+            return JSONResponse({"status": "auth-failed", "message": f"malformed: {exc!r}"[:200]})
 
     def _authenticate(self, body: dict[str, Any]) -> dict[str, Any]:
         authorization = body["authorization"]
@@ -90,7 +93,7 @@ class TaskclusterDouble:
         mac = mohawk.util.calculate_mac("header", resource, attributes.get("hash"))
         if not mohawk.util.strings_match(mac, attributes["mac"]):
             raise _Failed("ext/mac mismatch")
-        if abs(time.time() - int(attributes["ts"])) > 60:
+        if not attributes["ts"].isdigit() or abs(time.time() - int(attributes["ts"][:12])) > 60:
             raise _Failed("timestamp outside the allowed skew")
         if self._seen_nonce(client_id, attributes["nonce"], attributes["ts"]):
             raise _Failed("nonce already used")

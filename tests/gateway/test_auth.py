@@ -466,7 +466,7 @@ class TestTaskcluster:
             "/token", headers={"Authorization": basic("brief", "brief-access-token-012345")}
         )
         claims = claims_of(response.json()["token"])
-        assert claims["exp"] <= time.time() + 121
+        assert claims["exp"] <= time.time() + 91  # the verifiers' leeway is kept inside
 
 
 def test_embedded_default_creates_a_development_client(
@@ -503,3 +503,118 @@ def test_embedded_default_creates_a_development_client(
 
 def _b64(data: dict) -> str:
     return base64.urlsafe_b64encode(json.dumps(data).encode()).decode().rstrip("=")
+
+
+class TestHostileCredentials:
+    """Inputs found in review: each is a 401 (or 413), never a 500."""
+
+    def test_non_ascii_basic(self, deployment: Deployment) -> None:
+        for value in (b"Basic \xe9\xe9\xe9\xe9", b"Basic " + base64.b64encode(b"r\xff:\xfe")):
+            response = deployment.client.post("/token", headers={"Authorization": value})
+            assert_problem(response, 401)
+        unicode_token = "Basic " + base64.b64encode("reader:pässwörd-0123456789".encode()).decode()
+        assert_problem(
+            deployment.client.post("/token", headers={"Authorization": unicode_token}), 401
+        )
+
+    @pytest.mark.parametrize("kid", [[1], {"a": 1}, 5, None])
+    def test_odd_kids(self, deployment: Deployment, kid: Any) -> None:
+        import hashlib
+        import hmac
+
+        def part(data: Any) -> str:
+            return base64.urlsafe_b64encode(json.dumps(data).encode()).decode().rstrip("=")
+
+        signing_input = part({"alg": "HS256", "typ": "JWT", "kid": kid}) + "." + part({"sub": "x"})
+        mac = hmac.new(SECRET.encode(), signing_input.encode(), hashlib.sha256).digest()
+        token = signing_input + "." + base64.urlsafe_b64encode(mac).decode().rstrip("=")
+        response = deployment.get(f"/sha512/{deployment.public}", auth=f"Bearer {token}")
+        assert_problem(response, 401)
+
+    def test_oversized_hashed_body_is_refused_while_reading(self, deployment: Deployment) -> None:
+        header = 'Hawk id="nobody-at-all", ts="1", nonce="n", mac="m", hash="h"'
+
+        def chunks():
+            for _ in range(40):
+                yield b"x" * 65536
+
+        response = deployment.client.post(
+            "/token", content=chunks(), headers={"Authorization": header}
+        )
+        assert_problem(response, 413)
+
+    def test_huge_timestamp_and_deep_ext(self, deployment: Deployment) -> None:
+        import mohawk
+
+        path = "/__permissions__"
+        sender = mohawk.Sender(
+            {"id": "reader", "key": CLIENTS["reader"]["accessToken"], "algorithm": "sha256"},
+            BASE + path,
+            "GET",
+            content="",
+            content_type="",
+            always_hash_content=False,
+            _timestamp="9" * 400,
+        )
+        assert_problem(deployment.get(path, auth=sender.request_header), 401)
+        deep = base64.b64encode(b"[" * 1400).decode()
+        assert_problem(deployment.get(path, auth=hawk("reader", BASE + path, ext=deep)), 401)
+
+    def test_unknown_ids_and_bad_macs_look_alike(self, make_gateway, tmp_path: Path) -> None:
+        path = tmp_path / "clients.json"
+        path.write_text(json.dumps(clients_file_entries()))
+        gateway = make_gateway(auth=AuthSettings(clients_file=path, jwt_secret=SECRET))
+        client = gateway.client()
+        url = f"{BASE}/__permissions__"
+        unknown = client.get(
+            "/__permissions__",
+            headers={"Authorization": hawk("stranger", url, access_token="x" * 30)},
+        )
+        wrong = client.get(
+            "/__permissions__",
+            headers={"Authorization": hawk("reader", url, access_token="x" * 30)},
+        )
+        assert unknown.json()["detail"] == wrong.json()["detail"]
+
+    def test_unhashed_bodies_are_refused(self, deployment: Deployment) -> None:
+        header = hawk("admin", f"{BASE}/token", "POST")  # no payload hash
+        response = deployment.client.post(
+            "/token",
+            content=json.dumps({"scopes": [f"{PREFIX}/manage"]}).encode(),
+            headers={"Authorization": header, "Content-Type": "application/json"},
+        )
+        body = assert_problem(response, 401)
+        assert "hash" in body["detail"]
+
+
+def test_forwarded_values(make_gateway: Callable[..., Gateway]) -> None:
+    from starlette.requests import Request
+
+    from gateway.forwarded import TrustedProxies
+
+    proxies = TrustedProxies.parse("10.0.0.0/8")
+
+    def target(headers: dict[str, str]):
+        scope = {
+            "type": "http",
+            "method": "GET",
+            "path": "/",
+            "query_string": b"",
+            "headers": [(k.lower().encode(), v.encode()) for k, v in headers.items()],
+            "client": ("10.0.0.1", 1),
+            "scheme": "http",
+            "server": ("gw", 8000),
+        }
+        return proxies.target(Request(scope))
+
+    appended = target(
+        {
+            "Host": "gw:8000",
+            "X-Forwarded-Host": "evil.example, tooltool.example",
+            "X-Forwarded-Proto": "http, https",
+        }
+    )
+    assert (appended.host, appended.scheme, appended.port) == ("tooltool.example", "https", 443)
+    odd = target({"Host": "gw:8000", "X-Forwarded-Port": "9" * 5000})
+    assert odd.port == 8000
+    assert target({"Host": "gw:99999"}).port == 80
