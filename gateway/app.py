@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from typing import Any
 
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
@@ -12,16 +14,21 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from gateway.auth import Authenticator, Permissions, RequestAuthenticator
 from gateway.blobs import Blobs
+from gateway.catalog_cache import CatalogCache
 from gateway.credentials import Credentials, build_credentials
 from gateway.dockerflow import Dockerflow
 from gateway.download import Downloads
+from gateway.embedded import EmbeddedIndexer
 from gateway.errors import EXCEPTION_HANDLERS
+from gateway.files import Files
 from gateway.forwarded import TrustedProxies
 from gateway.index_cache import IndexCache
 from gateway.logs import RequestIdMiddleware
 from gateway.settings import Settings
 from gateway.token_routes import TokenRoutes
+from gateway.uploads import Uploads
 from gateway.urls import PublicUrls
+from indexer.job import Indexer
 from indexer.local_store import LocalStore
 from indexer.stores import Regions
 
@@ -59,34 +66,72 @@ def create_app(
         max_entries=settings.index_cache_entries,
         clock=monotonic,
     )
+    urls = PublicUrls(proxies)
     downloads = Downloads(
         regions=regions,
         index=index,
         authenticator=authenticator or request_authenticator,
         permissions=permissions,
-        urls=PublicUrls(proxies),
+        urls=urls,
         expires_in=settings.download_expires_in,
     )
     tokens = TokenRoutes(
         authenticator=request_authenticator, tokens=credentials.tokens, permissions=permissions
+    )
+    indexer = Indexer(regions)
+    embedded = (
+        EmbeddedIndexer(indexer, interval=settings.indexer_interval)
+        if settings.runs_embedded_indexer
+        else None
+    )
+    catalog = CatalogCache(indexer.catalog, ttl=settings.index_cache_seconds, clock=monotonic)
+    uploads = Uploads(
+        regions=regions,
+        authenticator=request_authenticator,
+        permissions=permissions,
+        urls=urls,
+        catalog=catalog,
+        expires_in=settings.upload_expires_in,
+        on_complete=embedded.wake if embedded is not None else lambda: None,
+    )
+    files = Files(
+        index=index, catalog=catalog, authenticator=request_authenticator, permissions=permissions
     )
     blobs = Blobs({store.region: store for store in regions if isinstance(store, LocalStore)})
     dockerflow = Dockerflow(regions=regions, version_file=settings.version_file)
     app = Starlette(
         routes=[
             *downloads.routes(),
+            *uploads.routes(),
+            *files.routes(),
             *tokens.routes(),
             *blobs.routes(),
             *dockerflow.routes(),
         ],
         middleware=[Middleware(RequestIdMiddleware)],
         exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
+        lifespan=_lifespan(embedded),
     )
     # A redirect to add a slash would be an answer outside the problem-JSON shape.
     app.router.redirect_slashes = False
     if settings.root_path:
         return RootPathMiddleware(app, settings.root_path)
     return app
+
+
+def _lifespan(embedded: EmbeddedIndexer | None) -> Callable[[Starlette], Any]:
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        if embedded is not None:
+            embedded.start()
+            logger.info("indexer loop running in process")
+        try:
+            yield
+        finally:
+            if embedded is not None:
+                embedded.stop()
+
+    return lifespan
 
 
 class RootPathMiddleware:

@@ -20,7 +20,7 @@ from starlette.routing import BaseRoute, Route
 from gateway.errors import BadRequest, Forbidden, NotFound, PayloadTooLarge, Problem
 from indexer.local_store import LocalStore
 from indexer.schema import blob_key
-from indexer.signing import STORE_ROUTE_PREFIX, SignatureError
+from indexer.signing import STORE_ROUTE_PREFIX, SignatureError, SignedRequest
 from indexer.stores import InvalidKey, ObjectNotFound, PreconditionFailed
 
 MAX_PUT_BYTES = 5 * 1024**3  # S3's single-PUT limit
@@ -60,7 +60,7 @@ class Blobs:
             Route(path, self.write, methods=["PUT"]),
         ]
 
-    def _authorize(self, request: Request) -> tuple[LocalStore, str, str | None]:
+    def _authorize(self, request: Request) -> tuple[LocalStore, str, SignedRequest]:
         region = request.path_params["region"]
         key = request.path_params["key"]
         store = self._stores.get(region)
@@ -74,7 +74,7 @@ class Blobs:
         except (SignatureError, InvalidKey) as exc:
             # S3 answers 403 for bad and expired signatures alike.
             raise Forbidden(f"Request signature refused: {exc}") from None
-        return store, key, signed.content_type
+        return store, key, signed
 
     async def read(self, request: Request) -> Response:
         store, key, _ = self._authorize(request)
@@ -90,10 +90,13 @@ class Blobs:
         )
 
     async def write(self, request: Request) -> Response:
-        store, key, content_type = self._authorize(request)
+        store, key, signed = self._authorize(request)
+        content_type = signed.content_type
         if content_type is not None and request.headers.get("content-type") != content_type:
             raise Forbidden("Request signature refused: the Content-Type is not the signed one")
         length = _content_length(request)
+        if signed.content_length is not None and length != signed.content_length:
+            raise Forbidden("Request signature refused: the Content-Length is not the signed one")
         if length > self._max_put_bytes:
             raise PayloadTooLarge()
         is_blob = key.startswith(blob_key(""))

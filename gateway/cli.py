@@ -27,7 +27,7 @@ SERVER_OPTIONS: Mapping[str, object] = {
     "proxy_headers": False,
     "server_header": False,
     "ws": "none",  # no WebSocket routes: upgrades are plain HTTP requests
-    "lifespan": "off",
+    "lifespan": "on",  # runs the embedded indexer loop
 }
 
 

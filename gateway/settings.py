@@ -98,6 +98,12 @@ class Settings:
     index_cache_entries: int = 100_000
     root_path: str = ""
     version_file: Path = Path("version.json")
+    embedded_indexer: bool | None = None  # None: on for the local store, off with S3
+    indexer_interval: int = 2
+
+    @property
+    def runs_embedded_indexer(self) -> bool:
+        return self.stores.is_local if self.embedded_indexer is None else self.embedded_indexer
 
     @classmethod
     def from_environ(cls, environ: Mapping[str, str]) -> Settings:
@@ -123,6 +129,12 @@ class Settings:
             ),
             root_path=_root_path(environ.get("TOOLTOOL_ROOT_PATH", "")),
             version_file=Path(environ.get("TOOLTOOL_VERSION_FILE") or "version.json"),
+            embedded_indexer=(
+                _boolean(environ, "TOOLTOOL_EMBEDDED_INDEXER", False)
+                if environ.get("TOOLTOOL_EMBEDDED_INDEXER", "").strip()
+                else None
+            ),
+            indexer_interval=_integer(environ, "TOOLTOOL_INDEXER_INTERVAL", 2, maximum=3600),
         )
 
 

@@ -7,14 +7,17 @@ Exit codes: 0 success, 2 usage, 3 a file refused (conflict or changed),
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import sys
+import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from indexer.config import SettingsError, StoreSettings, open_regions
 from indexer.importer import ImportRefused, import_file
+from indexer.job import Indexer
 from indexer.schema import VISIBILITIES
 from indexer.stores import StoreError
 
@@ -29,7 +32,10 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
     environ = os.environ if environ is None else environ
     parser = _parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO if args.command is _watch else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
     try:
         return int(args.command(args, environ))
     except SettingsError as exc:
@@ -52,7 +58,72 @@ def _parser() -> argparse.ArgumentParser:
     )
     importing.add_argument("files", nargs="+", type=Path, metavar="FILE")
     importing.set_defaults(command=_import)
+
+    running = commands.add_parser(
+        "run", help="one pass: verify and index pending uploads, then check consistency"
+    )
+    running.add_argument(
+        "--no-check", action="store_true", help="skip the consistency check and catalog rebuild"
+    )
+    running.set_defaults(command=_run)
+
+    watching = commands.add_parser("watch", help="run passes until interrupted")
+    watching.add_argument("--interval", type=_positive, default=2.0, metavar="SECONDS")
+    watching.add_argument(
+        "--check-interval",
+        type=_positive,
+        default=3600.0,
+        metavar="SECONDS",
+        help="how often a pass also checks consistency (default: hourly)",
+    )
+    watching.set_defaults(command=_watch)
+
+    failures = commands.add_parser("failures", help="list uploads that failed verification")
+    failures.set_defaults(command=_failures)
     return parser
+
+
+def _positive(value: str) -> float:
+    try:
+        number = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {value!r}") from None
+    if number <= 0:
+        raise argparse.ArgumentTypeError("must be positive")
+    return number
+
+
+def _run(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
+    indexer = Indexer(open_regions(StoreSettings.from_environ(environ)))
+    report = indexer.run_once(check=not args.no_check)
+    print(json.dumps(report.summary(), sort_keys=True))
+    return EXIT_OK
+
+
+def _watch(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
+    indexer = Indexer(open_regions(StoreSettings.from_environ(environ)))
+    last_check = float("-inf")
+    try:
+        while True:
+            started = time.monotonic()
+            check = started - last_check >= args.check_interval
+            try:
+                indexer.run_once(check=check)
+            except StoreError as exc:
+                print(f"{type(exc).__name__}: {exc}", file=sys.stderr)
+            else:
+                if check:
+                    last_check = started
+            time.sleep(max(0.0, args.interval - (time.monotonic() - started)))
+    except KeyboardInterrupt:
+        return EXIT_OK
+
+
+def _failures(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
+    indexer = Indexer(open_regions(StoreSettings.from_environ(environ)))
+    for record in indexer.failures():
+        print(json.dumps(record, sort_keys=True))
+    return EXIT_OK
 
 
 def _import(args: argparse.Namespace, environ: Mapping[str, str]) -> int:

@@ -79,7 +79,7 @@ class LocalStore:
             return stream.read(), info
 
     @contextlib.contextmanager
-    def open(self, key: str) -> Iterator[BinaryIO]:
+    def open(self, key: str, *, if_match: str | None = None) -> Iterator[BinaryIO]:
         try:
             stream = self.path(key).open("rb")
         except (FileNotFoundError, NotADirectoryError, IsADirectoryError) as exc:
@@ -87,6 +87,9 @@ class LocalStore:
         except OSError as exc:
             raise StoreUnavailable(self.region, exc.strerror or str(exc)) from exc
         with stream:
+            # The open descriptor keeps reading this version whatever replaces it.
+            if if_match is not None and _etag(os.fstat(stream.fileno())) != if_match:
+                raise PreconditionFailed(self.region, key)
             yield stream
 
     def list(self, prefix: str) -> Iterator[ObjectInfo]:
@@ -233,9 +236,21 @@ class LocalStore:
             "GET", self.region, check_key(key), expires_in=expires_in
         )
 
-    def presign_put(self, key: str, *, expires_in: int, content_type: str = OCTET_STREAM) -> str:
+    def presign_put(
+        self,
+        key: str,
+        *,
+        expires_in: int,
+        content_type: str = OCTET_STREAM,
+        content_length: int | None = None,
+    ) -> str:
         return self._public_url + self.signer.sign(
-            "PUT", self.region, check_key(key), expires_in=expires_in, content_type=content_type
+            "PUT",
+            self.region,
+            check_key(key),
+            expires_in=expires_in,
+            content_type=content_type,
+            content_length=content_length,
         )
 
     def check(self) -> None:

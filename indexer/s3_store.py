@@ -12,6 +12,7 @@ from typing import Any, BinaryIO
 
 import boto3
 import botocore.exceptions
+from boto3.s3.transfer import TransferConfig
 from botocore.config import Config
 
 from indexer.stores import (
@@ -24,6 +25,7 @@ from indexer.stores import (
     check_key,
 )
 
+SINGLE_COPY_LIMIT = 5 * 1024**3  # S3's CopyObject limit
 _NOT_FOUND_CODES = frozenset({"NoSuchKey", "404", "NotFound"})
 _PRECONDITION_CODES = frozenset({"PreconditionFailed", "412"})
 
@@ -61,10 +63,13 @@ def make_client(
 class S3Store:
     """A :class:`indexer.stores.Store` over one S3 bucket."""
 
-    def __init__(self, client: Any, bucket: str, *, region: str) -> None:
+    def __init__(
+        self, client: Any, bucket: str, *, region: str, copy_threshold: int = SINGLE_COPY_LIMIT
+    ) -> None:
         self.client = client
         self.bucket = bucket
         self.region = region
+        self.copy_threshold = copy_threshold
 
     def __repr__(self) -> str:
         return f"S3Store({self.bucket!r}, region={self.region!r})"
@@ -81,9 +86,12 @@ class S3Store:
         return data, ObjectInfo(key, len(data), answer["ETag"])
 
     @contextlib.contextmanager
-    def open(self, key: str) -> Iterator[BinaryIO]:
+    def open(self, key: str, *, if_match: str | None = None) -> Iterator[BinaryIO]:
+        params: dict[str, Any] = {"Bucket": self.bucket, "Key": check_key(key)}
+        if if_match is not None:
+            params["IfMatch"] = if_match
         with self._translated(key):
-            answer = self.client.get_object(Bucket=self.bucket, Key=check_key(key))
+            answer = self.client.get_object(**params)
         body = answer["Body"]
         try:
             yield _Translating(body, self, key)  # type: ignore[misc]
@@ -129,15 +137,32 @@ class S3Store:
             )
 
     def copy(self, source: str, destination: str, *, if_match: str | None = None) -> ObjectInfo:
-        params: dict[str, Any] = {
-            "Bucket": self.bucket,
-            "Key": check_key(destination),
-            "CopySource": {"Bucket": self.bucket, "Key": check_key(source)},
-        }
-        if if_match is not None:
-            params["CopySourceIfMatch"] = if_match
+        copy_source = {"Bucket": self.bucket, "Key": check_key(source)}
+        conditions = {"CopySourceIfMatch": if_match} if if_match is not None else {}
         with self._translated(source):
-            self.client.copy_object(**params)
+            size = self.client.head_object(**copy_source, **_head_conditions(if_match))[
+                "ContentLength"
+            ]
+            if size <= self.copy_threshold:
+                self.client.copy_object(
+                    Bucket=self.bucket,
+                    Key=check_key(destination),
+                    CopySource=copy_source,
+                    **conditions,
+                )
+            else:
+                # Past the single-copy limit (5 GiB on S3): a managed multipart
+                # copy, each part conditioned on the same source version.
+                self.client.copy(
+                    copy_source,
+                    self.bucket,
+                    check_key(destination),
+                    ExtraArgs=conditions,
+                    Config=TransferConfig(
+                        multipart_threshold=self.copy_threshold,
+                        multipart_chunksize=max(self.copy_threshold, 5 * 1024**2),
+                    ),
+                )
         return self.head(destination)
 
     def delete(self, key: str) -> None:
@@ -152,12 +177,24 @@ class S3Store:
                 ExpiresIn=expires_in,
             )
 
-    def presign_put(self, key: str, *, expires_in: int, content_type: str = OCTET_STREAM) -> str:
+    def presign_put(
+        self,
+        key: str,
+        *,
+        expires_in: int,
+        content_type: str = OCTET_STREAM,
+        content_length: int | None = None,
+    ) -> str:
+        params: dict[str, Any] = {
+            "Bucket": self.bucket,
+            "Key": check_key(key),
+            "ContentType": content_type,
+        }
+        if content_length is not None:
+            params["ContentLength"] = content_length
         with self._translated(key):
             return self.client.generate_presigned_url(
-                "put_object",
-                Params={"Bucket": self.bucket, "Key": check_key(key), "ContentType": content_type},
-                ExpiresIn=expires_in,
+                "put_object", Params=params, ExpiresIn=expires_in
             )
 
     def check(self) -> None:
@@ -206,3 +243,7 @@ class _Translating:
         data = self.read(len(buffer))
         buffer[: len(data)] = data
         return len(data)
+
+
+def _head_conditions(if_match: str | None) -> dict[str, str]:
+    return {"IfMatch": if_match} if if_match is not None else {}

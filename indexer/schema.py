@@ -51,9 +51,12 @@ def load_schema() -> dict[str, Any]:
 _VALIDATOR = jsonschema.Draft202012Validator(load_schema())
 
 
+INDEX_PREFIX = f"index/{ALGORITHM}/"
+
+
 def index_key(digest: str) -> str:
     """The store key of a digest's index object."""
-    return f"index/{ALGORITHM}/{digest}.json"
+    return f"{INDEX_PREFIX}{digest}.json"
 
 
 def blob_key(digest: str) -> str:

@@ -43,6 +43,7 @@ class SignedRequest:
     key: str
     expires: int
     content_type: str | None
+    content_length: int | None
 
 
 class UrlSigner:
@@ -62,6 +63,7 @@ class UrlSigner:
         *,
         expires_in: int,
         content_type: str | None = None,
+        content_length: int | None = None,
     ) -> str:
         """The path and query of a URL allowing `method` on `key` for `expires_in` seconds."""
         if expires_in <= 0:
@@ -70,7 +72,10 @@ class UrlSigner:
         params = {"expires": str(expires)}
         if content_type is not None:
             params["content-type"] = content_type
-        params["signature"] = self._mac(method, region, key, expires, content_type)
+        length = None if content_length is None else str(content_length)
+        if length is not None:
+            params["content-length"] = length
+        params["signature"] = self._mac(method, region, key, expires, content_type, length)
         return f"{STORE_ROUTE_PREFIX}/{region}/{key}?{urlencode(params)}"
 
     def verify(
@@ -80,26 +85,41 @@ class UrlSigner:
         signed_method = "GET" if method == "HEAD" else method
         raw_expires = params.get("expires", "")
         signature = params.get("signature")
-        if signature is None or not (raw_expires.isascii() and raw_expires.isdigit()):
+        length = params.get("content-length")
+        if (
+            signature is None
+            or not _is_number(raw_expires)
+            or (length is not None and not _is_number(length))
+        ):
             raise InvalidSignature("the URL is not signed")
-        expires = int(raw_expires[:20])
+        expires = int(raw_expires)
         content_type = params.get("content-type")
-        expected = self._mac(signed_method, region, key, expires, content_type)
+        expected = self._mac(signed_method, region, key, expires, content_type, length)
         if not hmac.compare_digest(expected.encode(), signature.encode("utf-8", "replace")):
             raise InvalidSignature("the URL's signature does not match")
         if self._clock() > expires:
             raise ExpiredSignature("the URL has expired")
-        return SignedRequest(signed_method, region, key, expires, content_type)
+        content_length = None if length is None else int(length)
+        return SignedRequest(signed_method, region, key, expires, content_type, content_length)
 
     def _mac(
-        self, method: str, region: str, key: str, expires: int, content_type: str | None
+        self,
+        method: str,
+        region: str,
+        key: str,
+        expires: int,
+        content_type: str | None,
+        content_length: str | None,
     ) -> str:
-        message = "\n".join(
-            ["tooltool-url-v1", method, region, key, str(expires), _typed(content_type)]
-        )
+        fields = [method, region, key, str(expires), _typed(content_type), _typed(content_length)]
+        message = "\n".join(["tooltool-url-v2", *fields])
         return hmac.new(self._secret, message.encode("utf-8"), hashlib.sha256).hexdigest()
 
 
-def _typed(content_type: str | None) -> str:
-    # Distinguishes "no content type signed" from "signed an empty one".
-    return "-" if content_type is None else "=" + content_type
+def _is_number(value: str) -> bool:
+    return value.isascii() and value.isdigit() and len(value) <= 20
+
+
+def _typed(value: str | None) -> str:
+    # Distinguishes "nothing signed" from "signed an empty value".
+    return "-" if value is None else "=" + value

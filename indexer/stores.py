@@ -96,8 +96,9 @@ class Store(Protocol):
         """The object's bytes and info; :class:`ObjectNotFound` when absent."""
         ...
 
-    def open(self, key: str) -> AbstractContextManager[BinaryIO]:
-        """A stream of the object's bytes, for reading large objects."""
+    def open(self, key: str, *, if_match: str | None = None) -> AbstractContextManager[BinaryIO]:
+        """A stream of the object's bytes, for reading large objects; with `if_match`,
+        only of that version (else :class:`PreconditionFailed`)."""
         ...
 
     def head(self, key: str) -> ObjectInfo:
@@ -142,8 +143,10 @@ class Store(Protocol):
         *,
         expires_in: int,
         content_type: str = OCTET_STREAM,
+        content_length: int | None = None,
     ) -> str:
-        """A URL one may PUT the object to, with that Content-Type, for `expires_in` seconds."""
+        """A URL one may PUT the object to, with that Content-Type (and Content-Length,
+        when given), for `expires_in` seconds."""
         ...
 
     def check(self) -> None:
@@ -177,6 +180,9 @@ class Regions:
 
     def __getitem__(self, region: str) -> Store:
         return self._stores[region]
+
+    def get(self, region: str, default: Store) -> Store:
+        return self._stores.get(region, default)
 
     def __contains__(self, region: object) -> bool:
         return region in self._stores

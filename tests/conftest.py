@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import secrets
 import shutil
@@ -23,13 +24,19 @@ import boto3
 import pytest
 import uvicorn
 from botocore.config import Config
+from starlette.testclient import TestClient
 
+from gateway.app import create_app
 from gateway.cli import SERVER_OPTIONS
-from gateway.settings import Settings
+from gateway.settings import AuthSettings, Settings
 from indexer.config import StoreSettings
+from indexer.job import Indexer
 from indexer.local_store import LocalStore
 from indexer.s3_store import S3Store, make_client
 from indexer.signing import UrlSigner
+from indexer.stores import Regions
+from tests.gateway.auth_helpers import clients_file_entries
+from tests.system import System
 
 ACCESS_KEY = "tooltool-test-access"
 SECRET_KEY = "tooltool-test-secret-key"
@@ -37,9 +44,16 @@ SIGNING_KEY = b"test-signing-key-0123456789abcdef"
 
 
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+    return free_ports(1)[0]
+
+
+def free_ports(count: int) -> list[int]:
+    """Distinct free ports (all held open while choosing, so none repeats)."""
+    with contextlib.ExitStack() as stack:
+        sockets = [stack.enter_context(socket.socket()) for _ in range(count)]
+        for sock in sockets:
+            sock.bind(("127.0.0.1", 0))
+        return [sock.getsockname()[1] for sock in sockets]
 
 
 @dataclass
@@ -84,23 +98,44 @@ def _weed() -> str:
 
 @pytest.fixture(scope="session")
 def seaweedfs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SeaweedFS]:
-    root = tmp_path_factory.mktemp("seaweedfs")
+    # A port taken between choosing and binding makes weed exit: try again.
+    for attempt in range(3):
+        root = tmp_path_factory.mktemp(f"seaweedfs-{attempt}")
+        started = _start_seaweedfs(root)
+        if started is not None:
+            process, output, endpoint = started
+            break
+    else:
+        pytest.fail("SeaweedFS did not start in three attempts")
+    try:
+        yield SeaweedFS(endpoint)
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        output.close()
+
+
+_WEED_PORTS = (
+    "master.port",
+    "master.port.grpc",
+    "volume.port",
+    "volume.port.grpc",
+    "filer.port",
+    "filer.port.grpc",
+    "s3.port",
+    "s3.port.grpc",
+    "admin.port",
+    "admin.port.grpc",
+)
+
+
+def _start_seaweedfs(root: Path) -> tuple[subprocess.Popen[bytes], Any, str] | None:
     (root / "log").mkdir()
-    ports = {
-        name: free_port()
-        for name in (
-            "master.port",
-            "master.port.grpc",
-            "volume.port",
-            "volume.port.grpc",
-            "filer.port",
-            "filer.port.grpc",
-            "s3.port",
-            "s3.port.grpc",
-            "admin.port",
-            "admin.port.grpc",
-        )
-    }
+    ports = dict(zip(_WEED_PORTS, free_ports(len(_WEED_PORTS)), strict=True))
     command = [
         _weed(),
         f"-logdir={root / 'log'}",
@@ -122,32 +157,28 @@ def seaweedfs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SeaweedFS]:
         command, env=environ, stdout=output, stderr=subprocess.STDOUT, start_new_session=True
     )
     endpoint = f"http://127.0.0.1:{ports['s3.port']}"
-    try:
-        _wait_for_http(endpoint, process, root / "weed.out")
-        yield SeaweedFS(endpoint)
-    finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-        output.close()
+    if _wait_for_http(endpoint, process):
+        return process, output, endpoint
+    process.kill()
+    process.wait()
+    output.close()
+    print(f"SeaweedFS failed to start:\n{(root / 'weed.out').read_text()[-3000:]}")
+    return None
 
 
-def _wait_for_http(url: str, process: subprocess.Popen[bytes], log: Path) -> None:
+def _wait_for_http(url: str, process: subprocess.Popen[bytes]) -> bool:
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            pytest.fail(f"SeaweedFS exited with {process.returncode}:\n{log.read_text()[-3000:]}")
+            return False
         try:
             urllib.request.urlopen(url, timeout=1).close()
-            return
+            return True
         except urllib.error.HTTPError:
-            return  # any HTTP answer (403 unsigned) means the S3 port is up
+            return True  # any HTTP answer (403 unsigned) means the S3 port is up
         except OSError:
             time.sleep(0.2)
-    pytest.fail(f"SeaweedFS did not answer at {url}:\n{log.read_text()[-3000:]}")
+    return False
 
 
 class LiveServer:
@@ -219,3 +250,24 @@ def unreachable_s3_store() -> S3Store:
         config=Config(retries={"max_attempts": 1}, connect_timeout=1),
     )
     return S3Store(client, "bucket-a", region="us-east-1")
+
+
+@pytest.fixture(params=["local", "s3"])
+def system(request: pytest.FixtureRequest, tmp_path: Path) -> Any:
+    """A gateway and an indexer over one store of each kind, clients from a file."""
+    if request.param == "local":
+        regions = Regions([make_local_store(tmp_path / "data")])
+    else:
+        regions = Regions([request.getfixturevalue("s3_store")])
+    clients = tmp_path / "clients.json"
+    clients.write_text(json.dumps(clients_file_entries()))
+    settings = settings_for(
+        tmp_path / "data",
+        auth=AuthSettings(clients_file=clients, jwt_secret="s" * 32),
+        embedded_indexer=False,
+        index_cache_seconds=0,
+        index_negative_cache_seconds=0,
+    )
+    app = create_app(settings, regions)
+    client = TestClient(app, follow_redirects=False, raise_server_exceptions=False)
+    return System(client, regions, Indexer(regions))

@@ -180,6 +180,23 @@ class StoreContract:
         assert body == b""
         assert store.get("staging/upload")[0] == b"uploaded bytes"
 
+    def test_presigned_put_with_a_signed_length(self, store: Store) -> None:
+        url = store.presign_put("staging/sized", expires_in=60, content_length=5)
+        headers = {"Content-Type": "application/octet-stream"}
+        assert refused_status(url, method="PUT", data=b"123456", **headers) == 403
+        with pytest.raises(ObjectNotFound):
+            store.head("staging/sized")
+        fetch(url, method="PUT", data=b"12345", **headers)
+        assert store.get("staging/sized")[0] == b"12345"
+
+    def test_open_a_version(self, store: Store) -> None:
+        first = store.put("versioned/read", b"first")
+        with store.open("versioned/read", if_match=first.etag) as stream:
+            assert stream.read() == b"first"
+        store.put("versioned/read", b"second")
+        with pytest.raises(PreconditionFailed), store.open("versioned/read", if_match=first.etag):
+            pass
+
     def test_presigned_put_refuses_another_content_type(self, store: Store) -> None:
         url = store.presign_put("staging/typed", expires_in=60)
         status = refused_status(
@@ -256,7 +273,8 @@ class TestLocalStore(StoreContract):
     def store(self, tmp_path: Path, live_server: Callable[[Any, int], LiveServer]) -> Store:
         port = free_port()
         store = make_local_store(tmp_path / "data", public_url=f"http://127.0.0.1:{port}")
-        live_server(create_app(settings_for(tmp_path / "data"), Regions([store])), port)
+        settings = settings_for(tmp_path / "data", embedded_indexer=False)
+        live_server(create_app(settings, Regions([store])), port)
         return store
 
     def test_internal_files_are_not_listed(self, store: Store) -> None:

@@ -18,6 +18,14 @@ CLIENTS: dict[str, dict[str, Any]] = {
     "admin": {"accessToken": "admin-access-token-0123456789", "scopes": [f"{PREFIX}/*"]},
     "everything": {"accessToken": "everything-token-0123456789", "scopes": ["*"]},
     "nobody": {"accessToken": "nobody-access-token-0123456789", "scopes": ["queue:create-task"]},
+    "uploader": {
+        "accessToken": "uploader-access-token-0123456789",
+        "scopes": [f"{PREFIX}/upload/*", f"{PREFIX}/download/*"],
+    },
+    "public-uploader": {
+        "accessToken": "public-uploader-token-0123456789",
+        "scopes": [f"{PREFIX}/upload/public"],
+    },
 }
 
 

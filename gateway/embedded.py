@@ -1,0 +1,47 @@
+"""The indexer's watch loop, run in the gateway's process on the embedded default."""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+from indexer.job import Indexer
+
+logger = logging.getLogger(__name__)
+
+
+class EmbeddedIndexer:
+    """Runs indexer passes in a thread every `interval` seconds, or sooner when woken."""
+
+    def __init__(self, indexer: Indexer, *, interval: float, check_every: int = 300) -> None:
+        self._indexer = indexer
+        self._interval = interval
+        self._check_every = check_every
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="tooltool-indexer", daemon=True)
+        self._thread.start()
+
+    def wake(self) -> None:
+        """Run a pass now (an upload was reported complete)."""
+        self._wake.set()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout=30)
+
+    def _run(self) -> None:
+        passes = 0
+        while not self._stop.is_set():
+            try:
+                self._indexer.run_once(check=passes % self._check_every == 0)
+            except Exception:  # the loop must outlive one failed pass
+                logger.exception("indexer pass failed")
+            passes += 1
+            self._wake.wait(self._interval)
+            self._wake.clear()

@@ -1,0 +1,85 @@
+"""``GET /file/sha512/<digest>`` and ``GET /file?q=``: what is stored, for those who may see it."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import BaseRoute, Route
+
+from gateway.auth import Authenticator, Caller, Permissions
+from gateway.catalog_cache import CatalogCache
+from gateway.download import INVALID_DIGEST
+from gateway.errors import BadRequest, Forbidden, NotFound
+from gateway.index_cache import IndexCache
+from indexer.catalog import file_entry
+from indexer.digests import is_valid_digest
+
+_HEX = re.compile(r"[0-9a-f]+")
+MIN_PREFIX = 8
+MAX_RESULTS = 1000
+_FILE_FIELDS = ("algorithm", "digest", "size", "visibility", "has_instances", "instances")
+
+
+class Files:
+    """File metadata from the index (one file) and the catalog (searches)."""
+
+    def __init__(
+        self,
+        *,
+        index: IndexCache,
+        catalog: CatalogCache,
+        authenticator: Authenticator,
+        permissions: Permissions,
+    ) -> None:
+        self._index = index
+        self._catalog = catalog
+        self._authenticator = authenticator
+        self._permissions = permissions
+
+    def routes(self) -> Sequence[BaseRoute]:
+        return [
+            Route("/file/sha512/{digest:anything}", self.show, methods=["GET"]),
+            Route("/file", self.search, methods=["GET"]),
+        ]
+
+    async def show(self, request: Request) -> Response:
+        digest = request.path_params["digest"]
+        if not is_valid_digest(digest):
+            raise BadRequest(INVALID_DIGEST)
+        caller = await self._authenticator.authenticate(request)
+        found = await self._index.get(digest)
+        if found is None:
+            raise NotFound()
+        if not self._may_see(caller, found.visibility):
+            raise Forbidden()
+        return JSONResponse(_legacy(file_entry(found)))
+
+    async def search(self, request: Request) -> Response:
+        query = request.query_params.get("q", "").strip().lower()
+        if not query:
+            raise BadRequest("q is required: a hash prefix of at least 8 characters or a filename")
+        caller = await self._authenticator.authenticate(request)
+        is_prefix = len(query) >= MIN_PREFIX and _HEX.fullmatch(query) is not None
+        results = []
+        for entry in await self._catalog.files():
+            matches = (
+                entry["digest"].startswith(query)
+                if is_prefix
+                else any(query in name.lower() for name in entry["filenames"])
+            )
+            if matches and self._may_see(caller, entry["visibility"]):
+                results.append(_legacy(entry))
+                if len(results) >= MAX_RESULTS:
+                    break
+        return JSONResponse({"result": results})
+
+    def _may_see(self, caller: Caller, visibility: str) -> bool:
+        return caller.has_scope(self._permissions.download(visibility))  # type: ignore[arg-type]
+
+
+def _legacy(entry: dict[str, Any]) -> dict[str, Any]:
+    return {name: entry[name] for name in _FILE_FIELDS}
