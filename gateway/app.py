@@ -91,6 +91,7 @@ def create_app(
         permissions=permissions,
         urls=urls,
         catalog=catalog,
+        index=index,
         expires_in=settings.upload_expires_in,
         on_complete=embedded.wake if embedded is not None else lambda: None,
     )

@@ -24,6 +24,7 @@ from gateway.bodies import read_body
 from gateway.catalog_cache import CatalogCache
 from gateway.download import INVALID_DIGEST
 from gateway.errors import BadRequest, Forbidden, NotFound, Unauthorized
+from gateway.index_cache import IndexCache
 from gateway.urls import PublicUrls
 from indexer.catalog import batch_entry
 from indexer.digests import ALGORITHM, is_valid_digest
@@ -147,6 +148,7 @@ class Uploads:
         permissions: Permissions,
         urls: PublicUrls,
         catalog: CatalogCache,
+        index: IndexCache,
         expires_in: int,
         on_complete: Callable[[], None] = lambda: None,
         clock: Callable[[], float] = time.time,
@@ -156,6 +158,7 @@ class Uploads:
         self._permissions = permissions
         self._urls = urls
         self._catalog = catalog
+        self._index = index
         self._expires_in = expires_in
         self._on_complete = on_complete
         self._clock = clock
@@ -245,8 +248,10 @@ class Uploads:
             raise BadRequest(INVALID_DIGEST)
         caller = await self._authenticator.authenticate(request)
         self._require_upload(caller)
-        # The file becomes downloadable when the indexer has verified it; ask it to look now.
+        # The file becomes downloadable when the indexer has verified it; ask it to look now,
+        # and forget a cached "no such file" for it.
         self._on_complete()
+        self._index.invalidate(digest)
         return JSONResponse({"digest": digest, "status": "accepted"}, status_code=202)
 
     async def show(self, request: Request) -> Response:

@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from indexer.catalog import Catalog
-from indexer.digests import hash_stream
+from indexer.digests import hash_stream_read_ahead
 from indexer.index import read_index, update_index
 from indexer.intake import (
     FAILURES,
@@ -186,7 +186,7 @@ class Indexer:
         assert pending.staging_key is not None
         try:
             with store.open(pending.staging_key, if_match=etag) as stream:
-                hashed = hash_stream(stream)
+                hashed = hash_stream_read_ahead(stream)
         except PreconditionFailed:
             report.waiting.append(pending.digest)
             return False

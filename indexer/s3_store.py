@@ -244,6 +244,9 @@ class _Translating:
         buffer[: len(data)] = data
         return len(data)
 
+    def close(self) -> None:
+        self._body.close()
+
 
 def _head_conditions(if_match: str | None) -> dict[str, str]:
     return {"IfMatch": if_match} if if_match is not None else {}

@@ -134,7 +134,7 @@ _WEED_PORTS = (
 
 
 def _start_seaweedfs(root: Path) -> tuple[subprocess.Popen[bytes], Any, str] | None:
-    (root / "log").mkdir()
+    (root / "log").mkdir(parents=True)
     ports = dict(zip(_WEED_PORTS, free_ports(len(_WEED_PORTS)), strict=True))
     command = [
         _weed(),

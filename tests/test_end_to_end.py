@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import http.client
 import json
 import os
@@ -82,6 +83,8 @@ def deployment(
     else:
         seaweedfs: SeaweedFS = request.getfixturevalue("seaweedfs")
         environ = seaweedfs.environ(("us-east-1", seaweedfs.new_bucket()))
+        environ["TOOLTOOL_EMBEDDED_INDEXER"] = "true"  # one gateway, indexing in process
+    environ["TOOLTOOL_INDEXER_INTERVAL"] = "1"
     clients = tmp_path / "clients.json"
     clients.write_text(json.dumps(clients_file_entries()))
     environ |= {"TOOLTOOL_CLIENTS_FILE": str(clients), "TOOLTOOL_JWT_SECRET": "x" * 32}
@@ -255,3 +258,72 @@ def test_hawk_through_taskcluster_over_http(
     with urllib.request.urlopen(headers["location"], timeout=10) as response:
         assert response.read() == internal
     assert double.requests == 1
+
+
+def legacy_put(put_url: str, data: bytes) -> int:
+    """The legacy client's PUT: http.client, host and port split from the netloc (443 when
+    there is no colon), only Content-Type and Content-Length."""
+    parts = urlsplit(put_url)
+    host, port = parts.netloc.split(":") if ":" in parts.netloc else (parts.netloc, 443)
+    connection = http.client.HTTPConnection(host, int(port), timeout=30)
+    try:
+        connection.request(
+            "PUT",
+            f"{parts.path}?{parts.query}",
+            body=data,
+            headers={"Content-Type": "application/octet-stream", "Content-Length": str(len(data))},
+        )
+        response = connection.getresponse()
+        response.read()
+        return response.status
+    finally:
+        connection.close()
+
+
+@pytest.mark.parametrize("visibility", ["public", "internal"])
+def test_legacy_upload_is_downloadable_within_seconds(
+    deployment: Deployment, visibility: str
+) -> None:
+    data = os.urandom(70_000)
+    digest = hashlib.sha512(data).hexdigest()
+    body = json.dumps(
+        {
+            "message": "toolchain",
+            "files": {
+                "tool.tar.xz": {
+                    "size": len(data),
+                    "digest": digest,
+                    "algorithm": "sha512",
+                    "visibility": visibility,
+                }
+            },
+        }
+    ).encode()
+    url = f"{deployment.url}/upload"
+    status, _, answer = request(
+        url,
+        "POST",
+        body=body,
+        headers={
+            "Content-Type": "application/json",
+            "Authorization": hawk(
+                "uploader", url, "POST", body=body, content_type="application/json"
+            ),
+        },
+    )
+    assert status == 200, answer
+    entry = json.loads(answer)["result"]["files"]["tool.tar.xz"]
+    assert legacy_put(entry["put_url"], data) == 200
+    complete = f"{deployment.url}/upload/complete/sha512/{digest}"
+    status, _, _ = request(complete, headers={"Authorization": hawk("uploader", complete)})
+    assert status == 202
+    started = time.monotonic()
+    download = f"{deployment.url}/sha512/{digest}"
+    while True:
+        status, headers, _ = request(download, headers={"Authorization": hawk("reader", download)})
+        if status == 302 or time.monotonic() - started > 20:
+            break
+        time.sleep(0.1)
+    assert status == 302
+    with urllib.request.urlopen(headers["location"], timeout=10) as response:
+        assert response.read() == data

@@ -294,6 +294,26 @@ class TestS3Store(StoreContract):
     def test_signed_urls_carry_an_explicit_port(self, store: Store) -> None:
         assert urlsplit(store.presign_get("sha512/x", expires_in=5)).port is not None
 
+    def test_multipart_copy_past_the_single_copy_limit(
+        self, store: Store, seaweedfs: SeaweedFS
+    ) -> None:
+        from indexer.s3_store import S3Store
+
+        assert isinstance(store, S3Store)
+        small_limit = S3Store(
+            store.client, store.bucket, region=store.region, copy_threshold=5 * 1024 * 1024
+        )
+        payload = os.urandom(12 * 1024 * 1024 + 3)
+        source = small_limit.put("staging/big", payload)
+        small_limit.copy("staging/big", "sha512/big", if_match=source.etag)
+        with small_limit.open("sha512/big") as stream:
+            assert hash_stream(stream).digest == hashlib.sha512(payload).hexdigest()
+        small_limit.put("staging/big", payload[::-1])
+        with pytest.raises(PreconditionFailed):
+            small_limit.copy("staging/big", "sha512/other", if_match=source.etag)
+        with pytest.raises(ObjectNotFound):
+            small_limit.head("sha512/other")
+
     def test_errors_are_translated(self, seaweedfs: SeaweedFS) -> None:
         from indexer.s3_store import S3Store
 
