@@ -24,6 +24,7 @@ from gateway.files import Files
 from gateway.forwarded import TrustedProxies
 from gateway.index_cache import IndexCache
 from gateway.logs import RequestIdMiddleware
+from gateway.lookup import FileLookup
 from gateway.settings import Settings
 from gateway.token_routes import TokenRoutes
 from gateway.uploads import Uploads
@@ -69,9 +70,11 @@ def create_app(
     urls = PublicUrls(proxies)
     downloads = Downloads(
         regions=regions,
-        index=index,
-        authenticator=authenticator or request_authenticator,
-        permissions=permissions,
+        lookup=FileLookup(
+            index=index,
+            authenticator=authenticator or request_authenticator,
+            permissions=permissions,
+        ),
         urls=urls,
         expires_in=settings.download_expires_in,
     )
@@ -96,7 +99,12 @@ def create_app(
         on_complete=embedded.wake if embedded is not None else lambda: None,
     )
     files = Files(
-        index=index, catalog=catalog, authenticator=request_authenticator, permissions=permissions
+        lookup=FileLookup(
+            index=index, authenticator=request_authenticator, permissions=permissions
+        ),
+        catalog=catalog,
+        authenticator=request_authenticator,
+        permissions=permissions,
     )
     blobs = Blobs({store.region: store for store in regions if isinstance(store, LocalStore)})
     dockerflow = Dockerflow(regions=regions, version_file=settings.version_file)

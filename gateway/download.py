@@ -2,7 +2,8 @@
 
 The order of checks keeps internal files private and the store unbothered:
 the digest's form first (no store access for garbage), then the index object
-(cached), then the caller's scope, then a region holding a copy.
+(cached), then the caller's scope (:mod:`gateway.lookup`), then a region
+holding a copy.
 """
 
 from __future__ import annotations
@@ -15,15 +16,11 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from gateway.auth import Authenticator, Permissions
-from gateway.errors import BadRequest, Forbidden, NotFound
-from gateway.index_cache import IndexCache
+from gateway.errors import NotFound
+from gateway.lookup import FileLookup
 from gateway.urls import PublicUrls
-from indexer.digests import is_valid_digest
 from indexer.schema import blob_key
 from indexer.stores import Regions
-
-INVALID_DIGEST = "Invalid sha512 digest"
 
 # The legacy (Werkzeug) redirect page, which the seed's first curl check shows.
 _REDIRECT_PAGE = (
@@ -48,20 +45,11 @@ class Downloads:
     """The download endpoint over the configured regions and their index."""
 
     def __init__(
-        self,
-        *,
-        regions: Regions,
-        index: IndexCache,
-        authenticator: Authenticator,
-        permissions: Permissions,
-        urls: PublicUrls,
-        expires_in: int,
+        self, *, regions: Regions, lookup: FileLookup, urls: PublicUrls, expires_in: int
     ) -> None:
-        self._urls = urls
         self._regions = regions
-        self._index = index
-        self._authenticator = authenticator
-        self._permissions = permissions
+        self._lookup = lookup
+        self._urls = urls
         self._expires_in = expires_in
 
     def routes(self) -> Sequence[BaseRoute]:
@@ -71,14 +59,7 @@ class Downloads:
 
     async def download(self, request: Request) -> Response:
         digest = request.path_params["digest"]
-        if not is_valid_digest(digest):
-            raise BadRequest(INVALID_DIGEST)
-        caller = await self._authenticator.authenticate(request)
-        found = await self._index.get(digest)
-        if found is None:
-            raise NotFound()
-        if not caller.has_scope(self._permissions.download(found.visibility)):
-            raise Forbidden()
+        _, found = await self._lookup.find(request, digest)
         store = self._regions.choose(found.instances, request.query_params.get("region"))
         if store is None:
             raise NotFound()

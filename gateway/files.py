@@ -12,11 +12,9 @@ from starlette.routing import BaseRoute, Route
 
 from gateway.auth import Authenticator, Caller, Permissions
 from gateway.catalog_cache import CatalogCache
-from gateway.download import INVALID_DIGEST
-from gateway.errors import BadRequest, Forbidden, NotFound
-from gateway.index_cache import IndexCache
+from gateway.errors import BadRequest
+from gateway.lookup import FileLookup
 from indexer.catalog import file_entry
-from indexer.digests import is_valid_digest
 
 _HEX = re.compile(r"[0-9a-f]+")
 MIN_PREFIX = 8
@@ -30,12 +28,12 @@ class Files:
     def __init__(
         self,
         *,
-        index: IndexCache,
+        lookup: FileLookup,
         catalog: CatalogCache,
         authenticator: Authenticator,
         permissions: Permissions,
     ) -> None:
-        self._index = index
+        self._lookup = lookup
         self._catalog = catalog
         self._authenticator = authenticator
         self._permissions = permissions
@@ -47,15 +45,7 @@ class Files:
         ]
 
     async def show(self, request: Request) -> Response:
-        digest = request.path_params["digest"]
-        if not is_valid_digest(digest):
-            raise BadRequest(INVALID_DIGEST)
-        caller = await self._authenticator.authenticate(request)
-        found = await self._index.get(digest)
-        if found is None:
-            raise NotFound()
-        if not self._may_see(caller, found.visibility):
-            raise Forbidden()
+        _, found = await self._lookup.find(request, request.path_params["digest"])
         return JSONResponse(_legacy(file_entry(found)))
 
     async def search(self, request: Request) -> Response:

@@ -22,9 +22,9 @@ from starlette.routing import BaseRoute, Route
 from gateway.auth import Authenticator, Caller, Permissions
 from gateway.bodies import read_body
 from gateway.catalog_cache import CatalogCache
-from gateway.download import INVALID_DIGEST
 from gateway.errors import BadRequest, Forbidden, NotFound, Unauthorized
 from gateway.index_cache import IndexCache
+from gateway.lookup import INVALID_DIGEST
 from gateway.urls import PublicUrls
 from indexer.catalog import batch_entry
 from indexer.digests import ALGORITHM, is_valid_digest

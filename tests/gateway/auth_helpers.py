@@ -42,6 +42,7 @@ def hawk(
     content_type: str = "",
     access_token: str | None = None,
     ext: str | None = None,
+    timestamp: str | None = None,
 ) -> str:
     """The header the legacy client sends: sha256, payload hash only for bodies."""
     sender = mohawk.Sender(
@@ -56,6 +57,7 @@ def hawk(
         content_type=content_type,
         always_hash_content=body is not None,
         ext=ext,
+        **({"_timestamp": timestamp} if timestamp is not None else {}),
     )
     return sender.request_header
 

@@ -323,19 +323,9 @@ class TestHawkRejections:
         self._rejected(deployment, path, header)
 
     def test_stale_timestamp(self, deployment: Deployment) -> None:
-        import mohawk
-
         path = f"/sha512/{deployment.internal}"
-        sender = mohawk.Sender(
-            {"id": "reader", "key": CLIENTS["reader"]["accessToken"], "algorithm": "sha256"},
-            BASE + path,
-            "GET",
-            content="",
-            content_type="",
-            always_hash_content=False,
-            _timestamp=str(int(time.time()) - 3600),
-        )
-        self._rejected(deployment, path, sender.request_header)
+        header = hawk("reader", BASE + path, timestamp=str(int(time.time()) - 3600))
+        self._rejected(deployment, path, header)
 
     def test_payload_must_match_its_hash(self, deployment: Deployment) -> None:
         signed = json.dumps({"scopes": [f"{PREFIX}/download/public"]}).encode()
@@ -544,19 +534,9 @@ class TestHostileCredentials:
         assert_problem(response, 413)
 
     def test_huge_timestamp_and_deep_ext(self, deployment: Deployment) -> None:
-        import mohawk
-
         path = "/__permissions__"
-        sender = mohawk.Sender(
-            {"id": "reader", "key": CLIENTS["reader"]["accessToken"], "algorithm": "sha256"},
-            BASE + path,
-            "GET",
-            content="",
-            content_type="",
-            always_hash_content=False,
-            _timestamp="9" * 400,
-        )
-        assert_problem(deployment.get(path, auth=sender.request_header), 401)
+        header = hawk("reader", BASE + path, timestamp="9" * 400)
+        assert_problem(deployment.get(path, auth=header), 401)
         deep = base64.b64encode(b"[" * 1400).decode()
         assert_problem(deployment.get(path, auth=hawk("reader", BASE + path, ext=deep)), 401)
 
