@@ -66,7 +66,7 @@ def _token_request(body: bytes) -> tuple[list[str] | None, int | None]:
         return None, None
     try:
         data: Any = json.loads(body)
-    except ValueError:
+    except (ValueError, RecursionError):
         raise BadRequest("The body must be JSON") from None
     if not isinstance(data, dict):
         raise BadRequest("The body must be a JSON object")

@@ -38,14 +38,22 @@ from indexer.intake import (
     pending_prefix,
     read_batch,
 )
-from indexer.schema import VISIBILITIES, utc_timestamp
-from indexer.stores import OCTET_STREAM, Regions, Store
+from indexer.schema import VISIBILITIES, IndexObject, blob_key, utc_timestamp
+from indexer.stores import (
+    OCTET_STREAM,
+    ObjectNotFound,
+    PreconditionFailed,
+    Regions,
+    Store,
+    StoreUnavailable,
+)
 
 MAX_BODY = 1024 * 1024
 MAX_FILES = 1000
 MAX_SIZE = 5 * 1024**3  # the most one signed PUT can carry on S3
 MAX_MESSAGE = 65536
 MAX_FILENAME = 255
+MAX_ID_ATTEMPTS = 5
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,7 +72,7 @@ def parse_upload(body: bytes) -> UploadRequest:
     """Validate a ``POST /upload`` body, with the legacy service's messages."""
     try:
         data: Any = json.loads(body)
-    except ValueError:
+    except (ValueError, RecursionError):
         raise BadRequest("The request body must be JSON") from None
     if not isinstance(data, dict):
         raise BadRequest("The request body must be a JSON object")
@@ -201,21 +209,15 @@ class Uploads:
         stored: set[str] = set()
         for name, entry in upload.files.items():
             found = read_index(index, entry.digest)
-            if found is not None and found[0].has_instances and found[0].deleted is None:
+            if found is not None:
+                # Deleted files keep their visibility too: no byte changes sides.
                 _check_against(name, entry, found[0].size, found[0].visibility)
-                stored.add(entry.digest)
+                if self._is_stored(found[0]):
+                    stored.add(entry.digest)
             for other in _pending_for(index, entry.digest):
                 _check_against(name, entry, other.size, other.visibility)
         now = self._clock()
-        batch = Batch(
-            id=next_batch_id(index),
-            author=author,
-            uploaded=utc_timestamp(now),
-            message=upload.message,
-            region=store.region,
-            files=upload.files,
-        )
-        index.put(batch.key, batch.to_json(), if_none_match=True, content_type="application/json")
+        batch = self._new_batch(upload, author, store.region, now)
         staging: dict[str, str] = {}
         for name, entry in sorted(upload.files.items()):
             key = None if entry.digest in stored else new_staging_key(entry.digest)
@@ -236,6 +238,40 @@ class Uploads:
             if key is not None:
                 staging[name] = key
         return batch, staging
+
+    def _new_batch(self, upload: UploadRequest, author: str, region: str, now: float) -> Batch:
+        """A batch record under a fresh id, created only where none exists."""
+        index = self._regions.index
+        for _ in range(MAX_ID_ATTEMPTS):
+            batch = Batch(
+                id=next_batch_id(index),
+                author=author,
+                uploaded=utc_timestamp(now),
+                message=upload.message,
+                region=region,
+                files=upload.files,
+            )
+            try:
+                index.put(
+                    batch.key, batch.to_json(), if_none_match=True, content_type="application/json"
+                )
+            except PreconditionFailed:
+                continue  # the id was taken (a counter restored from a backup, say)
+            return batch
+        raise StoreUnavailable(index.region, "no free batch id")
+
+    def _is_stored(self, found: IndexObject) -> bool:
+        """Indexed, and a region the index names really holds the bytes (else: upload again)."""
+        if not found.has_instances or found.deleted is not None:
+            return False
+        for region in found.instances:
+            if region in self._regions:
+                try:
+                    if self._regions[region].head(blob_key(found.digest)).size == found.size:
+                        return True
+                except ObjectNotFound:
+                    continue
+        return False
 
     def _upload_store(self, region: str | None) -> Store:
         if region is not None and region in self._regions:

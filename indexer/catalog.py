@@ -13,9 +13,10 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
+from indexer.index import read_index
 from indexer.intake import BATCHES, Batch, MalformedRecord, read_batch
 from indexer.schema import IndexObject
 from indexer.stores import ObjectNotFound, PreconditionFailed, Store
@@ -60,7 +61,12 @@ def batch_entry(batch: Batch) -> dict[str, Any]:
 
 
 class Catalog:
-    """Reads and writes the catalog objects of one store."""
+    """Reads and writes the catalog objects of one store.
+
+    Every write is a compare-and-swap on what was read, with entries loaded
+    fresh from index objects and batch records inside the loop, so a slower
+    writer never puts back an older entry or drops a newer one.
+    """
 
     def __init__(self, store: Store) -> None:
         self._store = store
@@ -72,14 +78,48 @@ class Catalog:
         return self._load(BATCHES_KEY, "batches")[0]
 
     def rebuild(self, index_objects: Iterable[IndexObject], batches: Iterable[Batch]) -> None:
-        """Write both objects from scratch (nothing, when they already say the same)."""
-        self._write(FILES_KEY, "files", [file_entry(obj) for obj in index_objects], "digest")
-        self._write(BATCHES_KEY, "batches", [batch_entry(batch) for batch in batches], "id")
+        """Write both objects from a full listing (nothing, when they already say the same).
 
-    def update(self, index_objects: Iterable[IndexObject], batches: Iterable[Batch]) -> None:
-        """Replace the entries of these files and batches, keeping the others."""
-        self._merge(FILES_KEY, "files", [file_entry(obj) for obj in index_objects], "digest")
-        self._merge(BATCHES_KEY, "batches", [batch_entry(batch) for batch in batches], "id")
+        Entries written since the listing began are kept while their file or
+        batch still exists.
+        """
+        files = {obj.digest: file_entry(obj) for obj in index_objects}
+        self._swap(
+            FILES_KEY,
+            "files",
+            "digest",
+            lambda current: (
+                files | self._fresh_files([digest for digest in current if digest not in files])
+            ),
+        )
+        listed = {batch.id: batch_entry(batch) for batch in batches}
+        self._swap(
+            BATCHES_KEY,
+            "batches",
+            "id",
+            lambda current: (
+                listed
+                | self._fresh_batches([batch_id for batch_id in current if batch_id not in listed])
+            ),
+        )
+
+    def update(self, digests: Iterable[str], batch_ids: Iterable[int]) -> None:
+        """Bring the entries of these files and batches up to date, keeping the others."""
+        digests, batch_ids = list(digests), list(batch_ids)
+        if digests:
+            self._swap(
+                FILES_KEY,
+                "files",
+                "digest",
+                lambda current: _patched(current, digests, self._fresh_files(digests)),
+            )
+        if batch_ids:
+            self._swap(
+                BATCHES_KEY,
+                "batches",
+                "id",
+                lambda current: _patched(current, batch_ids, self._fresh_batches(batch_ids)),
+            )
 
     def batch_records(self) -> list[Batch]:
         """Every batch record in the store."""
@@ -97,37 +137,50 @@ class Catalog:
                 batches.append(batch)
         return batches
 
-    def _load(self, key: str, member: str) -> tuple[list[dict[str, Any]], str | None]:
+    def _fresh_files(self, digests: Iterable[str]) -> dict[str, dict[str, Any]]:
+        entries = {}
+        for digest in digests:
+            found = read_index(self._store, digest)
+            if found is not None:
+                entries[digest] = file_entry(found[0])
+        return entries
+
+    def _fresh_batches(self, batch_ids: Iterable[int]) -> dict[int, dict[str, Any]]:
+        entries = {}
+        for batch_id in batch_ids:
+            batch = read_batch(self._store, batch_id)
+            if batch is not None:
+                entries[batch_id] = batch_entry(batch)
+        return entries
+
+    def _load(self, key: str, member: str) -> tuple[list[dict[str, Any]], str | None, bytes]:
         try:
             raw, info = self._store.get(key)
         except ObjectNotFound:
-            return [], None
+            return [], None, b""
         try:
-            return list(json.loads(raw)[member]), info.etag
+            return list(json.loads(raw)[member]), info.etag, raw
         except (ValueError, KeyError, TypeError):
             logger.error("the catalog object %s is malformed; it will be rebuilt", key)
-            return [], info.etag
+            return [], info.etag, raw
 
-    def _write(self, key: str, member: str, entries: list[dict[str, Any]], sort_key: str) -> None:
-        raw = _dump(member, entries, sort_key)
-        try:
-            if self._store.get(key)[0] == raw:
-                return
-        except ObjectNotFound:
-            pass
-        self._store.put(key, raw, content_type="application/json")
-
-    def _merge(self, key: str, member: str, entries: list[dict[str, Any]], sort_key: str) -> None:
-        if not entries:
-            return
-        changed = {entry[sort_key]: entry for entry in entries}
+    def _swap(
+        self,
+        key: str,
+        member: str,
+        sort_key: str,
+        compute: Callable[[dict[Any, dict[str, Any]]], dict[Any, dict[str, Any]]],
+    ) -> None:
         for _ in range(MAX_ATTEMPTS):
-            current, etag = self._load(key, member)
-            merged = {entry[sort_key]: entry for entry in current} | changed
+            entries, etag, raw = self._load(key, member)
+            current = {entry[sort_key]: entry for entry in entries}
+            new = _dump(member, list(compute(current).values()), sort_key)
+            if new == raw:
+                return
             try:
                 self._store.put(
                     key,
-                    _dump(member, list(merged.values()), sort_key),
+                    new,
                     if_none_match=etag is None,
                     if_match=etag,
                     content_type="application/json",
@@ -136,6 +189,13 @@ class Catalog:
             except PreconditionFailed:
                 continue
         logger.warning("the catalog object %s kept changing; the next check rebuilds it", key)
+
+
+def _patched(
+    current: dict[Any, dict[str, Any]], keys: list[Any], fresh: dict[Any, dict[str, Any]]
+) -> dict[Any, dict[str, Any]]:
+    patched = {key: entry for key, entry in current.items() if key not in keys}
+    return patched | fresh
 
 
 def _dump(member: str, entries: list[dict[str, Any]], sort_key: str) -> bytes:

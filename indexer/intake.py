@@ -20,7 +20,9 @@ key anything is served from.
 from __future__ import annotations
 
 import json
+import random
 import secrets
+import time
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -31,6 +33,7 @@ BATCHES = "intake/batches/"
 PENDING = "intake/pending/"
 FAILURES = "intake/failures/"
 STAGING = "staging/"
+VERIFYING = "verifying/"  # the indexer's private copies of staged uploads
 MAX_COUNTER_ATTEMPTS = 20
 
 
@@ -138,7 +141,7 @@ def new_staging_key(digest: str) -> str:
 
 def next_batch_id(store: Store) -> int:
     """Advance the batch counter by compare-and-swap; every caller gets a distinct id."""
-    for _ in range(MAX_COUNTER_ATTEMPTS):
+    for attempt in range(MAX_COUNTER_ATTEMPTS):
         try:
             raw, info = store.get(COUNTER_KEY)
         except ObjectNotFound:
@@ -154,6 +157,8 @@ def next_batch_id(store: Store) -> int:
                 content_type="text/plain",
             )
         except PreconditionFailed:
+            # Contended: back off a random while, growing with each attempt.
+            time.sleep(random.uniform(0, 0.005 * (attempt + 1)))  # noqa: S311 - jitter, not secrets
             continue
         return current + 1
     raise StoreUnavailable(store.region, "the batch counter is too contended")

@@ -5,11 +5,12 @@ One pass (:meth:`Indexer.run_once`) handles every pending upload, then
 to date. Every step is idempotent and ordered so that a pass killed between
 any two steps leaves the store consistent, and the next pass finishes the work:
 
-1. verify the staged bytes (size and sha512, streamed) at one version (ETag);
-2. copy exactly that version to ``sha512/<digest>`` (conditioned on the ETag,
-   so bytes replaced after verification are never copied);
+1. copy the staged bytes to a private key no signed URL can write to, and
+   verify that copy (size and sha512, streamed);
+2. copy the verified copy to ``sha512/<digest>``, so bytes the uploader PUTs
+   after verification are never copied;
 3. create or update the index object (conditional writes, retried);
-4. delete the staged bytes, then the pending record.
+4. update the catalog, then delete the staged bytes, then the pending record.
 
 Nothing is downloadable before step 3, and step 3 names only verified bytes.
 """
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import json
 import logging
+import secrets
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -29,13 +31,13 @@ from indexer.intake import (
     FAILURES,
     PENDING,
     STAGING,
+    VERIFYING,
     MalformedRecord,
     Pending,
     failure_key,
-    read_batch,
 )
 from indexer.schema import INDEX_PREFIX, IndexObject, Upload, blob_key, utc_timestamp
-from indexer.stores import ObjectNotFound, PreconditionFailed, Regions, Store
+from indexer.stores import ObjectNotFound, Regions, Store
 
 logger = logging.getLogger(__name__)
 
@@ -88,32 +90,41 @@ class Indexer:
         self.catalog = Catalog(regions.index)
 
     def run_once(self, *, check: bool = True) -> PassReport:
-        """One pass: pending uploads, then (with `check`) the consistency check."""
+        """One pass: pending uploads, then (with `check`) the consistency check.
+
+        Pending records are forgotten last, after the index and the catalog
+        name their work: a pass killed before that leaves them, and the next
+        pass finds the work done and brings the catalog up to date.
+        """
         report = PassReport()
-        self.process_pending(report)
+        finished = self.process_pending(report)
         if check:
             self.check_consistency(report)
             self.catalog.rebuild(self._index_objects(), self.catalog.batch_records())
         elif report.changed or report.batches:
-            changed = [read_index(self._index, digest) for digest in sorted(report.changed)]
-            batches = [read_batch(self._index, batch_id) for batch_id in sorted(report.batches)]
-            self.catalog.update(
-                [found[0] for found in changed if found is not None],
-                [batch for batch in batches if batch is not None],
-            )
+            self.catalog.update(sorted(report.changed), sorted(report.batches))
+        for pending in finished:
+            self._forget(pending)
         logger.info("indexer pass", extra=report.summary())
         return report
 
     # -- pending uploads ---------------------------------------------------
 
-    def process_pending(self, report: PassReport) -> None:
-        """Handle every pending record, oldest batch first within a digest."""
+    def process_pending(self, report: PassReport) -> list[Pending]:
+        """Handle every pending record, oldest batch first within a digest; the ones whose
+        work is done (indexed, recorded or refused), to forget."""
+        finished = []
         for pending in sorted(self._pending(), key=lambda item: (item.digest, item.batch_id)):
             try:
-                self._process(pending, report)
+                is_finished = self._process(pending, report)
             except ObjectNotFound as exc:
                 # Another indexer finished this upload under our feet.
                 logger.info("pending upload went away: %s", exc, extra={"digest": pending.digest})
+                continue
+            if is_finished:
+                finished.append(pending)
+                report.batches.add(pending.batch_id)
+        return finished
 
     def _pending(self) -> list[Pending]:
         records = []
@@ -127,77 +138,69 @@ class Indexer:
                 logger.error("skipping %s", exc)
         return records
 
-    def _process(self, pending: Pending, report: PassReport) -> None:
+    def _process(self, pending: Pending, report: PassReport) -> bool:
         found = read_index(self._index, pending.digest)
         current = found[0] if found is not None else None
-        if current is not None and current.has_instances and current.deleted is None:
-            self._record_arrival(pending, current, report)
-            return
+        if current is not None and not _agrees(current, pending):
+            # Checked before any byte is copied: refused bytes never reach sha512/.
+            reason = f"already indexed as {current.visibility}, {current.size} bytes"
+            return self._fail(pending, reason, report)
+        if current is not None and self._is_stored(current):
+            return self._record_arrival(pending, report)
         if pending.staging_key is None:
-            self._fail(pending, "the file was already stored at upload time but is gone", report)
-            return
+            reason = "the file was stored at upload time but is gone; upload it again"
+            return self._fail(pending, reason, report)
         store = self._upload_store(pending)
         try:
-            staged = store.head(pending.staging_key)
+            store.head(pending.staging_key)
         except ObjectNotFound:
             if self._clock() > pending.created + self._pending_ttl:
-                self._fail(
-                    pending,
-                    "no upload arrived before the pending record expired",
-                    report,
-                    expired=True,
-                )
-            else:
-                report.waiting.append(pending.digest)
-            return
-        if not self._verify(store, pending, staged.etag, report):
-            return
-        try:
-            store.copy(pending.staging_key, blob_key(pending.digest), if_match=staged.etag)
-        except PreconditionFailed:
-            # Replaced after verification: verify the new bytes next pass.
-            logger.warning(
-                "staged upload changed after verification", extra={"digest": pending.digest}
-            )
+                reason = "no upload arrived before the pending record expired"
+                return self._fail(pending, reason, report, expired=True)
             report.waiting.append(pending.digest)
-            return
+            return False
+        # Verify a private copy no signed URL can write to: what is verified is
+        # then exactly what is copied, whatever the uploader PUTs meanwhile
+        # (ETags cannot tell apart two uploads with the same MD5).
+        private = f"{VERIFYING}{pending.digest}/{secrets.token_urlsafe(12)}"
+        store.copy(pending.staging_key, private)
+        try:
+            reason = self._verify(store, private, pending)
+            if reason is not None:
+                return self._fail(pending, reason, report)
+            store.copy(private, blob_key(pending.digest))
+        finally:
+            store.delete(private)
         indexed = update_index(
             self._index,
             pending.digest,
             lambda existing: self._indexed(existing, pending, store.region),
         )
-        if (
-            indexed is None
-            or indexed.visibility != pending.visibility
-            or (indexed.size != pending.size)
-        ):
-            self._fail(
-                pending, "the digest was indexed meanwhile with another visibility or size", report
-            )
-            return
-        self._finish(pending, report)
+        if indexed is None or not _agrees(indexed, pending):
+            reason = "the digest was indexed meanwhile with another visibility or size"
+            return self._fail(pending, reason, report)
         report.indexed.append(pending.digest)
         logger.info(
             "indexed upload",
             extra={"digest": pending.digest, "region": store.region, "batch": pending.batch_id},
         )
+        return True
 
-    def _verify(self, store: Store, pending: Pending, etag: str, report: PassReport) -> bool:
-        assert pending.staging_key is not None
-        try:
-            with store.open(pending.staging_key, if_match=etag) as stream:
-                hashed = hash_stream_read_ahead(stream)
-        except PreconditionFailed:
-            report.waiting.append(pending.digest)
-            return False
+    def _verify(self, store: Store, key: str, pending: Pending) -> str | None:
+        """Why the bytes at `key` are not the declared file, or None when they are."""
+        with store.open(key) as stream:
+            hashed = hash_stream_read_ahead(stream)
         if hashed.size != pending.size:
-            reason = f"size mismatch: expected {pending.size} bytes, received {hashed.size}"
-        elif hashed.digest != pending.digest:
-            reason = f"sha512 mismatch: received bytes hash to {hashed.digest}"
-        else:
-            return True
-        self._fail(pending, reason, report)
-        return False
+            return f"size mismatch: expected {pending.size} bytes, received {hashed.size}"
+        if hashed.digest != pending.digest:
+            return f"sha512 mismatch: received bytes hash to {hashed.digest}"
+        return None
+
+    def _is_stored(self, current: IndexObject) -> bool:
+        """The index names a region that really holds the blob."""
+        if not current.has_instances or current.deleted is not None:
+            return False
+        return any(self._holds(region, current) for region in current.instances)
 
     def _indexed(
         self, existing: IndexObject | None, pending: Pending, region: str
@@ -214,7 +217,7 @@ class Indexer:
                 verified_at=now,
                 updated_at=now,
             )
-        if existing.visibility != pending.visibility or existing.size != pending.size:
+        if not _agrees(existing, pending):
             return existing
         instances = tuple(sorted({*existing.instances, region}))
         uploads = (
@@ -228,31 +231,28 @@ class Indexer:
             updated_at=now,
         )
 
-    def _record_arrival(self, pending: Pending, current: IndexObject, report: PassReport) -> None:
+    def _record_arrival(self, pending: Pending, report: PassReport) -> bool:
         """A batch named a file that is already stored and verified: note the batch."""
-        if current.visibility != pending.visibility or current.size != pending.size:
-            self._fail(
-                pending, f"already stored as {current.visibility}, {current.size} bytes", report
+        now = utc_timestamp(self._clock())
+
+        def change(existing: IndexObject | None) -> IndexObject | None:
+            if existing is None or _has_upload(existing, pending):
+                return existing
+            return existing.with_changes(
+                uploads=(*existing.uploads, _upload(pending)), updated_at=now
             )
-            return
-        if not _has_upload(current, pending):
-            now = utc_timestamp(self._clock())
 
-            def change(existing: IndexObject | None) -> IndexObject | None:
-                if existing is None or _has_upload(existing, pending):
-                    return existing
-                return existing.with_changes(
-                    uploads=(*existing.uploads, _upload(pending)), updated_at=now
-                )
-
-            update_index(self._index, pending.digest, change)
-            report.recorded.append(pending.digest)
-        self._finish(pending, report)
+        update_index(self._index, pending.digest, change)
+        report.recorded.append(pending.digest)
+        return True
 
     def _fail(
         self, pending: Pending, reason: str, report: PassReport, *, expired: bool = False
-    ) -> None:
-        """Record why an upload was refused, where operators look, and forget it."""
+    ) -> bool:
+        """Record why an upload was refused, where operators look."""
+        found = read_index(self._index, pending.digest)
+        if found is not None and _has_upload(found[0], pending) and self._is_stored(found[0]):
+            return True  # another indexer indexed this very upload meanwhile: no failure
         record = {
             "digest": pending.digest,
             "batch_id": pending.batch_id,
@@ -273,16 +273,15 @@ class Indexer:
             reason,
             extra={"digest": pending.digest, "batch": pending.batch_id},
         )
-        self._finish(pending, report)
         (report.expired if expired else report.failed).append(pending.digest)
+        return True
 
-    def _finish(self, pending: Pending, report: PassReport) -> None:
+    def _forget(self, pending: Pending) -> None:
         # Staged bytes first: a pending record without them is handled again
         # harmlessly, staged bytes without a record would be orphans.
         if pending.staging_key is not None:
             self._upload_store(pending).delete(pending.staging_key)
         self._index.delete(pending.key)
-        report.batches.add(pending.batch_id)
 
     def _upload_store(self, pending: Pending) -> Store:
         return self.regions.get(pending.region, self._index)
@@ -336,6 +335,12 @@ class Indexer:
             if key not in named:
                 store.delete(key)
                 removed += 1
+        # Private copies left by a killed pass; one another indexer is verifying
+        # right now only makes it try again next pass.
+        for store in self.regions:
+            for info in store.list(VERIFYING):
+                store.delete(info.key)
+                removed += 1
         return removed
 
     def _index_objects(self) -> list[IndexObject]:
@@ -369,6 +374,10 @@ def _upload(pending: Pending) -> Upload:
     return Upload(
         pending.batch_id, pending.filename, pending.author, pending.message, pending.uploaded
     )
+
+
+def _agrees(index_object: IndexObject, pending: Pending) -> bool:
+    return index_object.visibility == pending.visibility and index_object.size == pending.size
 
 
 def _has_upload(index_object: IndexObject, pending: Pending) -> bool:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import hashlib
 import os
 import shutil
 import stat as stat_module
@@ -30,6 +31,7 @@ from indexer.stores import (
 )
 
 LOCAL_REGION = "local"
+SMALL_OBJECT = 16 * 1024 * 1024
 _COPY_BUFFER = 1024 * 1024
 
 
@@ -63,20 +65,14 @@ class LocalStore:
         return self.root / check_key(key)
 
     def head(self, key: str) -> ObjectInfo:
-        try:
-            stat = self.path(key).stat()
-        except (FileNotFoundError, NotADirectoryError) as exc:
-            raise ObjectNotFound(self.region, key) from exc
-        except OSError as exc:
-            raise StoreUnavailable(self.region, exc.strerror or str(exc)) from exc
-        if not _is_regular(stat.st_mode):
-            raise ObjectNotFound(self.region, key)
-        return ObjectInfo(key, stat.st_size, _etag(stat))
+        with self.open(key) as stream:
+            return ObjectInfo(key, os.fstat(stream.fileno()).st_size, _version(stream))
 
     def get(self, key: str) -> tuple[bytes, ObjectInfo]:
         with self.open(key) as stream:
-            info = ObjectInfo(key, *_size_and_etag(os.fstat(stream.fileno())))
-            return stream.read(), info
+            version = _version(stream)
+            data = stream.read()
+            return data, ObjectInfo(key, len(data), version)
 
     @contextlib.contextmanager
     def open(self, key: str, *, if_match: str | None = None) -> Iterator[BinaryIO]:
@@ -87,8 +83,10 @@ class LocalStore:
         except OSError as exc:
             raise StoreUnavailable(self.region, exc.strerror or str(exc)) from exc
         with stream:
+            if not _is_regular(os.fstat(stream.fileno()).st_mode):
+                raise ObjectNotFound(self.region, key)
             # The open descriptor keeps reading this version whatever replaces it.
-            if if_match is not None and _etag(os.fstat(stream.fileno())) != if_match:
+            if if_match is not None and _version(stream) != if_match:
                 raise PreconditionFailed(self.region, key)
             yield stream
 
@@ -132,7 +130,7 @@ class LocalStore:
 
     def copy(self, source: str, destination: str, *, if_match: str | None = None) -> ObjectInfo:
         with self.open(source) as stream:
-            if if_match is not None and _etag(os.fstat(stream.fileno())) != if_match:
+            if if_match is not None and _version(stream) != if_match:
                 raise PreconditionFailed(self.region, source)
 
             def write(target: BinaryIO) -> None:
@@ -213,10 +211,11 @@ class LocalStore:
             return
         with self._lock():
             try:
-                current = _etag(target.stat())
+                with target.open("rb") as current:
+                    is_current = _version(current) == if_match
             except FileNotFoundError as exc:
                 raise PreconditionFailed(self.region, key) from exc
-            if current != if_match:
+            if not is_current:
                 raise PreconditionFailed(self.region, key)
             os.replace(temporary, target)
 
@@ -264,11 +263,24 @@ def _is_regular(mode: int) -> bool:
     return stat_module.S_ISREG(mode)
 
 
-def _etag(stat: os.stat_result) -> str:
-    # Every write renames a new inode into place, so inode + mtime + size
-    # changes with every version without hashing the content.
-    return f'"{stat.st_ino:x}-{stat.st_mtime_ns:x}-{stat.st_size:x}"'
+def _version(stream: BinaryIO) -> str:
+    """The ETag of the open file's version, leaving the stream at its start.
+
+    Objects up to SMALL_OBJECT bytes (index objects, records, the counter,
+    the catalog: everything compare-and-swapped) are named by their content,
+    as S3 does, so a version can never be mistaken for another: inode numbers
+    are reused and coarse timestamps repeat. Larger objects (blobs, uploads)
+    are named by inode, mtime and size, which nothing relies on to tell
+    versions apart.
+    """
+    stat = os.fstat(stream.fileno())
+    if stat.st_size > SMALL_OBJECT:
+        return f'"{stat.st_ino:x}-{stat.st_mtime_ns:x}-{stat.st_size:x}"'
+    stream.seek(0)
+    data = stream.read()
+    stream.seek(0)
+    return _etag_of(data)
 
 
-def _size_and_etag(stat: os.stat_result) -> tuple[int, str]:
-    return stat.st_size, _etag(stat)
+def _etag_of(data: bytes) -> str:
+    return '"' + hashlib.md5(data, usedforsecurity=False).hexdigest() + '"'  # as S3 does

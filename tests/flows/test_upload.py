@@ -82,24 +82,33 @@ def test_bytes_replaced_after_verification_are_never_served(system: System) -> N
     assert system.regions.index.get(blob_key(declared.digest))[0] == declared.data
 
 
-def test_replaced_between_verification_and_copy(system: System, monkeypatch) -> None:
+def test_bytes_put_during_verification_are_never_copied(system: System, monkeypatch) -> None:
+    """What the indexer verifies is what it copies, even when the uploader PUTs again (with
+    bytes of the same size, or an MD5 collision: same ETag) while it verifies."""
     declared = new()
     url = system.post([declared]).json()["result"]["files"]["file.bin"]["put_url"]
     assert system.put(url, declared.data) == 200
     store = system.regions.index
     original_copy = store.copy
+    replaced = []
 
-    def copy_after_replacement(source: str, destination: str, *, if_match=None):
-        store.put(source, os.urandom(len(declared.data)))  # the uploader PUTs again
-        return original_copy(source, destination, if_match=if_match)
+    def copy_then_put_again(source: str, destination: str, *, if_match=None):
+        info = original_copy(source, destination, if_match=if_match)
+        if source.startswith("staging/"):
+            assert system.put(url, os.urandom(len(declared.data))) == 200
+            replaced.append(source)
+        return info
 
-    monkeypatch.setattr(store, "copy", copy_after_replacement)
+    monkeypatch.setattr(store, "copy", copy_then_put_again)
     report = system.indexer.run_once(check=False)
-    assert report.indexed == []
-    assert system.download(declared.digest, client_id="reader")[0] == 404
     monkeypatch.undo()
-    assert system.indexer.run_once().failed == [declared.digest]  # the new bytes do not verify
-    assert system.download(declared.digest, client_id="reader")[0] == 404
+    assert replaced
+    assert report.indexed == [declared.digest]
+    assert system.download(declared.digest, client_id="reader") == (302, declared.data)
+    assert store.get(blob_key(declared.digest))[0] == declared.data
+    system.indexer.run_once()
+    assert leftovers(system) == []
+    assert list(store.list("verifying/")) == []
 
 
 def test_reupload_gets_no_put_url(system: System) -> None:
@@ -216,10 +225,82 @@ def test_an_indexer_killed_at_each_step_is_finished_by_the_next(system: System) 
             pass
         else:
             break  # a pass with fewer writes than `step`: every step was covered
-        system.indexer.run_once()
+        system.indexer.run_once(check=False)  # no full rebuild: the pass itself must finish
         assert system.download(upload.digest, client_id="reader") == (302, upload.data), step
         index, _ = read_index(system.regions.index, upload.digest)
         assert len(index.uploads) == 1
         assert leftovers(system) == [], step
+        listed = system.client.get("/file", params={"q": upload.digest[:16]}).json()["result"]
+        assert [entry["digest"] for entry in listed] == [upload.digest], step
+        batches = system.client.get("/upload", params={"q": "m"}).json()["result"]
+        assert len(batches) == step, step
         step += 1
     assert step > 4
+
+
+@pytest.mark.parametrize("put_again", [True, False])
+def test_a_slower_indexer_records_no_failure_for_a_good_upload(
+    system: System, monkeypatch, put_again: bool
+) -> None:
+    """Indexer two reads "not indexed"; indexer one finishes the upload; indexer two then finds
+    the uploader's repeated PUT (wrong bytes) or nothing at all (past the TTL)."""
+    import time
+
+    from indexer.job import PassReport
+
+    upload = new()
+    url = system.post([upload]).json()["result"]["files"]["file.bin"]["put_url"]
+    assert system.put(url, upload.data) == 200
+    late = (lambda: time.time()) if put_again else (lambda: time.time() + 2 * 86400)
+    two = Indexer(system.regions, clock=late)
+    [pending] = two._pending()
+    store = system.regions.index
+    real_head = store.head
+
+    def head(key: str):
+        monkeypatch.setattr(store, "head", real_head)
+        Indexer(system.regions).run_once(check=False)  # indexer one finishes meanwhile
+        if put_again:
+            system.put(url, os.urandom(len(upload.data)))
+        return real_head(key)
+
+    monkeypatch.setattr(store, "head", head)
+    two._process(pending, PassReport())
+    monkeypatch.undo()
+    assert system.download(upload.digest, client_id="reader") == (302, upload.data)
+    assert system.indexer.failures() == []
+
+
+def test_a_lost_blob_is_uploaded_again(system: System) -> None:
+    upload = new()
+    system.upload([upload])
+    system.indexer.run_once()
+    system.regions.index.delete(blob_key(upload.digest))
+    again = system.upload([upload], message="again")
+    assert "put_url" in again["files"]["file.bin"]
+    system.indexer.run_once()
+    assert system.download(upload.digest, client_id="reader") == (302, upload.data)
+
+
+def test_deleted_bytes_never_change_sides(system: System) -> None:
+    from indexer.index import update_index
+    from indexer.schema import Tombstone
+    from indexer.stores import ObjectNotFound
+    from tests.gateway.test_download import assert_problem
+
+    secret = new(visibility="internal")
+    system.upload([secret])
+    system.indexer.run_once()
+    store = system.regions.index
+    store.delete(blob_key(secret.digest))
+    update_index(
+        store,
+        secret.digest,
+        lambda current: current.with_changes(
+            instances=(), deleted=Tombstone("admin", current.updated_at, "leaked", (store.region,))
+        ),
+    )
+    problem = assert_problem(system.post([Uploaded("x.bin", secret.data, "public")]), 400)
+    assert problem["detail"] == "Cannot change already existing file's visibility level."
+    with pytest.raises(ObjectNotFound):
+        store.head(blob_key(secret.digest))

@@ -257,3 +257,14 @@ def test_preferred_region_falls_back(system: System) -> None:
 def test_huge_bodies_are_413(system: System) -> None:
     body = b'{"message": "' + b"x" * (2 * 1024 * 1024) + b'"}'
     assert_problem(post_raw(system, body), 413)
+
+
+def test_deeply_nested_bodies_are_400(system: System) -> None:
+    body = b"[" * 100_000 + b"]" * 100_000
+    assert_problem(post_raw(system, body), 400)
+    response = system.client.post(
+        "/token",
+        content=body[:30_000] + body[-30_000:],
+        headers={"Content-Type": "application/json", "Authorization": basic("uploader")},
+    )
+    assert_problem(response, 400)

@@ -114,3 +114,63 @@ def test_cli_watch_runs_until_interrupted(local_environ: dict[str, str], tmp_pat
     assert catalog.exists()
     assert process.returncode == 0
     assert "Traceback" not in stderr
+
+
+def test_a_rebuild_keeps_what_was_indexed_meanwhile(system: System) -> None:
+    from indexer.job import Indexer
+
+    first = Uploaded("first.bin", os.urandom(10), "public")
+    system.upload([first])
+    system.indexer.run_once()
+    checking = Indexer(system.regions)
+    listed, batches = checking._index_objects(), checking.catalog.batch_records()
+    late = Uploaded("late.bin", os.urandom(10), "public")
+    system.upload([late], message="late batch")
+    Indexer(system.regions).run_once(check=False)
+    checking.catalog.rebuild(listed, batches)  # written after the other indexer's update
+    found = system.client.get("/file", params={"q": late.digest[:16]}).json()["result"]
+    assert [entry["digest"] for entry in found] == [late.digest]
+    assert system.client.get("/upload", params={"q": "late batch"}).json()["result"]
+
+
+def test_batch_ids_are_unique_under_contention(system: System) -> None:
+    import threading
+
+    from indexer.intake import next_batch_id
+
+    ids: list[int] = []
+    errors: list[BaseException] = []
+
+    def allocate() -> None:
+        try:
+            for _ in range(10):
+                ids.append(next_batch_id(system.regions.index))
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=allocate) for _ in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    assert sorted(ids) == list(range(1, 61))
+
+
+def test_local_versions_are_told_apart_by_content(tmp_path: Path) -> None:
+    """Same inode, same mtime, same size, other bytes (a coarse-timestamp filesystem reusing
+    an inode): another ETag, so compare-and-swap refuses the stale version."""
+    from indexer.stores import PreconditionFailed
+    from tests.conftest import make_local_store
+
+    store = make_local_store(tmp_path / "data")
+    first = store.put("intake/batch-counter", b"41")
+    path = store.path("intake/batch-counter")
+    stat = path.stat()
+    with path.open("r+b") as stream:
+        stream.write(b"42")
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert path.stat().st_ino == stat.st_ino
+    assert store.head("intake/batch-counter").etag != first.etag
+    with pytest.raises(PreconditionFailed):
+        store.put("intake/batch-counter", b"42", if_match=first.etag)
