@@ -32,6 +32,7 @@ from indexer.index import read_index
 from indexer.intake import (
     Batch,
     BatchFile,
+    MalformedRecord,
     Pending,
     new_staging_key,
     next_batch_id,
@@ -192,30 +193,20 @@ class Uploads:
         batch, staging = await run_in_threadpool(
             self._create_batch, upload, caller.client_id, store
         )
-        files = batch_entry(batch)["files"]
+        result = batch_entry(batch)
         for name, key in staging.items():
             size = batch.files[name].size
             url = store.presign_put(
                 key, expires_in=self._expires_in, content_type=OCTET_STREAM, content_length=size
             )
-            files[name]["put_url"] = self._urls.absolute(url, request)
-        result = {**batch_entry(batch), "files": files}
+            result["files"][name]["put_url"] = self._urls.absolute(url, request)
         return JSONResponse({"result": result}, headers={"Cache-Control": "no-store"})
 
     def _create_batch(
         self, upload: UploadRequest, author: str, store: Store
     ) -> tuple[Batch, dict[str, str]]:
         index = self._regions.index
-        stored: set[str] = set()
-        for name, entry in upload.files.items():
-            found = read_index(index, entry.digest)
-            if found is not None:
-                # Deleted files keep their visibility too: no byte changes sides.
-                _check_against(name, entry, found[0].size, found[0].visibility)
-                if self._is_stored(found[0]):
-                    stored.add(entry.digest)
-            for other in _pending_for(index, entry.digest):
-                _check_against(name, entry, other.size, other.visibility)
+        stored = self._stored_digests(upload)
         now = self._clock()
         batch = self._new_batch(upload, author, store.region, now)
         staging: dict[str, str] = {}
@@ -238,6 +229,22 @@ class Uploads:
             if key is not None:
                 staging[name] = key
         return batch, staging
+
+    def _stored_digests(self, upload: UploadRequest) -> set[str]:
+        """The batch's digests the store holds; 400 for any that conflicts with what is
+        stored or pending (another size or visibility)."""
+        index = self._regions.index
+        stored = set()
+        for name, entry in upload.files.items():
+            found = read_index(index, entry.digest)
+            if found is not None:
+                # Deleted files keep their visibility too: no byte changes sides.
+                _check_against(name, entry, found[0].size, found[0].visibility)
+                if self._is_stored(found[0]):
+                    stored.add(entry.digest)
+            for other in _pending_for(index, entry.digest):
+                _check_against(name, entry, other.size, other.visibility)
+        return stored
 
     def _new_batch(self, upload: UploadRequest, author: str, region: str, now: float) -> Batch:
         """A batch record under a fresh id, created only where none exists."""
@@ -336,6 +343,6 @@ def _pending_for(store: Store, digest: str) -> list[Pending]:
         try:
             raw, _ = store.get(info.key)
             pending.append(Pending.from_json(raw, key=info.key))
-        except Exception:  # noqa: S112 - a vanished or unreadable record conflicts with nothing
-            continue
+        except (ObjectNotFound, MalformedRecord):
+            continue  # a vanished or unreadable record conflicts with nothing
     return pending

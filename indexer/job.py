@@ -159,18 +159,9 @@ class Indexer:
                 return self._fail(pending, reason, report, expired=True)
             report.waiting.append(pending.digest)
             return False
-        # Verify a private copy no signed URL can write to: what is verified is
-        # then exactly what is copied, whatever the uploader PUTs meanwhile
-        # (ETags cannot tell apart two uploads with the same MD5).
-        private = f"{VERIFYING}{pending.digest}/{secrets.token_urlsafe(12)}"
-        store.copy(pending.staging_key, private)
-        try:
-            reason = self._verify(store, private, pending)
-            if reason is not None:
-                return self._fail(pending, reason, report)
-            store.copy(private, blob_key(pending.digest))
-        finally:
-            store.delete(private)
+        reason = self._store_verified(store, pending)
+        if reason is not None:
+            return self._fail(pending, reason, report)
         indexed = update_index(
             self._index,
             pending.digest,
@@ -186,15 +177,27 @@ class Indexer:
         )
         return True
 
-    def _verify(self, store: Store, key: str, pending: Pending) -> str | None:
-        """Why the bytes at `key` are not the declared file, or None when they are."""
-        with store.open(key) as stream:
-            hashed = hash_stream_read_ahead(stream)
-        if hashed.size != pending.size:
-            return f"size mismatch: expected {pending.size} bytes, received {hashed.size}"
-        if hashed.digest != pending.digest:
-            return f"sha512 mismatch: received bytes hash to {hashed.digest}"
-        return None
+    def _store_verified(self, store: Store, pending: Pending) -> str | None:
+        """Put the staged upload at ``sha512/<digest>`` if it is the declared file; else why not.
+
+        A private copy no signed URL can write to is verified and then copied:
+        what is verified is exactly what is stored, whatever the uploader PUTs
+        meanwhile (ETags cannot tell apart two uploads with the same MD5).
+        """
+        assert pending.staging_key is not None
+        private = f"{VERIFYING}{pending.digest}/{secrets.token_urlsafe(12)}"
+        store.copy(pending.staging_key, private)
+        try:
+            with store.open(private) as stream:
+                hashed = hash_stream_read_ahead(stream)
+            if hashed.size != pending.size:
+                return f"size mismatch: expected {pending.size} bytes, received {hashed.size}"
+            if hashed.digest != pending.digest:
+                return f"sha512 mismatch: received bytes hash to {hashed.digest}"
+            store.copy(private, blob_key(pending.digest))
+            return None
+        finally:
+            store.delete(private)
 
     def _is_stored(self, current: IndexObject) -> bool:
         """The index names a region that really holds the blob."""
