@@ -105,7 +105,10 @@ class Indexer:
             self.catalog.update(sorted(report.changed), sorted(report.batches))
         for pending in finished:
             self._forget(pending)
-        logger.info("indexer pass", extra=report.summary())
+        summary = report.summary()
+        # A quiet loop stays quiet: passes that did something are logged at info.
+        level = logging.INFO if any(summary.values()) else logging.DEBUG
+        logger.log(level, "indexer pass", extra=summary)
         return report
 
     # -- pending uploads ---------------------------------------------------
