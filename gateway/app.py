@@ -118,7 +118,7 @@ def create_app(
             *dockerflow.routes(),
         ],
         middleware=[Middleware(RequestIdMiddleware)],
-        exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
+        exception_handlers=EXCEPTION_HANDLERS,
         lifespan=_lifespan(embedded),
     )
     # A redirect to add a slash would be an answer outside the problem-JSON shape.

@@ -20,7 +20,6 @@ from gateway.forwarded import TrustedProxies
 from gateway.hawk import HawkError, HawkRequest, parse_header
 from gateway.identity import Identity, IdentityProvider, InvalidCredentials
 from gateway.tokens import TokenService
-from indexer.schema import Visibility
 
 MAX_SIGNED_BODY = 1024 * 1024  # bodies hashed for Hawk are JSON requests, not files
 
@@ -47,10 +46,10 @@ class Permissions:
 
     prefix: str
 
-    def download(self, visibility: Visibility) -> str:
+    def download(self, visibility: str) -> str:
         return f"{self.prefix}/download/{visibility}"
 
-    def upload(self, visibility: Visibility) -> str:
+    def upload(self, visibility: str) -> str:
         return f"{self.prefix}/upload/{visibility}"
 
     @property

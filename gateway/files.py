@@ -68,7 +68,7 @@ class Files:
         return JSONResponse({"result": results})
 
     def _may_see(self, caller: Caller, visibility: str) -> bool:
-        return caller.has_scope(self._permissions.download(visibility))  # type: ignore[arg-type]
+        return caller.has_scope(self._permissions.download(visibility))
 
 
 def _legacy(entry: dict[str, Any]) -> dict[str, Any]:

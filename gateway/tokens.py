@@ -133,7 +133,7 @@ class TokenService:
             raise SettingsError(f"TOOLTOOL_JWT_ALGORITHM: unsupported algorithm {algorithm!r}")
         try:
             private = serialization.load_pem_private_key(private_pem, password=None)
-            publics = [private.public_key()] + [  # type: ignore[union-attr]
+            publics = [private.public_key()] + [
                 serialization.load_pem_public_key(pem) for pem in previous_public_pems
             ]
             keys = [_public_key(algorithm, public) for public in publics]

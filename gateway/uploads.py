@@ -186,7 +186,7 @@ class Uploads:
             raise Unauthorized("Uploads need credentials", headers=_CHALLENGE)
         upload = parse_upload(await read_body(request, MAX_BODY))
         for visibility in upload.visibilities:
-            if not caller.has_scope(self._permissions.upload(visibility)):  # type: ignore[arg-type]
+            if not caller.has_scope(self._permissions.upload(visibility)):
                 raise Forbidden(f"no permission to upload {visibility} files")
         store = self._upload_store(request.query_params.get("region"))
         assert caller.client_id is not None
@@ -322,8 +322,7 @@ class Uploads:
 
     def _may_see(self, caller: Caller, visibilities: set[str] | frozenset[str]) -> bool:
         return all(
-            caller.has_scope(self._permissions.download(visibility))  # type: ignore[arg-type]
-            for visibility in visibilities
+            caller.has_scope(self._permissions.download(visibility)) for visibility in visibilities
         )
 
     def _require_upload(self, caller: Caller) -> None:

@@ -162,9 +162,9 @@ class Indexer:
                 return self._fail(pending, reason, report, expired=True)
             report.waiting.append(pending.digest)
             return False
-        reason = self._store_verified(store, pending)
-        if reason is not None:
-            return self._fail(pending, reason, report)
+        refusal = self._store_verified(store, pending)
+        if refusal is not None:
+            return self._fail(pending, refusal, report)
         indexed = update_index(
             self._index,
             pending.digest,

@@ -18,8 +18,8 @@ import jsonschema
 from indexer.digests import ALGORITHM
 
 SCHEMA_VERSION = 1
-VISIBILITIES = ("public", "internal")
 Visibility = Literal["public", "internal"]
+VISIBILITIES: tuple[Visibility, ...] = ("public", "internal")
 
 
 class MalformedIndexObject(Exception):
