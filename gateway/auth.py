@@ -15,7 +15,7 @@ from starlette.requests import Request
 from taskcluster.utils import scopeMatch
 
 from gateway.bodies import read_body
-from gateway.errors import Forbidden, Unauthorized
+from gateway.errors import CHALLENGE, Forbidden, Unauthorized
 from gateway.forwarded import TrustedProxies
 from gateway.hawk import HawkError, HawkRequest, parse_header
 from gateway.identity import Identity, IdentityProvider, InvalidCredentials
@@ -94,16 +94,18 @@ class Permissions:
             scope for scope in requested if scope.startswith(under) and scopeMatch(own, [[scope]])
         )
 
-    def require(self, caller: Caller, scope: str) -> None:
-        """401 for an anonymous caller without `scope`, 403 for an authenticated one."""
-        if caller.has_scope(scope):
+    def require(self, caller: Caller, *scopes: str, detail: str | None = None) -> None:
+        """Pass when the caller holds one of `scopes`; else 401 for an anonymous caller (who
+        needs credentials), 403 with `detail` for an authenticated one."""
+        if any(caller.has_scope(scope) for scope in scopes):
             return
         if caller.is_anonymous:
             raise Unauthorized("This request needs credentials", headers=CHALLENGE)
-        raise Forbidden()
+        raise Forbidden(detail)
 
-
-CHALLENGE = {"WWW-Authenticate": 'Bearer realm="tooltool", Hawk'}
+    def may_download(self, caller: Caller, visibilities: Iterable[str]) -> bool:
+        """The caller may see files of every one of these visibilities."""
+        return all(caller.has_scope(self.download(visibility)) for visibility in visibilities)
 
 
 class Authenticator(Protocol):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping, Sequence
+from stat import S_ISREG
 
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect, Request
@@ -21,7 +22,7 @@ from gateway.errors import BadRequest, Forbidden, NotFound, PayloadTooLarge, Pro
 from indexer.local_store import LocalStore
 from indexer.schema import blob_key
 from indexer.signing import STORE_ROUTE_PREFIX, SignatureError, SignedRequest
-from indexer.stores import InvalidKey, ObjectNotFound, PreconditionFailed
+from indexer.stores import InvalidKey, PreconditionFailed
 
 MAX_PUT_BYTES = 5 * 1024**3  # S3's single-PUT limit
 
@@ -78,15 +79,20 @@ class Blobs:
 
     async def read(self, request: Request) -> Response:
         store, key, _ = self._authorize(request)
+        path = store.path(key)
         try:
-            info = await run_in_threadpool(store.head, key)
-        except ObjectNotFound:
+            # A stat, not Store.head: no need to name the version (or read the file) to serve it.
+            stat = await run_in_threadpool(os.stat, path)
+        except (FileNotFoundError, NotADirectoryError):
             raise NotFound() from None
-        _check_range(request, info.size)
+        if not S_ISREG(stat.st_mode):
+            raise NotFound()
+        _check_range(request, stat.st_size)
         return FileResponse(
-            store.path(key),
+            path,
+            stat_result=stat,
             media_type="application/octet-stream",
-            headers={"ETag": info.etag, "Cache-Control": "private, no-store"},
+            headers={"Cache-Control": "private, no-store"},
         )
 
     async def write(self, request: Request) -> Response:

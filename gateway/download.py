@@ -11,11 +11,11 @@ from __future__ import annotations
 import html
 from collections.abc import Sequence
 
-from starlette.convertors import PathConvertor, register_url_convertor
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
+import gateway.routing  # noqa: F401 - registers the `anything` convertor
 from gateway.errors import NotFound
 from gateway.lookup import FileLookup
 from gateway.urls import PublicUrls
@@ -30,15 +30,6 @@ _REDIRECT_PAGE = (
     '<p>You should be redirected automatically to target URL: <a href="{url}">{url}</a>.'
     "  If not click the link."
 )
-
-
-class _AnythingConvertor(PathConvertor):
-    """Like `path`, and newlines too: `/sha512/<digest>%0A` must be a 400, not an unknown route."""
-
-    regex = "(?s:.*)"
-
-
-register_url_convertor("anything", _AnythingConvertor())
 
 
 class Downloads:

@@ -54,6 +54,10 @@ DEFAULT_DETAILS: Mapping[int, str] = {
 }
 
 
+# What a 401 offers; Basic is offered by POST /token only.
+CHALLENGE = {"WWW-Authenticate": 'Bearer realm="tooltool", Hawk'}
+
+
 class Problem(Exception):
     """An error answered to the caller as problem JSON with `status`."""
 
@@ -102,12 +106,6 @@ class PayloadTooLarge(Problem):
     status = 413
 
 
-class ServiceUnavailable(Problem):
-    """503: a dependency (a store, Taskcluster) is unavailable."""
-
-    status = 503
-
-
 def problem_response(
     status: int,
     detail: str | None = None,
@@ -150,7 +148,7 @@ async def _auth_error(request: Request, exc: Exception) -> Response:
     return problem_response(
         401,
         f"Invalid credentials: {exc}",
-        headers={"WWW-Authenticate": 'Bearer realm="tooltool", Hawk'},
+        headers=CHALLENGE,
     )
 
 

@@ -10,7 +10,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from gateway.auth import Authenticator, Caller, Permissions
+import gateway.routing  # noqa: F401 - registers the `anything` convertor
+from gateway.auth import Authenticator, Permissions
 from gateway.catalog_cache import CatalogCache
 from gateway.errors import BadRequest
 from gateway.lookup import FileLookup
@@ -61,14 +62,11 @@ class Files:
                 if is_prefix
                 else any(query in name.lower() for name in entry["filenames"])
             )
-            if matches and self._may_see(caller, entry["visibility"]):
+            if matches and self._permissions.may_download(caller, [entry["visibility"]]):
                 results.append(_legacy(entry))
                 if len(results) >= MAX_RESULTS:
                     break
         return JSONResponse({"result": results})
-
-    def _may_see(self, caller: Caller, visibility: str) -> bool:
-        return caller.has_scope(self._permissions.download(visibility))
 
 
 def _legacy(entry: dict[str, Any]) -> dict[str, Any]:

@@ -31,7 +31,6 @@ from gateway.identity import AuthError, Identity
 from indexer.config import SettingsError
 from indexer.schema import utc_timestamp
 
-HMAC_ALGORITHMS = frozenset({"HS256"})
 ASYMMETRIC_ALGORITHMS = frozenset({"RS256", "ES256", "EdDSA"})
 _REQUIRED_CLAIMS = ["sub", "iss", "aud", "iat", "nbf", "exp", "jti"]
 # RFC 7638: the members a key's thumbprint covers, by key type.

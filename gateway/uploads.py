@@ -19,16 +19,17 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
+import gateway.routing  # noqa: F401 - registers the `anything` convertor
 from gateway.auth import Authenticator, Caller, Permissions
 from gateway.bodies import read_body
 from gateway.catalog_cache import CatalogCache
-from gateway.errors import BadRequest, Forbidden, NotFound, Unauthorized
+from gateway.errors import BadRequest, Forbidden, NotFound
 from gateway.index_cache import IndexCache
 from gateway.lookup import INVALID_DIGEST
 from gateway.urls import PublicUrls
 from indexer.catalog import batch_entry
 from indexer.digests import ALGORITHM, is_valid_digest
-from indexer.index import read_index
+from indexer.index import is_stored, read_index
 from indexer.intake import (
     Batch,
     BatchFile,
@@ -39,7 +40,7 @@ from indexer.intake import (
     pending_prefix,
     read_batch,
 )
-from indexer.schema import VISIBILITIES, IndexObject, blob_key, utc_timestamp
+from indexer.schema import VISIBILITIES, utc_timestamp
 from indexer.stores import (
     OCTET_STREAM,
     ObjectNotFound,
@@ -183,11 +184,14 @@ class Uploads:
     async def post(self, request: Request) -> Response:
         caller = await self._authenticator.authenticate(request)
         if caller.is_anonymous:
-            raise Unauthorized("Uploads need credentials", headers=_CHALLENGE)
+            self._require_upload(caller)  # a 401 before reading any body
         upload = parse_upload(await read_body(request, MAX_BODY))
         for visibility in upload.visibilities:
-            if not caller.has_scope(self._permissions.upload(visibility)):
-                raise Forbidden(f"no permission to upload {visibility} files")
+            self._permissions.require(
+                caller,
+                self._permissions.upload(visibility),
+                detail=f"no permission to upload {visibility} files",
+            )
         store = self._upload_store(request.query_params.get("region"))
         assert caller.client_id is not None
         batch, staging = await run_in_threadpool(
@@ -240,7 +244,7 @@ class Uploads:
             if found is not None:
                 # Deleted files keep their visibility too: no byte changes sides.
                 _check_against(name, entry, found[0].size, found[0].visibility)
-                if self._is_stored(found[0]):
+                if is_stored(self._regions, found[0]):
                     stored.add(entry.digest)
             for other in _pending_for(index, entry.digest):
                 _check_against(name, entry, other.size, other.visibility)
@@ -267,19 +271,6 @@ class Uploads:
             return batch
         raise StoreUnavailable(index.region, "no free batch id")
 
-    def _is_stored(self, found: IndexObject) -> bool:
-        """Indexed, and a region the index names really holds the bytes (else: upload again)."""
-        if not found.has_instances or found.deleted is not None:
-            return False
-        for region in found.instances:
-            if region in self._regions:
-                try:
-                    if self._regions[region].head(blob_key(found.digest)).size == found.size:
-                        return True
-                except ObjectNotFound:
-                    continue
-        return False
-
     def _upload_store(self, region: str | None) -> Store:
         if region is not None and region in self._regions:
             return self._regions[region]
@@ -305,7 +296,7 @@ class Uploads:
         batch = await run_in_threadpool(read_batch, self._regions.index, int(raw_id))
         if batch is None:
             raise NotFound()
-        if not self._may_see(caller, batch.visibilities):
+        if not self._permissions.may_download(caller, batch.visibilities):
             raise Forbidden()
         return JSONResponse({"result": batch_entry(batch)})
 
@@ -316,24 +307,17 @@ class Uploads:
             batch
             for batch in await self._catalog.batches()
             if (query in batch["author"].lower() or query in batch["message"].lower())
-            and self._may_see(caller, {entry["visibility"] for entry in batch["files"].values()})
+            and self._permissions.may_download(
+                caller, {entry["visibility"] for entry in batch["files"].values()}
+            )
         ]
         return JSONResponse({"result": results})
 
-    def _may_see(self, caller: Caller, visibilities: set[str] | frozenset[str]) -> bool:
-        return all(
-            caller.has_scope(self._permissions.download(visibility)) for visibility in visibilities
-        )
-
     def _require_upload(self, caller: Caller) -> None:
-        if any(caller.has_scope(self._permissions.upload(v)) for v in VISIBILITIES):
-            return
-        if caller.is_anonymous:
-            raise Unauthorized("This request needs credentials", headers=_CHALLENGE)
-        raise Forbidden()
-
-
-_CHALLENGE = {"WWW-Authenticate": 'Bearer realm="tooltool", Hawk'}
+        """Some upload scope: 401 without credentials, 403 with others."""
+        self._permissions.require(
+            caller, *(self._permissions.upload(visibility) for visibility in VISIBILITIES)
+        )
 
 
 def _pending_for(store: Store, digest: str) -> list[Pending]:

@@ -40,12 +40,11 @@ class FileChanged(ImportRefused):
 
 @dataclass(frozen=True, slots=True)
 class Imported:
-    """One imported file, and whether the import changed the index."""
+    """One imported file."""
 
     digest: str
     size: int
     filename: str
-    is_changed: bool
 
 
 def import_file(
@@ -92,8 +91,8 @@ def import_file(
             return current
         return current.with_changes(instances=instances, deleted=None, updated_at=now)
 
-    after = update_index(regions.index, hashed.digest, change)
-    return Imported(hashed.digest, hashed.size, path.name, is_changed=after != existing)
+    update_index(regions.index, hashed.digest, change)
+    return Imported(hashed.digest, hashed.size, path.name)
 
 
 def _ensure_blob(store: Store, path: Path, digest: str, size: int) -> None:

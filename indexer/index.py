@@ -5,8 +5,8 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 
-from indexer.schema import IndexObject, index_key
-from indexer.stores import ObjectNotFound, PreconditionFailed, Store
+from indexer.schema import IndexObject, blob_key, index_key
+from indexer.stores import ObjectNotFound, PreconditionFailed, Regions, Store
 
 logger = logging.getLogger(__name__)
 
@@ -70,3 +70,23 @@ def update_index(
             continue
         return updated
     raise ConcurrentUpdate(digest, attempts)
+
+
+def holds_blob(store: Store, index_object: IndexObject) -> bool:
+    """The store holds the digest's blob, at its indexed size."""
+    try:
+        return store.head(blob_key(index_object.digest)).size == index_object.size
+    except ObjectNotFound:
+        return False
+
+
+def is_stored(regions: Regions, index_object: IndexObject) -> bool:
+    """Indexed, not deleted, and a configured region the index names really holds the blob
+    (else the file must be uploaded again)."""
+    if not index_object.has_instances or index_object.deleted is not None:
+        return False
+    return any(
+        holds_blob(regions[region], index_object)
+        for region in index_object.instances
+        if region in regions
+    )

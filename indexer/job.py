@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 
 from indexer.catalog import Catalog
 from indexer.digests import hash_stream_read_ahead
-from indexer.index import read_index, update_index
+from indexer.index import holds_blob, is_stored, read_index, update_index
 from indexer.intake import (
     FAILURES,
     PENDING,
@@ -148,7 +148,7 @@ class Indexer:
             # Checked before any byte is copied: refused bytes never reach sha512/.
             reason = f"already indexed as {current.visibility}, {current.size} bytes"
             return self._fail(pending, reason, report)
-        if current is not None and self._is_stored(current):
+        if current is not None and is_stored(self.regions, current):
             return self._record_arrival(pending, report)
         if pending.staging_key is None:
             reason = "the file was stored at upload time but is gone; upload it again"
@@ -202,12 +202,6 @@ class Indexer:
         finally:
             store.delete(private)
 
-    def _is_stored(self, current: IndexObject) -> bool:
-        """The index names a region that really holds the blob."""
-        if not current.has_instances or current.deleted is not None:
-            return False
-        return any(self._holds(region, current) for region in current.instances)
-
     def _indexed(
         self, existing: IndexObject | None, pending: Pending, region: str
     ) -> IndexObject | None:
@@ -257,7 +251,11 @@ class Indexer:
     ) -> bool:
         """Record why an upload was refused, where operators look."""
         found = read_index(self._index, pending.digest)
-        if found is not None and _has_upload(found[0], pending) and self._is_stored(found[0]):
+        if (
+            found is not None
+            and _has_upload(found[0], pending)
+            and is_stored(self.regions, found[0])
+        ):
             return True  # another indexer indexed this very upload meanwhile: no failure
         record = {
             "digest": pending.digest,
@@ -309,12 +307,7 @@ class Indexer:
     def _holds(self, region: str, index_object: IndexObject) -> bool:
         if region not in self.regions:
             return True  # not configured here: not ours to judge
-        try:
-            return (
-                self.regions[region].head(blob_key(index_object.digest)).size == index_object.size
-            )
-        except ObjectNotFound:
-            return False
+        return holds_blob(self.regions[region], index_object)
 
     def _drop_instances(self, digest: str, missing: Iterable[str]) -> None:
         gone = set(missing)

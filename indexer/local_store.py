@@ -120,7 +120,10 @@ class LocalStore:
         def write(stream: BinaryIO) -> None:
             stream.write(data)
 
-        return self._write(key, write, if_none_match=if_none_match, if_match=if_match)
+        self._write(key, write, if_none_match=if_none_match, if_match=if_match)
+        if len(data) <= SMALL_OBJECT:
+            return ObjectInfo(key, len(data), _etag_of(data))  # named by what was written
+        return self.head(key)
 
     def put_stream(self, key: str, stream: BinaryIO, *, content_type: str = OCTET_STREAM) -> None:
         def write(target: BinaryIO) -> None:
@@ -165,7 +168,7 @@ class LocalStore:
         *,
         if_none_match: bool = False,
         if_match: str | None = None,
-    ) -> ObjectInfo:
+    ) -> None:
         try:
             with self.temporary() as temporary:
                 with temporary.open("wb") as stream:
@@ -175,7 +178,6 @@ class LocalStore:
                 self.commit(temporary, key, if_none_match=if_none_match, if_match=if_match)
         except OSError as exc:
             raise StoreUnavailable(self.region, exc.strerror or str(exc)) from exc
-        return self.head(key)
 
     @contextlib.contextmanager
     def temporary(self) -> Iterator[Path]:

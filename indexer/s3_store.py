@@ -239,11 +239,6 @@ class _Translating:
         with self._store._translated(self._key):
             return self._body.read(size if size >= 0 else None)
 
-    def readinto(self, buffer: Any) -> int:
-        data = self.read(len(buffer))
-        buffer[: len(data)] = data
-        return len(data)
-
     def close(self) -> None:
         self._body.close()
 

@@ -189,12 +189,15 @@ def test_bearer_uploads(system: System) -> None:
 
 
 def test_complete(system: System) -> None:
-    assert system.complete(DIGEST).status_code == 202
+    accepted = system.complete(DIGEST)
+    assert accepted.status_code == 202
+    assert accepted.json() == {"digest": DIGEST, "status": "accepted"}
     path = "/upload/complete/sha512/nope"
     response = system.client.get(path, headers={"Authorization": hawk("uploader", BASE + path)})
     assert assert_problem(response, 400)["detail"] == "Invalid sha512 digest"
     assert_problem(system.client.get(f"/upload/complete/sha512/{DIGEST}"), 401)
     assert_problem(system.complete(DIGEST, client_id="reader"), 403)
+    assert_problem(system.complete(DIGEST, client_id="nobody"), 403)
 
 
 def test_batch_reads(system: System) -> None:
