@@ -30,5 +30,15 @@ format: $(BIN)/.installed
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
+# Keeps the local store: it holds the uploaded files, the development client's
+# credentials and the signing keys. `make clean-data` removes it.
 clean:
-	rm -rf $(VENV) .pytest_cache .coverage tooltool-data
+	rm -rf $(VENV) .pytest_cache .coverage .ruff_cache .mypy_cache
+	@if [ -d tooltool-data ]; then \
+		echo "kept the local store ./tooltool-data; 'make clean-data' deletes it"; \
+	fi
+
+.PHONY: clean-data
+clean-data:
+	rm -rf tooltool-data
+	@echo "deleted the local store ./tooltool-data (stored files, credentials, signing keys)"

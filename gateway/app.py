@@ -9,7 +9,6 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from starlette.applications import Starlette
-from starlette.middleware import Middleware
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from gateway.auth import Authenticator, Permissions, RequestAuthenticator
@@ -27,8 +26,9 @@ from gateway.logs import RequestIdMiddleware
 from gateway.lookup import FileLookup
 from gateway.settings import Settings
 from gateway.token_routes import TokenRoutes
-from gateway.uploads import Uploads
+from gateway.uploads import Quota, Uploads
 from gateway.urls import PublicUrls
+from indexer.catalog import Catalog
 from indexer.job import Indexer
 from indexer.local_store import LocalStore
 from indexer.stores import Regions
@@ -42,12 +42,15 @@ def create_app(
     *,
     credentials: Credentials | None = None,
     authenticator: Authenticator | None = None,
+    indexer_regions: Regions | None = None,
     monotonic: Callable[[], float] = time.monotonic,
 ) -> ASGIApp:
     """The gateway over `regions`, configured by `settings`.
 
     `credentials` defaults to what the settings configure; `authenticator`
-    replaces request authentication on the download route (a seam for tests).
+    replaces request authentication on the download route (a seam for tests);
+    `indexer_regions` are the same stores opened for the embedded indexer's
+    bulk work (longer timeouts), `regions` when not given.
     """
     if credentials is None:
         credentials = build_credentials(settings)
@@ -81,13 +84,15 @@ def create_app(
     tokens = TokenRoutes(
         authenticator=request_authenticator, tokens=credentials.tokens, permissions=permissions
     )
-    indexer = Indexer(regions)
+    indexer = Indexer(indexer_regions or regions)
     embedded = (
         EmbeddedIndexer(indexer, interval=settings.indexer_interval)
         if settings.runs_embedded_indexer
         else None
     )
-    catalog = CatalogCache(indexer.catalog, ttl=settings.index_cache_seconds, clock=monotonic)
+    catalog = CatalogCache(
+        Catalog(regions.index), ttl=settings.index_cache_seconds, clock=monotonic
+    )
     uploads = Uploads(
         regions=regions,
         authenticator=request_authenticator,
@@ -96,6 +101,7 @@ def create_app(
         catalog=catalog,
         index=index,
         expires_in=settings.upload_expires_in,
+        quota=Quota(settings.max_pending_files, settings.max_pending_bytes),
         on_complete=embedded.wake if embedded is not None else lambda: None,
     )
     files = Files(
@@ -107,7 +113,11 @@ def create_app(
         permissions=permissions,
     )
     blobs = Blobs({store.region: store for store in regions if isinstance(store, LocalStore)})
-    dockerflow = Dockerflow(regions=regions, version_file=settings.version_file)
+    dockerflow = Dockerflow(
+        regions=regions,
+        version_file=settings.version_file,
+        heartbeat_timeout=settings.heartbeat_timeout,
+    )
     app = Starlette(
         routes=[
             *downloads.routes(),
@@ -117,15 +127,16 @@ def create_app(
             *blobs.routes(),
             *dockerflow.routes(),
         ],
-        middleware=[Middleware(RequestIdMiddleware)],
         exception_handlers=EXCEPTION_HANDLERS,
         lifespan=_lifespan(embedded),
     )
     # A redirect to add a slash would be an answer outside the problem-JSON shape.
     app.router.redirect_slashes = False
+    # Outside Starlette's error middleware, so 500 answers carry the request id too.
+    wrapped: ASGIApp = RequestIdMiddleware(app)
     if settings.root_path:
-        return RootPathMiddleware(app, settings.root_path)
-    return app
+        return RootPathMiddleware(wrapped, settings.root_path)
+    return wrapped
 
 
 def _lifespan(embedded: EmbeddedIndexer | None) -> Callable[[Starlette], Any]:

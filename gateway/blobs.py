@@ -19,7 +19,7 @@ from starlette.responses import RangeNotSatisfiable as StarletteRangeNotSatisfia
 from starlette.routing import BaseRoute, Route
 
 from gateway.errors import BadRequest, Forbidden, NotFound, PayloadTooLarge, Problem
-from indexer.local_store import LocalStore
+from indexer.local_store import LocalStore, os_error
 from indexer.schema import blob_key
 from indexer.signing import STORE_ROUTE_PREFIX, SignatureError, SignedRequest
 from indexer.stores import InvalidKey, PreconditionFailed
@@ -106,15 +106,18 @@ class Blobs:
         if length > self._max_put_bytes:
             raise PayloadTooLarge()
         is_blob = key.startswith(blob_key(""))
-        with store.temporary() as temporary:
-            received = await _receive(request, temporary)
-            if received != length:
-                raise BadRequest(f"Expected {length} bytes, received {received}")
-            try:
-                # A verified blob is never replaced.
-                await run_in_threadpool(store.commit, temporary, key, if_none_match=is_blob)
-            except PreconditionFailed:
-                raise Conflict(f"{key} already exists and may not be replaced") from None
+        try:
+            with store.temporary() as temporary:
+                received = await _receive(request, temporary)
+                if received != length:
+                    raise BadRequest(f"Expected {length} bytes, received {received}")
+                try:
+                    # A verified blob is never replaced.
+                    await run_in_threadpool(store.commit, temporary, key, if_none_match=is_blob)
+                except PreconditionFailed:
+                    raise Conflict(f"{key} already exists and may not be replaced") from None
+        except OSError as exc:  # the temporary file is gone: nothing half-written stays
+            raise os_error(store.region, exc) from exc
         info = await run_in_threadpool(store.head, key)
         return Response(status_code=200, headers={"ETag": info.etag})
 

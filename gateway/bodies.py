@@ -1,12 +1,19 @@
-"""Request bodies, read once, with a size limit enforced while reading."""
+"""Request bodies and text inputs: read once, size-limited, checked before anything is written."""
 
 from __future__ import annotations
+
+import json
+import re
+from typing import Any
 
 from starlette.requests import ClientDisconnect, Request
 
 from gateway.errors import BadRequest, PayloadTooLarge
 
 DEFAULT_LIMIT = 1024 * 1024
+# C0 controls but tab, newline and carriage return; DEL; C1 controls.
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
+_LINE_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 
 async def read_body(request: Request, limit: int = DEFAULT_LIMIT) -> bytes:
@@ -34,3 +41,40 @@ async def read_body(request: Request, limit: int = DEFAULT_LIMIT) -> bytes:
     body = b"".join(parts)
     request.state.body = body
     return body
+
+
+def parse_json(body: bytes, what: str = "The request body") -> Any:
+    """A JSON document that is valid UTF-8 text throughout: a lone surrogate escape
+    (``"\\udfff"``) anywhere in it is a 400, since nothing could store or answer it."""
+    try:
+        data = json.loads(body)
+        # Every string of the document, keys included, must encode as UTF-8.
+        json.dumps(data, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        raise BadRequest(f"{what} holds text that is not valid Unicode") from None
+    except (ValueError, RecursionError):
+        raise BadRequest(f"{what} must be JSON") from None
+    return data
+
+
+def is_text(value: str, *, multiline: bool = False) -> bool:
+    """True for valid Unicode text without control characters (tab and newlines allowed
+    when `multiline`)."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    pattern = _CONTROL if multiline else _LINE_CONTROL
+    return pattern.search(value) is None
+
+
+def query_text(request: Request, name: str, *, max_length: int = 256) -> str | None:
+    """A query parameter that must be short, single-line text, or a 400 saying so."""
+    value = request.query_params.get(name)
+    if value is None:
+        return None
+    if len(value) > max_length or not is_text(value):
+        raise BadRequest(
+            f"{name} must be text of at most {max_length} characters, without control characters"
+        )
+    return value

@@ -42,7 +42,7 @@ def _provider(settings: Settings) -> IdentityProvider:
     auth = settings.auth
     if auth.identity_provider == "taskcluster":
         assert auth.taskcluster_root_url is not None
-        return TaskclusterProvider(auth.taskcluster_root_url)
+        return TaskclusterProvider(auth.taskcluster_root_url, timeout=auth.taskcluster_timeout)
     path = auth.clients_file
     if path is None:
         if not settings.stores.is_local:
@@ -60,7 +60,8 @@ def _provider(settings: Settings) -> IdentityProvider:
             )
         else:
             logger.info("clients (credentials) are read from %s", path.resolve())
-    return ClientsFile.load(path, verifier=HawkVerifier(skew=auth.hawk_skew))
+    verifier = HawkVerifier(skew=auth.hawk_skew, nonce_cache_bytes=auth.hawk_nonce_cache_bytes)
+    return ClientsFile.load(path, verifier=verifier)
 
 
 def _tokens(settings: Settings) -> TokenService:

@@ -19,7 +19,7 @@ from starlette.responses import JSONResponse, Response
 
 from gateway.identity import AuthError, ProviderUnavailable
 from indexer.schema import MalformedIndexObject
-from indexer.stores import StoreUnavailable
+from indexer.stores import StoreFull, StoreUnavailable
 
 logger = logging.getLogger(__name__)
 
@@ -43,6 +43,8 @@ DEFAULT_DETAILS: Mapping[int, str] = {
     413: "The data value transmitted exceeds the capacity limit.",
     414: "The length of the requested URL exceeds the capacity limit for this server.",
     416: "The server cannot provide the requested range.",
+    429: "Too many requests.",
+    431: "The request's header fields are too large.",
     500: (
         "The server encountered an internal error and was unable to complete your request."
         " Either the server is overloaded or there is an error in the application."
@@ -106,6 +108,12 @@ class PayloadTooLarge(Problem):
     status = 413
 
 
+class TooManyRequests(Problem):
+    """429: the caller has too much work pending (a quota)."""
+
+    status = 429
+
+
 def problem_response(
     status: int,
     detail: str | None = None,
@@ -163,6 +171,15 @@ async def _store_unavailable(request: Request, exc: Exception) -> Response:
     return problem_response(503, headers={"Retry-After": "5"})
 
 
+async def _store_full(request: Request, exc: Exception) -> Response:
+    logger.error("store full: %s", exc, extra={"path": request.url.path})
+    return problem_response(
+        507,
+        "The store has no room for this request now; nothing was kept. Try again later.",
+        headers={"Retry-After": "60"},
+    )
+
+
 async def _malformed_index(request: Request, exc: Exception) -> Response:
     logger.error("refusing a malformed index object: %s", exc)
     return problem_response(500)
@@ -178,6 +195,7 @@ EXCEPTION_HANDLERS = {
     Problem: _problem,
     HTTPException: _http_exception,
     StoreUnavailable: _store_unavailable,
+    StoreFull: _store_full,
     AuthError: _auth_error,
     ProviderUnavailable: _provider_unavailable,
     MalformedIndexObject: _malformed_index,

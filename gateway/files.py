@@ -12,6 +12,7 @@ from starlette.routing import BaseRoute, Route
 
 import gateway.routing  # noqa: F401 - registers the `anything` convertor
 from gateway.auth import Authenticator, Permissions
+from gateway.bodies import query_text
 from gateway.catalog_cache import CatalogCache
 from gateway.errors import BadRequest
 from gateway.lookup import FileLookup
@@ -50,7 +51,7 @@ class Files:
         return JSONResponse(_legacy(file_entry(found)))
 
     async def search(self, request: Request) -> Response:
-        query = request.query_params.get("q", "").strip().lower()
+        query = (query_text(request, "q") or "").strip().lower()
         if not query:
             raise BadRequest("q is required: a hash prefix of at least 8 characters or a filename")
         caller = await self._authenticator.authenticate(request)

@@ -12,16 +12,17 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import heapq
 import hmac
 import re
 import secrets
 import threading
 import time
-from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 
 MAX_HEADER_LENGTH = 4096
+MAX_NONCE_LENGTH = 128  # clients send 6 to 22 characters
 _ATTRIBUTE = re.compile(r'\s*(?P<key>[a-z]+)="(?P<value>[^"\\]*)"\s*(?:,|$)')
 _ALLOWED_KEYS = frozenset({"id", "ts", "nonce", "hash", "ext", "mac", "app", "dlg"})
 # Printable ASCII without quote and backslash, as the Hawk spec allows.
@@ -85,6 +86,8 @@ def parse_header(authorization: str) -> HawkHeader:
     missing = [key for key in ("id", "ts", "nonce", "mac") if not attributes.get(key)]
     if missing:
         raise HawkError("the Hawk header lacks " + ", ".join(missing))
+    if len(attributes["nonce"]) > MAX_NONCE_LENGTH:
+        raise HawkError(f"the Hawk nonce is longer than {MAX_NONCE_LENGTH} characters")
     return HawkHeader(**attributes)
 
 
@@ -128,24 +131,76 @@ def check_payload(header: HawkHeader, request: HawkRequest) -> None:
 
 
 class NonceCache:
-    """Nonces seen within the skew window, to refuse replayed requests."""
+    """Nonces seen within the skew window, to refuse replayed requests, in bounded memory.
 
-    def __init__(self, *, window: float, max_entries: int = 1_000_000) -> None:
+    A nonce is remembered until its timestamp is out of the skew window (after
+    that the request is refused for its timestamp anyway), and forgotten then:
+    expired entries are dropped on every check, and the table is rebuilt when
+    it has shrunk well below its peak, so the memory is given back. Memory is
+    bounded in bytes (`max_bytes`, an estimate per entry): when full, the
+    entries closest to expiry go first, and the client whose entry went is
+    from then on refused any timestamp up to the forgotten one's, so a
+    forgotten nonce can never be replayed.
+    """
+
+    def __init__(self, *, window: float, max_bytes: int = 64 * 1024 * 1024) -> None:
         self._window = window
-        self._max_entries = max_entries
-        self._seen: OrderedDict[tuple[str, str, str], float] = OrderedDict()
+        self._max_bytes = max_bytes
+        self._seen: dict[tuple[str, str, str], float] = {}
+        self._expiries: list[tuple[float, tuple[str, str, str]]] = []
+        self._floor: dict[str, int] = {}  # client id -> newest timestamp forgotten early
+        self._bytes = 0
+        self._peak = 0
         self._lock = threading.Lock()
+
+    @property
+    def size_bytes(self) -> int:
+        """The estimated memory the remembered nonces hold."""
+        return self._bytes
+
+    def __len__(self) -> int:
+        return len(self._seen)
 
     def check_and_remember(self, client_id: str, ts: str, nonce: str, now: float) -> None:
         key = (client_id, ts, nonce)
+        timestamp = int(ts)
         with self._lock:
-            while self._seen and (
-                next(iter(self._seen.values())) < now or len(self._seen) >= self._max_entries
-            ):
-                self._seen.popitem(last=False)
+            self._expire(now)
             if key in self._seen:
                 raise HawkError("the Hawk nonce was already used")
-            self._seen[key] = now + 2 * self._window
+            if timestamp <= self._floor.get(client_id, -1):
+                raise HawkError("the Hawk timestamp is too old for the replay memory; retry")
+            self._seen[key] = expires = timestamp + self._window
+            heapq.heappush(self._expiries, (expires, key))
+            self._bytes += _entry_bytes(key)
+            self._peak = max(self._peak, len(self._seen))
+            while self._bytes > self._max_bytes:
+                self._forget_oldest(early=True)
+
+    def _expire(self, now: float) -> None:
+        while self._expiries and self._expiries[0][0] < now:
+            self._forget_oldest(early=False)
+        if self._peak > 1024 and len(self._seen) < self._peak // 4:
+            # dicts and lists never shrink by themselves: copy them to give the memory back.
+            self._seen = dict(self._seen)
+            self._expiries = list(self._expiries)
+            self._peak = len(self._seen)
+            self._floor = {
+                client: ts for client, ts in self._floor.items() if ts + self._window >= now
+            }
+
+    def _forget_oldest(self, *, early: bool) -> None:
+        _, key = heapq.heappop(self._expiries)
+        del self._seen[key]
+        self._bytes -= _entry_bytes(key)
+        if early:
+            client_id, ts, _ = key
+            self._floor[client_id] = max(self._floor.get(client_id, -1), int(ts))
+
+
+def _entry_bytes(key: tuple[str, str, str]) -> int:
+    # Three strings, the tuple, a dict slot and a heap entry: about 300 bytes and the text.
+    return 300 + sum(len(part) for part in key)
 
 
 class HawkVerifier:
@@ -155,11 +210,12 @@ class HawkVerifier:
         self,
         *,
         skew: float = 60.0,
+        nonce_cache_bytes: int = 64 * 1024 * 1024,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._skew = skew
         self._clock = clock
-        self._nonces = NonceCache(window=skew)
+        self.nonces = NonceCache(window=skew, max_bytes=nonce_cache_bytes)
 
     def verify(self, request: HawkRequest, access_token: Callable[[str], str | None]) -> str:
         """The client id of a valid request; `access_token` looks up a client's secret."""
@@ -177,7 +233,7 @@ class HawkVerifier:
         if abs(now - timestamp) > self._skew:
             raise HawkError("the Hawk timestamp is outside the allowed clock skew")
         check_payload(header, request)
-        self._nonces.check_and_remember(header.id, header.ts, header.nonce, now)
+        self.nonces.check_and_remember(header.id, header.ts, header.nonce, now)
         return header.id
 
 

@@ -1,36 +1,35 @@
-"""Logging: mozlog JSON with a request id on every record, and one summary line per request."""
+"""Request ids on every record and response, and one summary line per request.
+
+The formatters (mozlog JSON or text, always redacted) are :mod:`indexer.logs`'s.
+"""
 
 from __future__ import annotations
 
 import logging
 import re
-import sys
 import time
 import uuid
 from typing import Any
 
-from dockerflow.logging import MozlogFormatter, RequestIdLogFilter, request_id_context
+from dockerflow.logging import request_id_context
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from gateway.errors import problem_response
+from indexer.logs import configure_logging
+
+__all__ = ["RequestIdMiddleware", "configure_logging"]
 
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,128}")
 summary_logger = logging.getLogger("request.summary")
-
-
-def configure_logging(*, level: int = logging.INFO, json_format: bool = True) -> None:
-    """Send every record to stdout, as mozlog JSON (production) or plain text."""
-    handler = logging.StreamHandler(sys.stdout)
-    handler.addFilter(RequestIdLogFilter())
-    if json_format:
-        handler.setFormatter(MozlogFormatter(logger_name="tooltool"))
-    else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(level)
+logger = logging.getLogger(__name__)
 
 
 class RequestIdMiddleware:
-    """Gives each request an id (the caller's X-Request-Id when well formed), logs a summary."""
+    """Gives each request an id (the caller's X-Request-Id when well formed), logs a summary.
+
+    Wraps the whole Starlette app, outside its error middleware, so that 500
+    answers carry the id too and their log lines are written while it is set.
+    """
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -43,7 +42,7 @@ class RequestIdMiddleware:
         token = request_id_context.set(request_id)
         started = time.perf_counter()
         status = 500
-        is_logged = False
+        is_started = is_logged = False
 
         def log_summary() -> None:
             nonlocal is_logged
@@ -58,9 +57,10 @@ class RequestIdMiddleware:
             summary_logger.info("", extra=fields)
 
         async def send_with_id(message: Message) -> None:
-            nonlocal status
+            nonlocal status, is_started
             if message["type"] == "http.response.start":
                 status = message["status"]
+                is_started = True
                 message["headers"] = [
                     *message.get("headers", ()),
                     (b"x-request-id", request_id.encode("ascii")),
@@ -72,6 +72,12 @@ class RequestIdMiddleware:
 
         try:
             await self.app(scope, receive, send_with_id)
+        except Exception:
+            # Starlette's error middleware answers (through the handler that logs the
+            # error) and then re-raises for the server to log again, traceback and all.
+            if not is_started:
+                logger.exception("unexpected error before any answer")
+                await problem_response(500)(scope, receive, send_with_id)
         finally:
             if not is_logged:
                 log_summary()

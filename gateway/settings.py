@@ -8,6 +8,7 @@ from pathlib import Path
 
 from gateway.forwarded import TrustedProxies
 from indexer.config import SettingsError, StoreSettings
+from indexer.logs import LOG_FORMATS
 
 DEFAULT_SCOPE_PREFIX = "project:releng:services/tooltool/api"
 _TRUE = frozenset({"1", "true", "yes", "on"})
@@ -30,7 +31,9 @@ class AuthSettings:
     token_lifetime: int = 900
     token_max_lifetime: int = 3600
     hawk_skew: int = 60
+    hawk_nonce_cache_bytes: int = 64 * 1024 * 1024
     trusted_proxies: str = ""
+    taskcluster_timeout: int = 5
 
     @classmethod
     def from_environ(cls, environ: Mapping[str, str]) -> AuthSettings:
@@ -79,7 +82,39 @@ class AuthSettings:
             token_lifetime=lifetime,
             token_max_lifetime=max_lifetime,
             hawk_skew=_integer(environ, "TOOLTOOL_HAWK_SKEW", 60, maximum=3600),
+            hawk_nonce_cache_bytes=_integer(
+                environ, "TOOLTOOL_HAWK_NONCE_CACHE_BYTES", 64 * 1024 * 1024, minimum=1024 * 1024
+            ),
+            taskcluster_timeout=_integer(environ, "TASKCLUSTER_TIMEOUT", 5, maximum=300),
             trusted_proxies=proxies,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class ServerSettings:
+    """How ``tooltool-gateway`` serves: address, log format and HTTP limits."""
+
+    host: str = "127.0.0.1"
+    port: int = 8000
+    log_format: str = "mozlog"
+    max_header_line: int = 16 * 1024
+    max_header_bytes: int = 64 * 1024
+
+    @classmethod
+    def from_environ(cls, environ: Mapping[str, str]) -> ServerSettings:
+        log_format = (environ.get("TOOLTOOL_LOG_FORMAT") or "mozlog").strip()
+        if log_format not in LOG_FORMATS:
+            raise SettingsError(f"TOOLTOOL_LOG_FORMAT: expected mozlog or text, got {log_format!r}")
+        max_line = _integer(environ, "TOOLTOOL_MAX_HEADER_LINE", 16 * 1024, minimum=1024)
+        max_bytes = _integer(environ, "TOOLTOOL_MAX_HEADER_BYTES", 64 * 1024, minimum=1024)
+        if max_line > max_bytes:
+            raise SettingsError("TOOLTOOL_MAX_HEADER_LINE: larger than TOOLTOOL_MAX_HEADER_BYTES")
+        return cls(
+            host=(environ.get("HOST") or "127.0.0.1").strip(),
+            port=_integer(environ, "PORT", 8000, minimum=0, maximum=65535),
+            log_format=log_format,
+            max_header_line=max_line,
+            max_header_bytes=max_bytes,
         )
 
 
@@ -89,6 +124,7 @@ class Settings:
 
     stores: StoreSettings = field(default_factory=StoreSettings)
     auth: AuthSettings = field(default_factory=AuthSettings)
+    server: ServerSettings = field(default_factory=ServerSettings)
     download_expires_in: int = 60
     upload_expires_in: int = 60
     allow_anonymous_public_download: bool = True
@@ -100,6 +136,9 @@ class Settings:
     version_file: Path = Path("version.json")
     embedded_indexer: bool | None = None  # None: on for the local store, off with S3
     indexer_interval: int = 2
+    max_pending_files: int = 2000
+    max_pending_bytes: int = 50 * 1024**3
+    heartbeat_timeout: int = 3
 
     @property
     def runs_embedded_indexer(self) -> bool:
@@ -114,6 +153,7 @@ class Settings:
         return cls(
             stores=StoreSettings.from_environ(environ),
             auth=AuthSettings.from_environ(environ),
+            server=ServerSettings.from_environ(environ),
             download_expires_in=_integer(environ, download_name, 60, maximum=7 * 24 * 3600),
             upload_expires_in=_integer(environ, "UPLOAD_EXPIRES_IN", 60, maximum=7 * 24 * 3600),
             allow_anonymous_public_download=_boolean(
@@ -135,6 +175,9 @@ class Settings:
                 else None
             ),
             indexer_interval=_integer(environ, "TOOLTOOL_INDEXER_INTERVAL", 2, maximum=3600),
+            max_pending_files=_integer(environ, "TOOLTOOL_MAX_PENDING_FILES", 2000),
+            max_pending_bytes=_integer(environ, "TOOLTOOL_MAX_PENDING_BYTES", 50 * 1024**3),
+            heartbeat_timeout=_integer(environ, "TOOLTOOL_HEARTBEAT_TIMEOUT", 3, maximum=60),
         )
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from typing import Any
 
@@ -11,11 +10,13 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from gateway.auth import Permissions, RequestAuthenticator
-from gateway.bodies import read_body
+from gateway.bodies import is_text, parse_json, read_body
 from gateway.errors import BadRequest
 from gateway.tokens import TokenService
 
 MAX_BODY = 64 * 1024
+MAX_SCOPES = 100
+MAX_SCOPE_LENGTH = 500
 
 
 class TokenRoutes:
@@ -64,10 +65,7 @@ def _token_request(body: bytes) -> tuple[list[str] | None, int | None]:
     """The optional ``{"scopes": [...], "expires_in": seconds}`` body."""
     if not body.strip():
         return None, None
-    try:
-        data: Any = json.loads(body)
-    except (ValueError, RecursionError):
-        raise BadRequest("The body must be JSON") from None
+    data: Any = parse_json(body, "The body")
     if not isinstance(data, dict):
         raise BadRequest("The body must be a JSON object")
     unknown = sorted(set(data) - {"scopes", "expires_in"})
@@ -75,9 +73,17 @@ def _token_request(body: bytes) -> tuple[list[str] | None, int | None]:
         raise BadRequest(f"Unknown field: {unknown[0][:50]}")
     scopes = data.get("scopes")
     if scopes is not None and (
-        not isinstance(scopes, list) or not all(isinstance(scope, str) for scope in scopes)
+        not isinstance(scopes, list)
+        or len(scopes) > MAX_SCOPES
+        or not all(
+            isinstance(scope, str) and len(scope) <= MAX_SCOPE_LENGTH and is_text(scope)
+            for scope in scopes
+        )
     ):
-        raise BadRequest("scopes must be a list of strings")
+        raise BadRequest(
+            f"scopes must be a list of at most {MAX_SCOPES} strings of at most"
+            f" {MAX_SCOPE_LENGTH} characters, without control characters"
+        )
     expires_in = data.get("expires_in")
     if expires_in is not None and (
         not isinstance(expires_in, int) or isinstance(expires_in, bool) or expires_in <= 0

@@ -1,18 +1,26 @@
 """Upload batches: ``POST /upload``, ``GET /upload[/<id>]``, ``GET /upload/complete/sha512/<d>``.
 
 The legacy contract (shapes and messages in DESIGN.md), with all state in the
-store: a batch record and one pending record per file. Files the store lacks
-get a signed PUT URL to an unguessable staging key; the indexer verifies the
-bytes there before anything can be downloaded.
+store: a batch record (the message, once) and one small pending record per
+file. Files the store lacks get a signed PUT URL to an unguessable staging
+key; the indexer verifies the bytes there before anything can be downloaded.
+
+What one request may cost is bounded: the body's size and file count, what
+it writes (a small multiple of its size), and the work each caller may have
+pending (``max_pending_files`` and ``max_pending_bytes``, answered 429).
+Conflicts are judged against verified files only: a claim nobody has
+uploaded yet never blocks anyone (the first verified upload wins).
 """
 
 from __future__ import annotations
 
-import json
+import asyncio
+import logging
 import time
-from collections.abc import Callable, Sequence
+import weakref
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Any
 
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
@@ -21,130 +29,40 @@ from starlette.routing import BaseRoute, Route
 
 import gateway.routing  # noqa: F401 - registers the `anything` convertor
 from gateway.auth import Authenticator, Caller, Permissions
-from gateway.bodies import read_body
+from gateway.bodies import query_text, read_body
 from gateway.catalog_cache import CatalogCache
-from gateway.errors import BadRequest, Forbidden, NotFound
+from gateway.errors import BadRequest, Forbidden, NotFound, TooManyRequests
 from gateway.index_cache import IndexCache
 from gateway.lookup import INVALID_DIGEST
+from gateway.upload_parsing import MAX_BODY, UploadRequest, check_against, parse_upload
 from gateway.urls import PublicUrls
 from indexer.catalog import batch_entry
-from indexer.digests import ALGORITHM, is_valid_digest
+from indexer.digests import is_valid_digest
 from indexer.index import is_stored, read_index
 from indexer.intake import (
     Batch,
-    BatchFile,
     MalformedRecord,
     Pending,
     new_staging_key,
     next_batch_id,
-    pending_prefix,
+    pending_load,
     read_batch,
 )
 from indexer.schema import VISIBILITIES, utc_timestamp
-from indexer.stores import (
-    OCTET_STREAM,
-    ObjectNotFound,
-    PreconditionFailed,
-    Regions,
-    Store,
-    StoreUnavailable,
-)
+from indexer.stores import OCTET_STREAM, PreconditionFailed, Regions, Store, StoreUnavailable
 
-MAX_BODY = 1024 * 1024
-MAX_FILES = 1000
-MAX_SIZE = 5 * 1024**3  # the most one signed PUT can carry on S3
-MAX_MESSAGE = 65536
-MAX_FILENAME = 255
+logger = logging.getLogger(__name__)
+
 MAX_ID_ATTEMPTS = 5
+RETRY_AFTER_QUOTA = 60
 
 
 @dataclass(frozen=True, slots=True)
-class UploadRequest:
-    """A validated ``POST /upload`` body."""
+class Quota:
+    """What one caller may have pending: files, and bytes not yet uploaded."""
 
-    message: str
-    files: dict[str, BatchFile]
-
-    @property
-    def visibilities(self) -> list[str]:
-        return sorted({entry.visibility for entry in self.files.values()})
-
-
-def parse_upload(body: bytes) -> UploadRequest:
-    """Validate a ``POST /upload`` body, with the legacy service's messages."""
-    try:
-        data: Any = json.loads(body)
-    except (ValueError, RecursionError):
-        raise BadRequest("The request body must be JSON") from None
-    if not isinstance(data, dict):
-        raise BadRequest("The request body must be a JSON object")
-    if "author" in data:
-        raise BadRequest("Author must NOT be specified for upload.")
-    unknown = sorted(set(data) - {"message", "files"})
-    if unknown:
-        raise BadRequest(f"Unknown field {unknown[0][:50]!r}")
-    message = data.get("message")
-    if not isinstance(message, str) or not message.strip():
-        raise BadRequest("message must be non-empty")
-    if len(message) > MAX_MESSAGE:
-        raise BadRequest(f"message must be at most {MAX_MESSAGE} characters")
-    files = data.get("files")
-    if not isinstance(files, dict) or not files:
-        raise BadRequest("a batch must include at least one file")
-    if len(files) > MAX_FILES:
-        raise BadRequest(f"a batch may include at most {MAX_FILES} files")
-    parsed = {name: _parse_file(name, entry) for name, entry in files.items()}
-    _check_consistent(parsed)
-    return UploadRequest(message, parsed)
-
-
-def _parse_file(name: str, entry: Any) -> BatchFile:
-    shown = repr(name[:100])
-    if (
-        not name
-        or len(name) > MAX_FILENAME
-        or any(character in name for character in "/\\\x00")
-        or name in (".", "..")
-        or not name.isprintable()
-    ):
-        raise BadRequest(f"Invalid filename {shown}: no /, \\ or control characters")
-    if not isinstance(entry, dict):
-        raise BadRequest(f"Invalid entry for {shown}: must be an object")
-    unknown = sorted(set(entry) - {"size", "digest", "algorithm", "visibility"})
-    if unknown:
-        raise BadRequest(f"Unknown field {unknown[0][:50]!r} for {shown}")
-    if entry.get("algorithm") != ALGORITHM:
-        raise BadRequest("`sha512` is the only allowed digest algorithm")
-    digest = entry.get("digest")
-    if not isinstance(digest, str) or not is_valid_digest(digest):
-        raise BadRequest(INVALID_DIGEST)
-    size = entry.get("size")
-    if not isinstance(size, int) or isinstance(size, bool) or size < 0:
-        raise BadRequest(f"Invalid size for {shown}: must be a non-negative integer")
-    if size > MAX_SIZE:
-        raise BadRequest(f"{shown} is larger than 5 GiB, the most one upload can hold")
-    visibility = entry.get("visibility")
-    if visibility not in VISIBILITIES:
-        raise BadRequest(f"Invalid visibility for {shown}: must be public or internal")
-    return BatchFile(size=size, digest=digest, algorithm=ALGORITHM, visibility=visibility)
-
-
-def _check_consistent(files: dict[str, BatchFile]) -> None:
-    """One digest named twice in a batch must have one size and one visibility."""
-    seen: dict[str, tuple[str, BatchFile]] = {}
-    for name, entry in files.items():
-        if entry.digest in seen:
-            _, first = seen[entry.digest]
-            _check_against(name, entry, first.size, first.visibility)
-        else:
-            seen[entry.digest] = (name, entry)
-
-
-def _check_against(name: str, entry: BatchFile, size: int, visibility: str) -> None:
-    if visibility != entry.visibility:
-        raise BadRequest("Cannot change already existing file's visibility level.")
-    if size != entry.size:
-        raise BadRequest(f"Size mismatch for {name}")
+    max_files: int
+    max_bytes: int
 
 
 class Uploads:
@@ -160,6 +78,7 @@ class Uploads:
         catalog: CatalogCache,
         index: IndexCache,
         expires_in: int,
+        quota: Quota,
         on_complete: Callable[[], None] = lambda: None,
         clock: Callable[[], float] = time.time,
     ) -> None:
@@ -170,8 +89,12 @@ class Uploads:
         self._catalog = catalog
         self._index = index
         self._expires_in = expires_in
+        self._quota = quota
         self._on_complete = on_complete
         self._clock = clock
+        # One batch at a time per caller in this process, so a caller's quota
+        # check and writes are not raced by that caller's own parallel posts.
+        self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
 
     def routes(self) -> Sequence[BaseRoute]:
         return [
@@ -192,63 +115,97 @@ class Uploads:
                 self._permissions.upload(visibility),
                 detail=f"no permission to upload {visibility} files",
             )
-        store = self._upload_store(request.query_params.get("region"))
+        store = self._upload_store(query_text(request, "region"))
         assert caller.client_id is not None
-        batch, staging = await run_in_threadpool(
-            self._create_batch, upload, caller.client_id, store
-        )
-        result = batch_entry(batch)
-        for name, key in staging.items():
-            size = batch.files[name].size
-            url = store.presign_put(
-                key, expires_in=self._expires_in, content_type=OCTET_STREAM, content_length=size
+        async with self._serialized(caller.client_id):
+            batch, staging = await run_in_threadpool(
+                self._create_batch, upload, caller.client_id, store
             )
-            result["files"][name]["put_url"] = self._urls.absolute(url, request)
+        result = batch_entry(batch)
+        for name, entry in result["files"].items():
+            key = staging.get(entry["digest"])
+            if key is not None:
+                url = store.presign_put(
+                    key,
+                    expires_in=self._expires_in,
+                    content_type=OCTET_STREAM,
+                    content_length=entry["size"],
+                )
+                result["files"][name]["put_url"] = self._urls.absolute(url, request)
         return JSONResponse({"result": result}, headers={"Cache-Control": "no-store"})
+
+    @asynccontextmanager
+    async def _serialized(self, client_id: str) -> AsyncIterator[None]:
+        lock = self._locks.get(client_id)
+        if lock is None:
+            lock = self._locks[client_id] = asyncio.Lock()
+        async with lock:
+            yield
 
     def _create_batch(
         self, upload: UploadRequest, author: str, store: Store
     ) -> tuple[Batch, dict[str, str]]:
-        index = self._regions.index
+        """Check, then write: the batch record, then one pending record per digest.
+
+        Returns the batch and the staging key of every digest to upload.
+        """
         stored = self._stored_digests(upload)
+        names = upload.names_by_digest()
+        staged = {
+            digest: upload.files[found[0]].size
+            for digest, found in names.items()
+            if digest not in stored
+        }
+        self._check_quota(author, files=len(names), size=sum(staged.values()))
         now = self._clock()
         batch = self._new_batch(upload, author, store.region, now)
-        staging: dict[str, str] = {}
-        for name, entry in sorted(upload.files.items()):
-            key = None if entry.digest in stored else new_staging_key(entry.digest)
+        staging = {digest: new_staging_key(digest) for digest in staged}
+        for digest, filenames in names.items():
+            entry = upload.files[filenames[0]]
             pending = Pending(
-                digest=entry.digest,
+                digest=digest,
                 size=entry.size,
                 visibility=entry.visibility,
                 batch_id=batch.id,
-                filename=name,
+                filenames=filenames,
                 author=author,
-                message=upload.message,
-                uploaded=batch.uploaded,
                 region=store.region,
-                staging_key=key,
+                staging_key=staging.get(digest),
                 created=now,
             )
-            index.put(pending.key, pending.to_json(), content_type="application/json")
-            if key is not None:
-                staging[name] = key
+            self._regions.index.put(pending.key, pending.to_json(), content_type="application/json")
         return batch, staging
 
     def _stored_digests(self, upload: UploadRequest) -> set[str]:
-        """The batch's digests the store holds; 400 for any that conflicts with what is
-        stored or pending (another size or visibility)."""
-        index = self._regions.index
+        """The batch's digests the store holds; 400 for any that conflicts with a verified
+        file (another size or visibility). Unverified claims are not judged here."""
         stored = set()
-        for name, entry in upload.files.items():
-            found = read_index(index, entry.digest)
-            if found is not None:
-                # Deleted files keep their visibility too: no byte changes sides.
-                _check_against(name, entry, found[0].size, found[0].visibility)
-                if is_stored(self._regions, found[0]):
-                    stored.add(entry.digest)
-            for other in _pending_for(index, entry.digest):
-                _check_against(name, entry, other.size, other.visibility)
+        for name, entry in sorted(upload.files.items()):
+            found = read_index(self._regions.index, entry.digest)
+            if found is None:
+                continue
+            # Deleted files keep their visibility too: no byte changes sides.
+            check_against(name, entry, found[0].size, found[0].visibility)
+            if is_stored(self._regions, found[0]):
+                stored.add(entry.digest)
         return stored
+
+    def _check_quota(self, author: str, *, files: int, size: int) -> None:
+        load = pending_load(self._regions.index, author)
+        quota = self._quota
+        if load.files + files > quota.max_files:
+            reason = f"{load.files} files pending and {files} more in this batch"
+            limit = f"at most {quota.max_files} files"
+        elif load.bytes + size > quota.max_bytes:
+            reason = f"{load.bytes} bytes pending and {size} more in this batch"
+            limit = f"at most {quota.max_bytes} bytes"
+        else:
+            return
+        raise TooManyRequests(
+            f"Too much pending: {reason}; an uploader may have {limit} waiting for upload"
+            " and verification. Upload (or let expire) what is pending first.",
+            headers={"Retry-After": str(RETRY_AFTER_QUOTA)},
+        )
 
     def _new_batch(self, upload: UploadRequest, author: str, region: str, now: float) -> Batch:
         """A batch record under a fresh id, created only where none exists."""
@@ -293,7 +250,11 @@ class Uploads:
         caller = await self._authenticator.authenticate(request)
         if not (raw_id.isascii() and raw_id.isdigit() and len(raw_id) <= 18):
             raise NotFound()
-        batch = await run_in_threadpool(read_batch, self._regions.index, int(raw_id))
+        try:
+            batch = await run_in_threadpool(read_batch, self._regions.index, int(raw_id))
+        except MalformedRecord as exc:
+            logger.error("skipping %s", exc)
+            batch = None
         if batch is None:
             raise NotFound()
         if not self._permissions.may_download(caller, batch.visibilities):
@@ -302,7 +263,7 @@ class Uploads:
 
     async def search(self, request: Request) -> Response:
         caller = await self._authenticator.authenticate(request)
-        query = request.query_params.get("q", "").lower()
+        query = (query_text(request, "q") or "").lower()
         results = [
             batch
             for batch in await self._catalog.batches()
@@ -318,14 +279,3 @@ class Uploads:
         self._permissions.require(
             caller, *(self._permissions.upload(visibility) for visibility in VISIBILITIES)
         )
-
-
-def _pending_for(store: Store, digest: str) -> list[Pending]:
-    pending = []
-    for info in store.list(pending_prefix(digest)):
-        try:
-            raw, _ = store.get(info.key)
-            pending.append(Pending.from_json(raw, key=info.key))
-        except (ObjectNotFound, MalformedRecord):
-            continue  # a vanished or unreadable record conflicts with nothing
-    return pending

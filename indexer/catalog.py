@@ -18,7 +18,7 @@ from typing import Any
 
 from indexer.index import read_index
 from indexer.intake import BATCHES, Batch, MalformedRecord, read_batch
-from indexer.schema import IndexObject
+from indexer.schema import IndexObject, MalformedIndexObject
 from indexer.stores import ObjectNotFound, PreconditionFailed, Store
 
 logger = logging.getLogger(__name__)
@@ -140,7 +140,11 @@ class Catalog:
     def _fresh_files(self, digests: Iterable[str]) -> dict[str, dict[str, Any]]:
         entries = {}
         for digest in digests:
-            found = read_index(self._store, digest)
+            try:
+                found = read_index(self._store, digest)
+            except MalformedIndexObject as exc:
+                logger.error("leaving out of the catalog: %s", exc)
+                continue
             if found is not None:
                 entries[digest] = file_entry(found[0])
         return entries
@@ -148,7 +152,11 @@ class Catalog:
     def _fresh_batches(self, batch_ids: Iterable[int]) -> dict[int, dict[str, Any]]:
         entries = {}
         for batch_id in batch_ids:
-            batch = read_batch(self._store, batch_id)
+            try:
+                batch = read_batch(self._store, batch_id)
+            except MalformedRecord as exc:
+                logger.error("leaving out of the catalog: %s", exc)
+                continue
             if batch is not None:
                 entries[batch_id] = batch_entry(batch)
         return entries
@@ -159,10 +167,14 @@ class Catalog:
         except ObjectNotFound:
             return [], None, b""
         try:
-            return list(json.loads(raw)[member]), info.etag, raw
+            entries = list(json.loads(raw)[member])
         except (ValueError, KeyError, TypeError):
             logger.error("the catalog object %s is malformed; it will be rebuilt", key)
             return [], info.etag, raw
+        sound = [entry for entry in entries if _is_sound(member, entry)]
+        if len(sound) < len(entries):
+            logger.error("skipped %d malformed entries of %s", len(entries) - len(sound), key)
+        return sound, info.etag, raw
 
     def _swap(
         self,
@@ -191,6 +203,31 @@ class Catalog:
         logger.warning("the catalog object %s kept changing; the next check rebuilds it", key)
 
 
+def _is_sound(member: str, entry: Any) -> bool:
+    """An entry every reader can use: the fields searches read, and text that encodes."""
+    try:
+        json.dumps(entry, ensure_ascii=False).encode("utf-8")
+    except (UnicodeEncodeError, TypeError, ValueError):
+        return False
+    if not isinstance(entry, dict):
+        return False
+    if member == "files":
+        names = entry.get("filenames")
+        return (
+            isinstance(entry.get("digest"), str)
+            and isinstance(entry.get("visibility"), str)
+            and isinstance(names, list)
+            and all(isinstance(name, str) for name in names)
+        )
+    files = entry.get("files")
+    return (
+        isinstance(entry.get("author"), str)
+        and isinstance(entry.get("message"), str)
+        and isinstance(files, dict)
+        and all(isinstance(file, dict) and "visibility" in file for file in files.values())
+    )
+
+
 def _patched(
     current: dict[Any, dict[str, Any]], keys: list[Any], fresh: dict[Any, dict[str, Any]]
 ) -> dict[Any, dict[str, Any]]:
@@ -200,4 +237,6 @@ def _patched(
 
 def _dump(member: str, entries: list[dict[str, Any]], sort_key: str) -> bytes:
     ordered = sorted(entries, key=lambda entry: entry[sort_key])
-    return json.dumps({member: ordered}, sort_keys=True, separators=(",", ":")).encode()
+    return json.dumps(
+        {member: ordered}, sort_keys=True, separators=(",", ":"), ensure_ascii=False
+    ).encode("utf-8")

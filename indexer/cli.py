@@ -1,7 +1,8 @@
 """``tooltool-indexer``: operator commands over the stores.
 
-Exit codes: 0 success, 2 usage, 3 a file refused (conflict or changed),
-4 settings or store unavailable, 5 a file that cannot be read.
+Exit codes: 0 success, 1 an unexpected error, 2 usage, 3 a file refused (conflict or changed),
+4 settings or store unavailable, 5 a file that cannot be read, 6 a partial
+pass (something malformed was set aside: see the log; the rest was done).
 """
 
 from __future__ import annotations
@@ -18,23 +19,36 @@ from pathlib import Path
 from indexer.config import SettingsError, StoreSettings, open_regions
 from indexer.importer import ImportRefused, import_file
 from indexer.job import Indexer
+from indexer.logs import LOG_FORMATS, configure_logging, format_exception
 from indexer.schema import VISIBILITIES
 from indexer.stores import StoreError
 
+logger = logging.getLogger(__name__)
+
 EXIT_OK = 0
+EXIT_INTERNAL = 1
 EXIT_REFUSED = 3
 EXIT_UNAVAILABLE = 4
 EXIT_UNREADABLE = 5
+EXIT_PARTIAL = 6
 
 
 def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> int:
-    """Run one ``tooltool-indexer`` subcommand."""
+    """Run one ``tooltool-indexer`` subcommand; its exit code."""
     environ = os.environ if environ is None else environ
     parser = _parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(
+    log_format = (environ.get("TOOLTOOL_LOG_FORMAT") or "text").strip()
+    if log_format not in LOG_FORMATS:
+        return _fail(
+            "SettingsError",
+            f"TOOLTOOL_LOG_FORMAT: expected mozlog or text, got {log_format!r}",
+            EXIT_UNAVAILABLE,
+        )
+    configure_logging(
         level=logging.INFO if args.command is _watch else logging.WARNING,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        log_format=log_format,
+        stream=sys.stderr,
     )
     try:
         return int(args.command(args, environ))
@@ -42,6 +56,9 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
         return _fail("SettingsError", exc, EXIT_UNAVAILABLE)
     except StoreError as exc:
         return _fail(type(exc).__name__, exc, EXIT_UNAVAILABLE)
+    except Exception as exc:  # one line, never a traceback; the frames at DEBUG
+        logger.debug("unexpected error", exc_info=True)
+        return _fail("InternalError", format_exception(type(exc), exc, None)[0], EXIT_INTERNAL)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -94,40 +111,68 @@ def _positive(value: str) -> float:
 
 
 def _run(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
-    indexer = Indexer(open_regions(StoreSettings.from_environ(environ)))
+    indexer = Indexer(open_regions(StoreSettings.from_environ(environ), bulk=True))
     report = indexer.run_once(check=not args.no_check)
     print(json.dumps(report.summary(), sort_keys=True))
-    return EXIT_OK
+    return EXIT_PARTIAL if report.is_partial else EXIT_OK
 
 
 def _watch(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
-    indexer = Indexer(open_regions(StoreSettings.from_environ(environ)))
+    settings = StoreSettings.from_environ(environ)
+    indexer = Indexer(open_regions(settings, bulk=True))
+    where = (
+        f"the local store at {settings.data_dir.resolve()}"
+        if settings.is_local
+        else "S3 regions "
+        + ", ".join(f"{region}:{bucket}" for region, bucket in settings.s3_regions)
+    )
+    print(
+        f"tooltool-indexer: watching {where}: a pass every {args.interval:g} s, a consistency"
+        f" check every {args.check_interval:g} s; Ctrl-C stops",
+        file=sys.stderr,
+        flush=True,
+    )
     last_check = float("-inf")
     try:
         while True:
             started = time.monotonic()
             check = started - last_check >= args.check_interval
-            try:
-                indexer.run_once(check=check)
-            except StoreError as exc:
-                print(f"{type(exc).__name__}: {exc}", file=sys.stderr)
-            else:
-                if check:
-                    last_check = started
+            if _watched_pass(indexer, check=check) and check:
+                last_check = started
             time.sleep(max(0.0, args.interval - (time.monotonic() - started)))
     except KeyboardInterrupt:
         return EXIT_OK
 
 
+def _watched_pass(indexer: Indexer, *, check: bool) -> bool:
+    """One pass of `watch`, which outlives any failed pass; whether it finished."""
+    try:
+        report = indexer.run_once(check=check)
+    except StoreError as exc:
+        print(f"{type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
+        return False
+    except Exception as exc:  # the loop must go on: one line, the frames at DEBUG
+        logger.error("indexer pass failed: %s", format_exception(type(exc), exc, None)[0])
+        logger.debug("indexer pass failed", exc_info=True)
+        return False
+    if report.is_partial:
+        print(
+            f"PartialPass: {len(report.malformed)} malformed objects set aside (see the log)",
+            file=sys.stderr,
+            flush=True,
+        )
+    return True
+
+
 def _failures(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
-    indexer = Indexer(open_regions(StoreSettings.from_environ(environ)))
+    indexer = Indexer(open_regions(StoreSettings.from_environ(environ), bulk=True))
     for record in indexer.failures():
         print(json.dumps(record, sort_keys=True))
     return EXIT_OK
 
 
 def _import(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
-    regions = open_regions(StoreSettings.from_environ(environ))
+    regions = open_regions(StoreSettings.from_environ(environ), bulk=True)
     author = args.author or environ.get("USER") or environ.get("LOGNAME") or "tooltool-indexer"
     status = EXIT_OK
     for path in args.files:

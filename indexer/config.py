@@ -16,7 +16,7 @@ from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 from indexer.local_store import LOCAL_REGION, LocalStore
-from indexer.s3_store import S3Store, make_client
+from indexer.s3_store import S3Store, Timeouts, make_client
 from indexer.signing import Clock, UrlSigner
 from indexer.stores import Regions
 
@@ -40,6 +40,11 @@ class StoreSettings:
     data_dir: Path = Path("tooltool-data")
     public_url: str | None = None
     url_signing_key: str | None = None
+    s3_connect_timeout: float = 3.0
+    s3_read_timeout: float = 5.0
+    s3_bulk_read_timeout: float = 120.0
+    s3_max_attempts: int = 2
+    min_free_bytes: int = 1024**3
 
     @property
     def is_local(self) -> bool:
@@ -56,7 +61,37 @@ class StoreSettings:
             data_dir=Path(environ.get("TOOLTOOL_DATA_DIR") or "tooltool-data"),
             public_url=_public_url(environ.get("TOOLTOOL_PUBLIC_URL") or None),
             url_signing_key=environ.get("TOOLTOOL_URL_SIGNING_KEY") or None,
+            s3_connect_timeout=_number(environ, "S3_CONNECT_TIMEOUT", 3.0),
+            s3_read_timeout=_number(environ, "S3_READ_TIMEOUT", 5.0),
+            s3_bulk_read_timeout=_number(environ, "S3_INDEXER_READ_TIMEOUT", 120.0),
+            s3_max_attempts=int(_number(environ, "S3_MAX_ATTEMPTS", 2, whole=True, maximum=10)),
+            min_free_bytes=int(
+                _number(environ, "TOOLTOOL_MIN_FREE_BYTES", 1024**3, whole=True, minimum=0)
+            ),
         )
+
+
+def _number(
+    environ: Mapping[str, str],
+    name: str,
+    default: float,
+    *,
+    whole: bool = False,
+    minimum: float = 0.001,
+    maximum: float = 3600 * 24 * 365 * 10**6,
+) -> float:
+    """A positive number of seconds (or a count, `whole`) from `name`; SettingsError if not."""
+    raw = environ.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = int(raw) if whole else float(raw)
+    except ValueError:
+        kind = "a whole number" if whole else "a number"
+        raise SettingsError(f"{name}: expected {kind}, got {raw[:50]!r}") from None
+    if not minimum <= value <= maximum or value != value:
+        raise SettingsError(f"{name}: must be between {minimum:g} and {maximum:g}, got {raw!r}")
+    return value
 
 
 def parse_regions(value: str) -> tuple[tuple[str, str], ...]:
@@ -64,8 +99,21 @@ def parse_regions(value: str) -> tuple[tuple[str, str], ...]:
     regions: list[tuple[str, str]] = []
     for item in filter(None, (part.strip() for part in value.split(";"))):
         region, separator, bucket = (text.strip() for text in item.partition(":"))
-        if not separator or not _REGION.fullmatch(region) or not _BUCKET.fullmatch(bucket):
+        if not separator:
             raise SettingsError(f"S3_REGIONS: expected 'region:bucket;region:bucket', got {item!r}")
+        if not _REGION.fullmatch(region):
+            raise SettingsError(
+                f"S3_REGIONS: {region!r} is not a region name (lowercase letters, digits, -)"
+            )
+        if not 3 <= len(bucket) <= 63:
+            raise SettingsError(
+                f"S3_REGIONS: bucket name {bucket!r} must be 3 to 63 characters long"
+            )
+        if not _BUCKET.fullmatch(bucket):
+            raise SettingsError(
+                f"S3_REGIONS: bucket name {bucket!r} may hold only lowercase letters, digits,"
+                " dots and hyphens, and must begin and end with a letter or digit"
+            )
         if region in dict(regions):
             raise SettingsError(f"S3_REGIONS: region {region} is listed twice")
         regions.append((region, bucket))
@@ -96,15 +144,35 @@ def _public_url(value: str | None) -> str | None:
     return urlunsplit(parts).rstrip("/")
 
 
-def open_regions(settings: StoreSettings, *, clock: Clock = time.time) -> Regions:
-    """The configured stores: one S3Store per region, or the local store."""
+def open_regions(
+    settings: StoreSettings, *, clock: Clock = time.time, bulk: bool = False
+) -> Regions:
+    """The configured stores: one S3Store per region, or the local store.
+
+    `bulk` stores are the indexer's: they stream and copy whole blobs, so
+    they wait longer for an answer than the gateway's, which answer requests.
+    """
     if settings.is_local:
-        settings.data_dir.mkdir(parents=True, exist_ok=True)
-        signer = UrlSigner(_signing_key(settings), clock=clock)
-        store = LocalStore(
-            settings.data_dir, signer=signer, region=LOCAL_REGION, public_url=settings.public_url
-        )
+        try:
+            settings.data_dir.mkdir(parents=True, exist_ok=True)
+            signer = UrlSigner(_signing_key(settings), clock=clock)
+            store = LocalStore(
+                settings.data_dir,
+                signer=signer,
+                region=LOCAL_REGION,
+                public_url=settings.public_url,
+                min_free_bytes=settings.min_free_bytes,
+            )
+        except OSError as exc:
+            raise SettingsError(
+                f"TOOLTOOL_DATA_DIR: cannot use {settings.data_dir}: {exc.strerror or exc}"
+            ) from None
         return Regions([store])
+    timeouts = Timeouts(
+        connect=settings.s3_connect_timeout,
+        read=settings.s3_bulk_read_timeout if bulk else settings.s3_read_timeout,
+        attempts=settings.s3_max_attempts,
+    )
     return Regions(
         S3Store(
             make_client(
@@ -112,6 +180,7 @@ def open_regions(settings: StoreSettings, *, clock: Clock = time.time) -> Region
                 endpoint_url=settings.s3_endpoint_url,
                 access_key_id=settings.s3_access_key_id,
                 secret_access_key=settings.s3_secret_access_key,
+                timeouts=timeouts,
             ),
             bucket,
             region=region,

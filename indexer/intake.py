@@ -7,9 +7,13 @@ durable. Keys (in the index region's store):
 - ``intake/batch-counter``: the last batch id (integers, as the legacy API
   has them), advanced by compare-and-swap;
 - ``intake/batches/<id>.json``: a batch, as answered by ``GET /upload/<id>``;
-- ``intake/pending/<digest>/<batch id>.json``: a file of a batch the
-  indexer has yet to verify or record, with the staging key its bytes are
-  PUT to;
+- ``intake/pending/<owner>/<batch id>/<digest>[-<size>].json``: a file of a
+  batch the indexer has yet to verify or record, with the staging key its
+  bytes are PUT to (``-<size>`` only then). ``<owner>`` is a hash of the
+  uploader's client id, so one listing of a short prefix tells what an
+  uploader has pending (files, and declared bytes from the keys alone), at a
+  cost bounded by their quota, whatever everyone else has pending. The
+  message is not repeated here: it is in the batch record;
 - ``intake/failures/<digest>/<batch id>.json``: an upload that failed
   verification (or never came), for operators.
 
@@ -19,6 +23,7 @@ key anything is served from.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import random
 import secrets
@@ -82,52 +87,111 @@ class Batch:
         data = _load(raw, key)
         try:
             files = {name: BatchFile(**entry) for name, entry in data.pop("files").items()}
-            return cls(files=files, **data)
+            batch = cls(files=files, **data)
         except (TypeError, AttributeError, KeyError) as exc:
             raise MalformedRecord(key, str(exc)) from None
+        if not _is_well_typed(batch):
+            raise MalformedRecord(key, "a field has the wrong type")
+        return batch
+
+
+def _is_well_typed(batch: Batch) -> bool:
+    texts = (batch.author, batch.uploaded, batch.message, batch.region)
+    return (
+        type(batch.id) is int
+        and all(isinstance(text, str) for text in texts)
+        and all(
+            isinstance(name, str)
+            and type(entry.size) is int
+            and isinstance(entry.digest, str)
+            and isinstance(entry.algorithm, str)
+            and isinstance(entry.visibility, str)
+            for name, entry in batch.files.items()
+        )
+    )
 
 
 @dataclass(frozen=True, slots=True)
 class Pending:
-    """A file of a batch that the indexer has yet to verify and index."""
+    """A file of a batch that the indexer has yet to verify and index.
+
+    One record per digest of a batch, with every name the batch gave it.
+    """
 
     digest: str
     size: int
     visibility: str
     batch_id: int
-    filename: str
+    filenames: tuple[str, ...]
     author: str
-    message: str
-    uploaded: str
     region: str
     staging_key: str | None  # None when the file was already stored
     created: float
 
     @property
     def key(self) -> str:
-        return pending_key(self.digest, self.batch_id)
+        return pending_key(self.author, self.batch_id, self.digest, self.staged_size)
+
+    @property
+    def staged_size(self) -> int | None:
+        """The declared size of bytes still to come (None when the file was stored)."""
+        return None if self.staging_key is None else self.size
 
     def to_json(self) -> bytes:
         return _dump(asdict(self))
 
     @classmethod
     def from_json(cls, raw: bytes, *, key: str) -> Pending:
+        data = _load(raw, key)
+        filenames = data.get("filenames")
+        if not isinstance(filenames, list) or not all(isinstance(n, str) for n in filenames):
+            raise MalformedRecord(key, "filenames must be a list of strings")
         try:
-            return cls(**_load(raw, key))
+            pending = cls(**{**data, "filenames": tuple(filenames)})
         except TypeError as exc:
             raise MalformedRecord(key, str(exc)) from None
+        if pending.key != key:
+            raise MalformedRecord(key, "the record does not match its key")
+        return pending
+
+
+@dataclass(frozen=True, slots=True)
+class PendingLoad:
+    """What one uploader has pending: files, and bytes still to be uploaded."""
+
+    files: int = 0
+    bytes: int = 0
+
+
+def owner_segment(author: str) -> str:
+    """The key segment of an uploader's pending records (a hash: client ids hold any text)."""
+    return hashlib.sha256(author.encode("utf-8")).hexdigest()[:32]
+
+
+def pending_key(author: str, batch_id: int, digest: str, staged_size: int | None) -> str:
+    size = "" if staged_size is None else f"-{staged_size}"
+    return f"{pending_prefix(author)}{batch_id}/{digest}{size}.json"
+
+
+def pending_prefix(author: str) -> str:
+    """Where one uploader's pending records are."""
+    return f"{PENDING}{owner_segment(author)}/"
+
+
+def pending_load(store: Store, author: str) -> PendingLoad:
+    """What `author` has pending, from one listing of their own prefix."""
+    files = size = 0
+    for info in store.list(pending_prefix(author)):
+        files += 1
+        name = info.key.rsplit("/", 1)[-1].removesuffix(".json")
+        _, _, staged = name.partition("-")
+        if staged.isdigit():
+            size += int(staged)
+    return PendingLoad(files, size)
 
 
 def batch_key(batch_id: int) -> str:
     return f"{BATCHES}{batch_id}.json"
-
-
-def pending_key(digest: str, batch_id: int) -> str:
-    return f"{PENDING}{digest}/{batch_id}.json"
-
-
-def pending_prefix(digest: str) -> str:
-    return f"{PENDING}{digest}/"
 
 
 def failure_key(digest: str, batch_id: int) -> str:
@@ -147,6 +211,8 @@ def next_batch_id(store: Store) -> int:
         except ObjectNotFound:
             current, etag = 0, None
         else:
+            if not (raw.isascii() and raw.strip().isdigit()):
+                raise StoreUnavailable(store.region, f"{COUNTER_KEY} is malformed")
             current, etag = int(raw), info.etag
         try:
             store.put(
@@ -173,7 +239,10 @@ def read_batch(store: Store, batch_id: int) -> Batch | None:
 
 
 def _dump(data: dict[str, Any]) -> bytes:
-    return json.dumps(data, sort_keys=True, separators=(",", ":")).encode("utf-8")
+    # UTF-8, not \u escapes: a message of emoji takes 4 bytes a character, not 12.
+    return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode(
+        "utf-8"
+    )
 
 
 def _load(raw: bytes, key: str) -> dict[str, Any]:
@@ -183,4 +252,9 @@ def _load(raw: bytes, key: str) -> dict[str, Any]:
         raise MalformedRecord(key, f"not JSON ({exc})") from None
     if not isinstance(data, dict):
         raise MalformedRecord(key, "not a JSON object")
+    try:
+        # A lone surrogate escape parses, but can never be answered or rendered.
+        json.dumps(data, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        raise MalformedRecord(key, "text that is not valid Unicode") from None
     return data

@@ -35,9 +35,17 @@ from indexer.intake import (
     MalformedRecord,
     Pending,
     failure_key,
+    read_batch,
 )
-from indexer.schema import INDEX_PREFIX, IndexObject, Upload, blob_key, utc_timestamp
-from indexer.stores import ObjectNotFound, Regions, Store
+from indexer.schema import (
+    INDEX_PREFIX,
+    IndexObject,
+    MalformedIndexObject,
+    Upload,
+    blob_key,
+    utc_timestamp,
+)
+from indexer.stores import InvalidKey, ObjectNotFound, Regions, Store
 
 logger = logging.getLogger(__name__)
 
@@ -54,8 +62,14 @@ class PassReport:
     expired: list[str] = field(default_factory=list)
     waiting: list[str] = field(default_factory=list)
     repaired: list[str] = field(default_factory=list)
+    malformed: list[str] = field(default_factory=list)
     removed_staging: int = 0
     batches: set[int] = field(default_factory=set)
+
+    @property
+    def is_partial(self) -> bool:
+        """Something was set aside (a malformed object): the pass did not do everything."""
+        return bool(self.malformed)
 
     @property
     def changed(self) -> set[str]:
@@ -69,6 +83,7 @@ class PassReport:
             "expired": len(self.expired),
             "waiting": len(self.waiting),
             "repaired": len(self.repaired),
+            "malformed": len(self.malformed),
             "removed_staging": self.removed_staging,
         }
 
@@ -117,19 +132,26 @@ class Indexer:
         """Handle every pending record, oldest batch first within a digest; the ones whose
         work is done (indexed, recorded or refused), to forget."""
         finished = []
-        for pending in sorted(self._pending(), key=lambda item: (item.digest, item.batch_id)):
+        batches = _BatchMessages(self._index)
+        for pending in sorted(self._pending(report), key=lambda item: (item.digest, item.batch_id)):
             try:
-                is_finished = self._process(pending, report)
+                is_finished = self._process(pending, batches, report)
             except ObjectNotFound as exc:
                 # Another indexer finished this upload under our feet.
                 logger.info("pending upload went away: %s", exc, extra={"digest": pending.digest})
+                continue
+            except MalformedIndexObject as exc:
+                # Set aside, untouched, for an operator: never trusted, never overwritten.
+                # The upload waits; the rest of the pass goes on.
+                logger.error("skipping upload: %s", exc, extra={"digest": pending.digest})
+                report.malformed.append(exc.key)
                 continue
             if is_finished:
                 finished.append(pending)
                 report.batches.add(pending.batch_id)
         return finished
 
-    def _pending(self) -> list[Pending]:
+    def _pending(self, report: PassReport | None = None) -> list[Pending]:
         records = []
         for info in self._index.list(PENDING):
             try:
@@ -139,9 +161,11 @@ class Indexer:
                 continue
             except MalformedRecord as exc:
                 logger.error("skipping %s", exc)
+                if report is not None:
+                    report.malformed.append(exc.key)
         return records
 
-    def _process(self, pending: Pending, report: PassReport) -> bool:
+    def _process(self, pending: Pending, batches: _BatchMessages, report: PassReport) -> bool:
         found = read_index(self._index, pending.digest)
         current = found[0] if found is not None else None
         if current is not None and not _agrees(current, pending):
@@ -149,7 +173,7 @@ class Indexer:
             reason = f"already indexed as {current.visibility}, {current.size} bytes"
             return self._fail(pending, reason, report)
         if current is not None and is_stored(self.regions, current):
-            return self._record_arrival(pending, report)
+            return self._record_arrival(pending, batches, report)
         if pending.staging_key is None:
             reason = "the file was stored at upload time but is gone; upload it again"
             return self._fail(pending, reason, report)
@@ -165,10 +189,11 @@ class Indexer:
         refusal = self._store_verified(store, pending)
         if refusal is not None:
             return self._fail(pending, refusal, report)
+        uploads = _uploads(pending, batches)
         indexed = update_index(
             self._index,
             pending.digest,
-            lambda existing: self._indexed(existing, pending, store.region),
+            lambda existing: self._indexed(existing, pending, uploads, store.region),
         )
         if indexed is None or not _agrees(indexed, pending):
             reason = "the digest was indexed meanwhile with another visibility or size"
@@ -203,44 +228,45 @@ class Indexer:
             store.delete(private)
 
     def _indexed(
-        self, existing: IndexObject | None, pending: Pending, region: str
+        self,
+        existing: IndexObject | None,
+        pending: Pending,
+        uploads: tuple[Upload, ...],
+        region: str,
     ) -> IndexObject | None:
         now = utc_timestamp(self._clock())
-        upload = _upload(pending)
         if existing is None:
             return IndexObject(
                 digest=pending.digest,
                 size=pending.size,
                 visibility=pending.visibility,  # type: ignore[arg-type]
                 instances=(region,),
-                uploads=(upload,),
+                uploads=uploads,
                 verified_at=now,
                 updated_at=now,
             )
         if not _agrees(existing, pending):
             return existing
         instances = tuple(sorted({*existing.instances, region}))
-        uploads = (
-            existing.uploads if _has_upload(existing, pending) else (*existing.uploads, upload)
-        )
         return existing.with_changes(
             instances=instances,
-            uploads=uploads,
+            uploads=_with_uploads(existing, uploads),
             deleted=None,
             verified_at=existing.verified_at if existing.has_instances else now,
             updated_at=now,
         )
 
-    def _record_arrival(self, pending: Pending, report: PassReport) -> bool:
+    def _record_arrival(
+        self, pending: Pending, batches: _BatchMessages, report: PassReport
+    ) -> bool:
         """A batch named a file that is already stored and verified: note the batch."""
         now = utc_timestamp(self._clock())
+        uploads = _uploads(pending, batches)
 
         def change(existing: IndexObject | None) -> IndexObject | None:
             if existing is None or _has_upload(existing, pending):
                 return existing
-            return existing.with_changes(
-                uploads=(*existing.uploads, _upload(pending)), updated_at=now
-            )
+            return existing.with_changes(uploads=_with_uploads(existing, uploads), updated_at=now)
 
         update_index(self._index, pending.digest, change)
         report.recorded.append(pending.digest)
@@ -260,7 +286,7 @@ class Indexer:
         record = {
             "digest": pending.digest,
             "batch_id": pending.batch_id,
-            "filename": pending.filename,
+            "filename": ", ".join(pending.filenames),
             "author": pending.author,
             "size": pending.size,
             "visibility": pending.visibility,
@@ -295,7 +321,7 @@ class Indexer:
     def check_consistency(self, report: PassReport) -> None:
         """Every instance an index object names must hold the blob; staged bytes no pending
         record names are removed."""
-        for index_object in self._index_objects():
+        for index_object in self._index_objects(report):
             missing = [
                 region for region in index_object.instances if not self._holds(region, index_object)
             ]
@@ -342,14 +368,16 @@ class Indexer:
                 removed += 1
         return removed
 
-    def _index_objects(self) -> list[IndexObject]:
+    def _index_objects(self, report: PassReport | None = None) -> list[IndexObject]:
         objects = []
         for info in self._index.list(INDEX_PREFIX):
             digest = info.key.removeprefix(INDEX_PREFIX).removesuffix(".json")
             try:
                 found = read_index(self._index, digest)
-            except Exception as exc:  # a malformed object must not stop the pass
+            except (MalformedIndexObject, InvalidKey) as exc:  # set aside; the pass goes on
                 logger.error("skipping index object %s: %s", info.key, exc)
+                if report is not None and info.key not in report.malformed:
+                    report.malformed.append(info.key)
                 continue
             if found is not None:
                 objects.append(found[0])
@@ -369,9 +397,41 @@ class Indexer:
         )
 
 
-def _upload(pending: Pending) -> Upload:
-    return Upload(
-        pending.batch_id, pending.filename, pending.author, pending.message, pending.uploaded
+class _BatchMessages:
+    """The message and time of each batch a pass meets, read once from its batch record."""
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+        self._known: dict[int, tuple[str, str]] = {}
+
+    def get(self, pending: Pending) -> tuple[str, str]:
+        if pending.batch_id not in self._known:
+            try:
+                batch = read_batch(self._store, pending.batch_id)
+            except MalformedRecord as exc:
+                logger.error("batch record unreadable, indexing without its message: %s", exc)
+                batch = None
+            if batch is None:
+                fallback = utc_timestamp(pending.created)
+                self._known[pending.batch_id] = ("", fallback)
+            else:
+                self._known[pending.batch_id] = (batch.message, batch.uploaded)
+        return self._known[pending.batch_id]
+
+
+def _uploads(pending: Pending, batches: _BatchMessages) -> tuple[Upload, ...]:
+    message, uploaded = batches.get(pending)
+    return tuple(
+        Upload(pending.batch_id, filename, pending.author, message, uploaded)
+        for filename in pending.filenames
+    )
+
+
+def _with_uploads(existing: IndexObject, uploads: tuple[Upload, ...]) -> tuple[Upload, ...]:
+    known = {(upload.batch_id, upload.filename) for upload in existing.uploads}
+    return (
+        *existing.uploads,
+        *(upload for upload in uploads if (upload.batch_id, upload.filename) not in known),
     )
 
 
@@ -380,7 +440,8 @@ def _agrees(index_object: IndexObject, pending: Pending) -> bool:
 
 
 def _has_upload(index_object: IndexObject, pending: Pending) -> bool:
-    return any(
-        upload.batch_id == pending.batch_id and upload.filename == pending.filename
-        for upload in index_object.uploads
-    )
+    """Every name the pending record gives the file is recorded for its batch."""
+    recorded = {
+        upload.filename for upload in index_object.uploads if upload.batch_id == pending.batch_id
+    }
+    return recorded.issuperset(pending.filenames)

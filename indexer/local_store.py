@@ -10,6 +10,7 @@ the gateway's ``/__store__`` route (see :mod:`indexer.signing`).
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import hashlib
 import os
@@ -26,6 +27,7 @@ from indexer.stores import (
     ObjectInfo,
     ObjectNotFound,
     PreconditionFailed,
+    StoreFull,
     StoreUnavailable,
     check_key,
 )
@@ -33,6 +35,7 @@ from indexer.stores import (
 LOCAL_REGION = "local"
 SMALL_OBJECT = 16 * 1024 * 1024
 _COPY_BUFFER = 1024 * 1024
+_COMMIT_ATTEMPTS = 5
 
 
 class LocalStore:
@@ -45,10 +48,12 @@ class LocalStore:
         signer: UrlSigner,
         region: str = LOCAL_REGION,
         public_url: str | None = None,
+        min_free_bytes: int = 0,
     ) -> None:
         self.root = root
         self.region = region
         self.signer = signer
+        self.min_free_bytes = min_free_bytes
         # Absolute base of signed URLs; None makes them root-relative, and the
         # gateway resolves them against the request's own base URL.
         self._public_url = public_url.rstrip("/") if public_url else ""
@@ -81,7 +86,7 @@ class LocalStore:
         except (FileNotFoundError, NotADirectoryError, IsADirectoryError) as exc:
             raise ObjectNotFound(self.region, key) from exc
         except OSError as exc:
-            raise StoreUnavailable(self.region, exc.strerror or str(exc)) from exc
+            raise os_error(self.region, exc) from exc
         with stream:
             if not _is_regular(os.fstat(stream.fileno()).st_mode):
                 raise ObjectNotFound(self.region, key)
@@ -91,7 +96,14 @@ class LocalStore:
             yield stream
 
     def list(self, prefix: str) -> Iterator[ObjectInfo]:
-        for directory, subdirectories, files in os.walk(self.root):
+        # Walk from the deepest directory the prefix names, not from the root:
+        # listing one uploader's or one digest's records costs what they hold.
+        start = self.root
+        for segment in prefix.split("/")[:-1]:
+            if not segment or segment.startswith(".") or segment == "..":
+                break
+            start = start / segment
+        for directory, subdirectories, files in os.walk(start):
             # Hidden entries (.tmp, .lock, the signing key) are the store's own.
             subdirectories[:] = [name for name in subdirectories if not name.startswith(".")]
             relative = os.path.relpath(directory, self.root)
@@ -144,7 +156,7 @@ class LocalStore:
             except (FileNotFoundError, NotADirectoryError) as exc:
                 raise ObjectNotFound(self.region, source) from exc
             except OSError as exc:
-                raise StoreUnavailable(self.region, exc.strerror or str(exc)) from exc
+                raise os_error(self.region, exc) from exc
             with snapshot.open("rb") as stream:
                 if not _is_regular(os.fstat(stream.fileno()).st_mode):
                     raise ObjectNotFound(self.region, source)
@@ -154,12 +166,22 @@ class LocalStore:
         return self.head(destination)
 
     def delete(self, key: str) -> None:
+        path = self.path(key)
         try:
-            self.path(key).unlink()
+            path.unlink()
         except FileNotFoundError:
             return
         except OSError as exc:
-            raise StoreUnavailable(self.region, exc.strerror or str(exc)) from exc
+            raise os_error(self.region, exc) from exc
+        # Directories are the local store's own way of holding keys: the ones left
+        # empty go too (a writer racing this one recreates them, see commit).
+        for parent in path.parents:
+            if parent == self.root or not parent.is_relative_to(self.root):
+                break
+            try:
+                parent.rmdir()
+            except OSError:
+                break
 
     def _write(
         self,
@@ -177,7 +199,7 @@ class LocalStore:
                     os.fsync(stream.fileno())
                 self.commit(temporary, key, if_none_match=if_none_match, if_match=if_match)
         except OSError as exc:
-            raise StoreUnavailable(self.region, exc.strerror or str(exc)) from exc
+            raise os_error(self.region, exc) from exc
 
     @contextlib.contextmanager
     def temporary(self) -> Iterator[Path]:
@@ -204,11 +226,18 @@ class LocalStore:
         reverse) fails its precondition, as no object can be written there.
         """
         try:
-            self._commit(temporary, key, if_none_match, if_match)
+            for attempt in range(_COMMIT_ATTEMPTS):
+                try:
+                    self._commit(temporary, key, if_none_match, if_match)
+                    return
+                except FileNotFoundError:
+                    # A delete removed the emptied directory between mkdir and link.
+                    if attempt + 1 == _COMMIT_ATTEMPTS or not temporary.exists():
+                        raise
         except (IsADirectoryError, NotADirectoryError, FileExistsError) as exc:
             raise PreconditionFailed(self.region, key) from exc
         except OSError as exc:
-            raise StoreUnavailable(self.region, exc.strerror or str(exc)) from exc
+            raise os_error(self.region, exc) from exc
 
     def _commit(self, temporary: Path, key: str, if_none_match: bool, if_match: str | None) -> None:
         target = self.path(key)
@@ -271,6 +300,16 @@ class LocalStore:
             raise StoreUnavailable(self.region, f"{self.root} is not a writable directory")
         if not os.access(self._tmp, os.W_OK):
             raise StoreUnavailable(self.region, f"{self._tmp} is not writable")
+        free = self.free_bytes()
+        if free < self.min_free_bytes:
+            raise StoreFull(
+                self.region, f"{free} bytes free in {self.root}, under {self.min_free_bytes}"
+            )
+
+    def free_bytes(self) -> int:
+        """What unprivileged writers may still write to the store's filesystem."""
+        stat = os.statvfs(self.root)
+        return stat.f_bavail * stat.f_frsize
 
 
 def _is_regular(mode: int) -> bool:
@@ -298,3 +337,11 @@ def _version(stream: BinaryIO) -> str:
 
 def _etag_of(data: bytes) -> str:
     return '"' + hashlib.md5(data, usedforsecurity=False).hexdigest() + '"'  # as S3 does
+
+
+def os_error(region: str, exc: OSError) -> StoreUnavailable:
+    """The store error for an OSError: a full disk or quota is :class:`StoreFull`."""
+    reason = exc.strerror or str(exc)
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return StoreFull(region, reason)
+    return StoreUnavailable(region, reason)

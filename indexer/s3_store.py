@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any, BinaryIO
 
 import boto3
@@ -30,12 +31,25 @@ _NOT_FOUND_CODES = frozenset({"NoSuchKey", "404", "NotFound"})
 _PRECONDITION_CODES = frozenset({"PreconditionFailed", "412"})
 
 
+@dataclass(frozen=True, slots=True)
+class Timeouts:
+    """How long an S3 call may wait: to connect, for each read, and how often it is tried.
+
+    A hung store costs a request at most about ``attempts * (connect + read)``.
+    """
+
+    connect: float = 3.0
+    read: float = 5.0
+    attempts: int = 2
+
+
 def make_client(
     region: str,
     *,
     endpoint_url: str | None = None,
     access_key_id: str | None = None,
     secret_access_key: str | None = None,
+    timeouts: Timeouts = Timeouts(),
 ) -> Any:
     """A boto3 S3 client that presigns with SigV4.
 
@@ -45,9 +59,9 @@ def make_client(
     config = Config(
         signature_version="s3v4",
         s3={"addressing_style": "path" if endpoint_url else "auto"},
-        retries={"max_attempts": 3, "mode": "standard"},
-        connect_timeout=5,
-        read_timeout=30,
+        retries={"total_max_attempts": timeouts.attempts, "mode": "standard"},
+        connect_timeout=timeouts.connect,
+        read_timeout=timeouts.read,
         max_pool_connections=64,
     )
     return boto3.session.Session().client(
@@ -73,6 +87,11 @@ class S3Store:
 
     def __repr__(self) -> str:
         return f"S3Store({self.bucket!r}, region={self.region!r})"
+
+    @property
+    def endpoint(self) -> str:
+        """The bucket's address, for messages to operators."""
+        return f"{self.client.meta.endpoint_url}/{self.bucket}"
 
     def head(self, key: str) -> ObjectInfo:
         with self._translated(key):
@@ -210,7 +229,9 @@ class S3Store:
         except botocore.exceptions.ClientError as exc:
             raise translate_client_error(exc, self.region, key) from exc
         except (botocore.exceptions.BotoCoreError, OSError) as exc:
-            raise StoreUnavailable(self.region, type(exc).__name__) from exc
+            # Operators need to know which endpoint; callers never see this text.
+            reason = f"{type(exc).__name__} talking to {self.endpoint}"
+            raise StoreUnavailable(self.region, reason) from exc
 
 
 def translate_client_error(

@@ -61,6 +61,14 @@ class StoreUnavailable(StoreError):
         self.reason = reason
 
 
+class StoreFull(StoreUnavailable):
+    """The store has no room for the write (a full disk or quota); nothing was left behind."""
+
+    def __init__(self, region: str, reason: str) -> None:
+        super().__init__(region, reason)
+        self.args = (f"{region}: store full: {reason}",)
+
+
 def check_key(key: str) -> str:
     """Return `key` when it is a valid store key, else raise :class:`InvalidKey`."""
     if (

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import secrets
 import shutil
@@ -27,8 +28,8 @@ from botocore.config import Config
 from starlette.testclient import TestClient
 
 from gateway.app import create_app
-from gateway.cli import SERVER_OPTIONS
-from gateway.settings import AuthSettings, Settings
+from gateway.cli import server_options
+from gateway.settings import AuthSettings, ServerSettings, Settings
 from indexer.config import StoreSettings
 from indexer.job import Indexer
 from indexer.local_store import LocalStore
@@ -36,11 +37,38 @@ from indexer.s3_store import S3Store, make_client
 from indexer.signing import UrlSigner
 from indexer.stores import Regions
 from tests.gateway.auth_helpers import clients_file_entries
+from tests.log_scan import LogRecorder
 from tests.system import System
 
 ACCESS_KEY = "tooltool-test-access"
 SECRET_KEY = "tooltool-test-secret-key"
 SIGNING_KEY = b"test-signing-key-0123456789abcdef"
+
+
+_RECORDER = LogRecorder()
+
+
+@pytest.fixture(scope="session")
+def log_recorder() -> LogRecorder:
+    """Every record of the run, formatted as production formats it."""
+    return _RECORDER
+
+
+@pytest.fixture(autouse=True)
+def _record_logs() -> Iterator[None]:
+    """Record every test's logs; undo whatever logging set-up the test did (the CLIs
+    configure the root logger with the stream of the test's own capture)."""
+    root = logging.getLogger()
+    saved = root.handlers[:], root.level
+    _RECORDER.attach()
+    yield
+    root.handlers[:], level = saved
+    root.setLevel(level)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The log scan runs last, over what every other test logged."""
+    items.sort(key=lambda item: item.nodeid.startswith("tests/test_log_scan.py"))
 
 
 def free_port() -> int:
@@ -101,7 +129,7 @@ def seaweedfs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SeaweedFS]:
     # A port taken between choosing and binding makes weed exit: try again.
     for attempt in range(3):
         root = tmp_path_factory.mktemp(f"seaweedfs-{attempt}")
-        started = _start_seaweedfs(root)
+        started = start_seaweedfs(root)
         if started is not None:
             process, output, endpoint = started
             break
@@ -110,13 +138,20 @@ def seaweedfs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SeaweedFS]:
     try:
         yield SeaweedFS(endpoint)
     finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-        output.close()
+        stop_seaweedfs(process, output)
+
+
+def stop_seaweedfs(process: subprocess.Popen[bytes], output: Any) -> None:
+    """SIGTERM (after SIGCONT, should a test have stopped it), then SIGKILL after a wait."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGCONT)
+    process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+    output.close()
 
 
 _WEED_PORTS = (
@@ -133,7 +168,7 @@ _WEED_PORTS = (
 )
 
 
-def _start_seaweedfs(root: Path) -> tuple[subprocess.Popen[bytes], Any, str] | None:
+def start_seaweedfs(root: Path) -> tuple[subprocess.Popen[bytes], Any, str] | None:
     (root / "log").mkdir(parents=True)
     ports = dict(zip(_WEED_PORTS, free_ports(len(_WEED_PORTS)), strict=True))
     command = [
@@ -186,7 +221,9 @@ class LiveServer:
 
     def __init__(self, app: Any, port: int) -> None:
         self.url = f"http://127.0.0.1:{port}"
-        config = uvicorn.Config(app, host="127.0.0.1", port=port, **SERVER_OPTIONS)
+        # As tooltool-gateway serves: the header-limited protocol and the same options.
+        options = server_options(ServerSettings())
+        config = uvicorn.Config(app, host="127.0.0.1", port=port, **options)
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(target=self._server.run, daemon=True)
 
@@ -256,18 +293,24 @@ def unreachable_s3_store() -> S3Store:
 def system(request: pytest.FixtureRequest, tmp_path: Path) -> Any:
     """A gateway and an indexer over one store of each kind, clients from a file."""
     if request.param == "local":
-        regions = Regions([make_local_store(tmp_path / "data")])
+        store: Any = make_local_store(tmp_path / "data")
     else:
-        regions = Regions([request.getfixturevalue("s3_store")])
+        store = request.getfixturevalue("s3_store")
+    return make_system(store, tmp_path)
+
+
+def make_system(store: Any, tmp_path: Path, **settings: Any) -> System:
+    """A gateway (uncached, no embedded indexer) and an indexer over `store`, clients from
+    a file; `settings` change the gateway's."""
+    regions = Regions([store])
     clients = tmp_path / "clients.json"
     clients.write_text(json.dumps(clients_file_entries()))
-    settings = settings_for(
-        tmp_path / "data",
-        auth=AuthSettings(clients_file=clients, jwt_secret="s" * 32),
-        embedded_indexer=False,
-        index_cache_seconds=0,
-        index_negative_cache_seconds=0,
-    )
-    app = create_app(settings, regions)
+    defaults: dict[str, Any] = {
+        "auth": AuthSettings(clients_file=clients, jwt_secret="s" * 32),
+        "embedded_indexer": False,
+        "index_cache_seconds": 0,
+        "index_negative_cache_seconds": 0,
+    }
+    app = create_app(settings_for(tmp_path / "data", **(defaults | settings)), regions)
     client = TestClient(app, follow_redirects=False, raise_server_exceptions=False)
     return System(client, regions, Indexer(regions))

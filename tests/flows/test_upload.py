@@ -246,7 +246,7 @@ def test_a_slower_indexer_records_no_failure_for_a_good_upload(
     the uploader's repeated PUT (wrong bytes) or nothing at all (past the TTL)."""
     import time
 
-    from indexer.job import PassReport
+    from indexer.job import PassReport, _BatchMessages
 
     upload = new()
     url = system.post([upload]).json()["result"]["files"]["file.bin"]["put_url"]
@@ -265,7 +265,7 @@ def test_a_slower_indexer_records_no_failure_for_a_good_upload(
         return real_head(key)
 
     monkeypatch.setattr(store, "head", head)
-    two._process(pending, PassReport())
+    two._process(pending, _BatchMessages(store), PassReport())
     monkeypatch.undo()
     assert system.download(upload.digest, client_id="reader") == (302, upload.data)
     assert system.indexer.failures() == []

@@ -22,6 +22,10 @@ CLIENTS: dict[str, dict[str, Any]] = {
         "accessToken": "uploader-access-token-0123456789",
         "scopes": [f"{PREFIX}/upload/*", f"{PREFIX}/download/*"],
     },
+    "squatter": {
+        "accessToken": "squatter-access-token-0123456789",
+        "scopes": [f"{PREFIX}/upload/*"],
+    },
     "public-uploader": {
         "accessToken": "public-uploader-token-0123456789",
         "scopes": [f"{PREFIX}/upload/public"],

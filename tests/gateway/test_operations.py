@@ -117,7 +117,7 @@ def mozlog(capsys: pytest.CaptureFixture[str]) -> Iterator[Callable[[], list[dic
     def records() -> list[dict]:
         if not started:
             started.append(True)
-            configure_logging(json_format=True)
+            configure_logging(log_format="mozlog")
             return []
         return [json.loads(line) for line in capsys.readouterr().out.splitlines() if line]
 

@@ -128,11 +128,22 @@ def test_conflicts_with_stored_files(system: System) -> None:
     assert assert_problem(post_raw(system, body), 400)["detail"] == "Size mismatch for y.bin"
 
 
-def test_conflicts_with_pending_uploads(system: System) -> None:
-    pending = Uploaded("first.bin", os.urandom(100), "public")
-    assert system.post([pending]).status_code == 200
-    problem = assert_problem(system.post([Uploaded("second.bin", pending.data, "internal")]), 400)
-    assert problem["detail"] == "Cannot change already existing file's visibility level."
+def test_unverified_claims_never_block_an_upload(system: System) -> None:
+    """Squatting: a claim with the wrong size or the other visibility, never uploaded,
+    does not block the owner; the first verified upload wins, the claim fails later."""
+    owner = Uploaded("tool.tar.xz", os.urandom(100), "internal")
+    wrong_size = {"message": "m", "files": {"a": entry(digest=owner.digest, size=5)}}
+    assert post_raw(system, wrong_size, client_id="squatter").status_code == 200
+    squat = Uploaded("b", owner.data, "public")
+    assert system.post([squat], client_id="squatter").status_code == 200
+    result = system.upload([owner])
+    assert "put_url" in result["files"]["tool.tar.xz"]
+    system.indexer.run_once(check=False)
+    assert system.download(owner.digest, client_id="reader") == (302, owner.data)
+    assert system.download(owner.digest)[0] == 403  # still internal
+    system.indexer.run_once(check=False)  # the claims met the verified file: refused
+    refused = {failure["filename"] for failure in system.indexer.failures()}
+    assert refused == {"a", "b"}
 
 
 def test_needs_credentials(system: System) -> None:

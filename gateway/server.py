@@ -1,0 +1,308 @@
+"""The HTTP/1.1 server protocol: uvicorn's httptools protocol with header limits and problem JSON.
+
+uvicorn's httptools protocol puts no limit on the request line or the header block
+(its h11 protocol has ``h11_max_incomplete_event_size``; see uvicorn issue #157), and
+httptools builds a header value that arrives over several reads by concatenating
+bytes objects, which is quadratic. One anonymous connection sending a 128 MB header
+made other requests wait up to 6 s; at 1 GB nothing answered for minutes and memory
+reached 1.7 GB. So a head (request line and header lines) is limited here as common
+proxies limit it, AWS's load balancer for one: 16 KiB a line, 64 KiB in all. Over a
+limit, the answer is 431 and the connection is closed.
+
+How it stays bounded, and cheap in the usual case:
+
+- A read that cannot take a head over a limit (it is at most one line's limit, counting
+  what the unfinished head already holds) goes to the parser whole. A small request in
+  one read, the gateway's hot path, costs a few attribute updates more than in stock
+  uvicorn: about 0.4 µs, within the noise of bench/bench_http.py.
+- Otherwise the head's bytes are checked *before* the parser sees them: the line
+  lengths and the total, up to the head's end (``\\r\\n\\r\\n``: llhttp accepts no bare
+  LF). Only what passes is fed, so httptools never holds more than the limits, and the
+  request is refused before it reaches the app.
+- Bodies are not counted. A large read in a body is fed in slices of one line's limit,
+  so a request pipelined behind a body is never parsed unchecked beyond one slice; its
+  share of that slice is what follows the body (exact after Content-Length and chunked
+  bodies) and counts against its budget. Every request gets a fresh budget.
+
+Every error this service answers is problem JSON (:mod:`gateway.errors`), and the HTTP
+errors uvicorn answers itself in plain text (both Content-Length and Transfer-Encoding,
+bad chunking, invalid characters, …) are answered here in that shape too, with llhttp's
+reason, which never echoes request bytes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any, ClassVar
+
+import httptools
+from uvicorn.config import Config
+from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
+from uvicorn.server import ServerState
+
+from gateway.errors import problem_response
+
+__all__ = ["DEFAULT_MAX_HEADERS", "DEFAULT_MAX_LINE", "HttpProtocol", "http_protocol"]
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_MAX_LINE = 16 * 1024  # request line or one header line
+DEFAULT_MAX_HEADERS = 64 * 1024  # request line + all header lines
+
+_END = b"\r\n\r\n"  # the end of a head; llhttp refuses bare LF line ends
+_INVALID = "Invalid HTTP request"
+_REFUSED = 1 << 62  # a head size no read can come under
+
+
+def http_protocol(
+    *, max_line: int = DEFAULT_MAX_LINE, max_headers: int = DEFAULT_MAX_HEADERS
+) -> type[HttpToolsProtocol]:
+    """An `HttpProtocol` class with these limits, for ``uvicorn.Config(app, http=...)``.
+
+    Both count bytes as sent, line ends included: `max_line` bounds the request line
+    and each header line, `max_headers` the whole head (request line, header lines and
+    the empty line ending them).
+    """
+    if not 0 < max_line <= max_headers:
+        raise ValueError(
+            f"http_protocol needs 0 < max_line <= max_headers, got max_line={max_line}"
+            f" and max_headers={max_headers}"
+        )
+
+    class LimitedHttpProtocol(HttpProtocol):
+        pass
+
+    LimitedHttpProtocol.max_line = max_line
+    LimitedHttpProtocol.max_headers = max_headers
+    return LimitedHttpProtocol
+
+
+class HttpProtocol(HttpToolsProtocol):
+    """uvicorn's httptools protocol refusing oversized heads (431) and malformed HTTP (400)
+    in problem JSON, with the default limits."""
+
+    max_line: ClassVar[int] = DEFAULT_MAX_LINE
+    max_headers: ClassVar[int] = DEFAULT_MAX_HEADERS
+
+    # Slots, not the instance dict: uvicorn's protocol already has 28 attributes there, and
+    # a 31st makes CPython give up the split dict, which slows every attribute of a request.
+    __slots__ = (
+        "_body_bytes",
+        "_head_began",
+        "_head_bytes",
+        "_in_head",
+        "_line_bytes",
+        "_refusal",
+        "_tail",
+    )
+
+    def __init__(
+        self,
+        config: Config,
+        server_state: ServerState,
+        app_state: dict[str, Any],
+        _loop: asyncio.AbstractEventLoop | None = None,
+    ) -> None:
+        super().__init__(config, server_state, app_state, _loop)
+        # Whether the parser is inside a head (before a request's headers are complete).
+        self._in_head = True
+        # Whether a request ended during the last feed, so the current head began in it.
+        self._head_began = False
+        # Of the current head: the bytes fed, those of its unfinished last line, its last three.
+        self._head_bytes = 0
+        self._line_bytes = 0
+        self._tail = b""
+        # Body bytes of the latest request, in the current feed.
+        self._body_bytes = 0
+        # The answer refusing a request, sent once the requests before it are answered
+        # (HTTP answers in order); from then on nothing more is read.
+        self._refusal: bytes | None = None
+
+    # uvicorn's entry point, and the parser callbacks that move between head and body. These
+    # call the base class directly: super() costs a request more than it does here.
+
+    def data_received(self, data: bytes) -> None:
+        self._unset_keepalive_if_required()
+        if self._head_bytes + len(data) <= self.max_line:
+            self._feed(data)  # nothing in it can be over a limit
+        else:
+            self._feed_large(data)
+
+    def on_headers_complete(self) -> None:
+        self._in_head = False
+        self._head_bytes = self._line_bytes = self._body_bytes = 0
+        self._tail = b""
+        HttpToolsProtocol.on_headers_complete(self)
+
+    def on_body(self, body: bytes) -> None:
+        self._body_bytes += len(body)
+        HttpToolsProtocol.on_body(self, body)
+
+    def on_message_complete(self) -> None:
+        self._in_head = self._head_began = True
+        HttpToolsProtocol.on_message_complete(self)
+
+    def send_400_response(self, msg: str) -> None:
+        self._refuse(400, _INVALID)
+
+    # Feeding the parser.
+
+    def _feed_large(self, data: bytes) -> None:
+        """Feed a read that could take a head over a limit: heads checked first, bodies in
+        slices."""
+        if self._refusal is not None:
+            return  # what follows a refused request is not read
+        position = 0
+        while position < len(data):
+            if self._in_head:
+                size = self._head_step(data, position)
+                if size < 0:
+                    return
+            else:
+                size = self.max_line
+            if not self._feed(data[position : position + size]):
+                return
+            position += size
+
+    def _feed(self, piece: bytes) -> bool:
+        """Feed `piece` to the parser and count it; False once the rest must not be fed."""
+        began_in_head = self._in_head
+        try:
+            self.parser.feed_data(piece)
+        except httptools.HttpParserUpgrade:
+            # As uvicorn does, including dropping the rest of the read.
+            if self._should_upgrade():
+                self.handle_websocket_upgrade()
+            else:
+                self._unsupported_upgrade_warning()
+            return False
+        except httptools.HttpParserError as exc:
+            self._refuse(400, _invalid_detail(exc))
+            return False
+        if not self._in_head:
+            self._body_bytes = 0
+        elif self._head_began and piece.endswith(_END):
+            # The usual case: the piece ended with a request, and no other has begun.
+            self._head_began = False
+            self._body_bytes = 0
+        else:
+            self._count_head(piece, began_in_head)
+        return True
+
+    def _count_head(self, piece: bytes, began_in_head: bool) -> None:
+        """Add what `piece` (just fed) holds of the head the parser is now inside."""
+        if self._head_began:
+            self._head_began = False
+            piece = piece[self._head_start(piece, began_in_head) :]
+        self._head_bytes += len(piece)
+        newline = piece.rfind(b"\n")
+        if newline < 0:
+            self._line_bytes += len(piece)
+        else:
+            self._line_bytes = len(piece) - newline - 1
+        self._tail = (self._tail + piece[-3:])[-3:]
+
+    def _head_start(self, piece: bytes, began_in_head: bool) -> int:
+        """Where in `piece` the head after the last request in it begins.
+
+        That head holds no empty line yet, so it begins at or after the end of the piece's
+        last one, which is exact after a bodiless request or a chunked body. After a
+        Content-Length body it begins where that body ends: the body's bytes after the end
+        of the head before it (or after the piece's start). Both bounds hold, so the later
+        is taken. Only several requests with bodies pipelined into one piece can make it
+        early, and by less than the piece.
+        """
+        last_end = piece.rfind(_END)
+        start = last_end + 4 if last_end >= 0 else 0
+        if self._body_bytes:
+            first_end = piece.find(_END) if began_in_head else -1
+            body_start = first_end + 4 if first_end >= 0 else 0
+            start = max(start, body_start + self._body_bytes)
+            self._body_bytes = 0
+        return min(start, len(piece))
+
+    def _head_step(self, data: bytes, position: int) -> int:
+        """How many bytes of `data` from `position` to feed next: up to the head's end, or
+        all the limits allow. Refuses the request and returns -1 if the head is over one."""
+        room = self.max_headers - self._head_bytes
+        window = data[position : position + room]
+        end = self._head_end(window)
+        head = window if end < 0 else window[:end]
+        problem = self._long_line(head)
+        if problem is None and end < 0 and len(data) - position > room:
+            problem = f"the headers are over {self.max_headers} bytes"
+        if problem is not None:
+            self._refuse(431, f"Request header fields too large: {problem}")
+            return -1
+        return len(head)
+
+    def _head_end(self, window: bytes) -> int:
+        """Where in `window` the current head ends (just after its empty line), or -1."""
+        straddling = (self._tail + window[:3]).find(_END)
+        if straddling >= 0:
+            return straddling + 4 - len(self._tail)
+        end = window.find(_END)
+        return end + 4 if end >= 0 else -1
+
+    def _long_line(self, head: bytes) -> str | None:
+        """Which line is over the limit if the head goes on with `head`, if any.
+
+        An unfinished line counts one byte more: it needs at least its line feed.
+        """
+        lines = head.split(b"\n")
+        if self._line_bytes + len(lines[0]) + 1 > self.max_line:
+            is_request_line = self._head_bytes == self._line_bytes
+            name = "the request line is" if is_request_line else "a header line is"
+            return f"{name} over {self.max_line} bytes"
+        if len(lines) > 1 and max(map(len, lines[1:])) + 1 > self.max_line:
+            return f"a header line is over {self.max_line} bytes"
+        return None
+
+    def _refuse(self, status: int, detail: str) -> None:
+        """Answer `status` as problem JSON and close, once the requests before this one are
+        answered; this one never reaches the app, and nothing after it is read."""
+        logger.warning("refused a request: %s", detail, extra={"client": self.client})
+        response = problem_response(status, detail)
+        headers = [
+            *self.server_state.default_headers,
+            *response.raw_headers,
+            (b"connection", b"close"),
+        ]
+        content = [STATUS_LINE[status]]
+        for name, value in headers:
+            content += [name, b": ", value, b"\r\n"]
+        content += [b"\r\n", bytes(response.body)]
+        self._refusal = b"".join(content)
+        self._head_bytes = _REFUSED  # sends every read to _feed_large, which drops it
+        cycle = self.cycle
+        # An error inside a body is that request's own answer (its app is waiting for the
+        # rest of the body); otherwise the last request before is answered first.
+        if not self._in_head or cycle is None or cycle.response_complete:
+            self._send_refusal()
+        else:
+            answered = cycle.on_response
+
+            def answered_then_refuse() -> None:
+                answered()
+                self._send_refusal()
+
+            cycle.on_response = answered_then_refuse
+
+    def _send_refusal(self) -> None:
+        if self._refusal is not None and not self.transport.is_closing():
+            self.transport.write(self._refusal)
+            self.transport.close()
+
+
+def _invalid_detail(exc: httptools.HttpParserError) -> str:
+    """The 400 detail for a parser error: llhttp's reason, a fixed text naming the problem."""
+    if isinstance(exc.__context__, httptools.HttpParserInvalidURLError):
+        return f"{_INVALID}: invalid URL"  # its message holds the URL
+    reason = str(exc)
+    # Any other callback error is uvicorn's own failure, not a reason to show.
+    if isinstance(exc, httptools.HttpParserCallbackError) or not (
+        reason.isascii() and reason.isprintable() and 0 < len(reason) <= 100
+    ):
+        return _INVALID
+    return f"{_INVALID}: {reason}"

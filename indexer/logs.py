@@ -1,0 +1,145 @@
+"""Logging that never writes a secret: mozlog JSON or plain text, redacted, frames only.
+
+Every line goes through :func:`indexer.redaction.redact`, and exceptions are
+written as their type, a redacted message and the traceback's frames: never
+``repr`` of their arguments, which can hold whole response bodies. Used by
+both command-line tools (the gateway adds request ids and summaries).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import traceback
+from types import TracebackType
+from typing import Any, TextIO
+
+from dockerflow.logging import MozlogFormatter, RequestIdLogFilter
+
+from indexer.redaction import redact
+
+LOG_FORMATS = ("mozlog", "text")
+# Libraries that log request headers or signed URLs at DEBUG (botocore logs
+# its Authorization headers): never below INFO, whatever the root level.
+QUIET_LIBRARIES = (
+    "botocore",
+    "boto3",
+    "s3transfer",
+    "urllib3",
+    "aiohttp",
+    "taskcluster",
+    "mohawk",
+    "httpx",
+    "httpx2",
+    "httpcore",
+    "asyncio",
+)
+URL_LOGGING_LIBRARIES = frozenset({"httpx", "httpx2", "httpcore"})
+_MAX_MESSAGE = 2000
+_STANDARD_ATTRIBUTES = frozenset(logging.makeLogRecord({}).__dict__) | {"message", "asctime"}
+
+
+def format_exception(
+    exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+) -> tuple[str, str]:
+    """An exception as (error, traceback) text that cannot carry a secret: its type and a
+    redacted, shortened message; the frames' files, lines and code."""
+    name = exc_type.__name__ if exc_type is not None else "Exception"
+    error = f"{name}: {redact(_safe_str(exc))[:_MAX_MESSAGE]}"
+    frames = "".join(traceback.format_tb(tb)) if tb is not None else ""
+    return error, f"Traceback (most recent call last):\n{frames}{error}"
+
+
+def _safe_str(exc: BaseException | None) -> str:
+    if isinstance(exc, UnicodeError):
+        # str() of these is short, but their arguments hold the whole text.
+        return f"{getattr(exc, 'reason', '')} at {getattr(exc, 'start', '?')}"
+    try:
+        return str(exc)
+    except Exception:  # a broken __str__ must not break logging
+        return "(unprintable)"
+
+
+class SafeMozlogFormatter(MozlogFormatter):
+    """Dockerflow's mozlog JSON, with redacted strings and exceptions without their repr."""
+
+    def convert_record(self, record: logging.LogRecord) -> dict[str, Any]:
+        exc_info = record.exc_info
+        record.exc_info = None
+        try:
+            out: dict[str, Any] = super().convert_record(record)
+        finally:
+            record.exc_info = exc_info
+        fields = out["Fields"]
+        if exc_info and exc_info[0] is not None:
+            fields["error"], fields["traceback"] = format_exception(*exc_info)
+        out["Fields"] = {key: _clean(value) for key, value in fields.items()}
+        return out
+
+    def format(self, record: logging.LogRecord) -> str:
+        return redact(json.dumps(self.convert_record(record), default=repr))
+
+
+class SafeTextFormatter(logging.Formatter):
+    """One plain line: time, level, logger, message, then the record's fields as key=value."""
+
+    def __init__(self) -> None:
+        super().__init__("%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+    def format(self, record: logging.LogRecord) -> str:
+        exc_info, exc_text = record.exc_info, record.exc_text
+        record.exc_info, record.exc_text = None, None
+        try:
+            line = super().format(record)
+        finally:
+            record.exc_info, record.exc_text = exc_info, exc_text
+        fields = " ".join(
+            f"{key}={_clean(value)}"
+            for key, value in record.__dict__.items()
+            if key not in _STANDARD_ATTRIBUTES and value is not None
+        )
+        if fields:
+            line = f"{line} {fields}" if not line.endswith(": ") else line + fields
+        if exc_info and exc_info[0] is not None:
+            line += "\n" + format_exception(*exc_info)[1]
+        return redact(line)
+
+
+def _clean(value: Any) -> Any:
+    if isinstance(value, str):
+        return redact(value)[:_MAX_MESSAGE]
+    if isinstance(value, bool | int | float) or value is None:
+        return value
+    return redact(repr(value))[:_MAX_MESSAGE]
+
+
+def make_handler(stream: TextIO | None = None, *, log_format: str = "mozlog") -> logging.Handler:
+    """A handler writing `log_format` lines (with request ids) to `stream` (stdout)."""
+    handler = logging.StreamHandler(sys.stdout if stream is None else stream)
+    handler.addFilter(RequestIdLogFilter())
+    if log_format == "mozlog":
+        handler.setFormatter(SafeMozlogFormatter(logger_name="tooltool"))
+    else:
+        handler.setFormatter(SafeTextFormatter())
+    return handler
+
+
+def quiet_libraries() -> None:
+    """Keep libraries that log credentials at DEBUG at INFO or above, and HTTP clients that
+    log whole (signed) URLs at INFO at WARNING or above."""
+    for name in QUIET_LIBRARIES:
+        floor = logging.WARNING if name in URL_LOGGING_LIBRARIES else logging.INFO
+        library = logging.getLogger(name)
+        if library.getEffectiveLevel() < floor:
+            library.setLevel(floor)
+
+
+def configure_logging(
+    *, level: int = logging.INFO, log_format: str = "mozlog", stream: TextIO | None = None
+) -> None:
+    """Send every record to `stream` (stdout), as mozlog JSON (production) or plain text."""
+    root = logging.getLogger()
+    root.handlers[:] = [make_handler(stream, log_format=log_format)]
+    root.setLevel(level)
+    quiet_libraries()

@@ -1,0 +1,140 @@
+"""Logs: request ids on every answer and line, and never a secret in any line.
+
+Regression (review finding 3): a 500 carried no ``X-Request-Id`` and its log
+line had ``"rid": null``; the error line held ``repr`` of the exception,
+which for ``POST /token`` was the whole rendered answer with a valid JWT,
+replayed from the log to download an internal file.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import sys
+from collections.abc import Iterator
+
+import pytest
+from starlette.requests import Request
+
+from gateway.auth import Caller
+from indexer.logs import configure_logging, make_handler
+from indexer.redaction import redact
+from tests.gateway.conftest import Gateway
+from tests.gateway.test_download import UNKNOWN, assert_problem
+
+JWT = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJyZWFkZXIiLCJzY29wZXMiOlsiKiJdfQ.c2lnbmF0dXJlLWJ5dGVz"
+
+
+class LeakingAuthenticator:
+    """Fails the way rendering a token answer with a lone surrogate once did."""
+
+    async def authenticate(self, request: Request) -> Caller:
+        rendered = json.dumps({"token": JWT, "scopes": ["\udfff"]}, ensure_ascii=False)
+        rendered.encode("utf-8")  # raises UnicodeEncodeError holding the whole text
+        raise AssertionError("unreachable")
+
+
+@pytest.fixture(params=["mozlog", "text"])
+def log_lines(request: pytest.FixtureRequest) -> Iterator[io.StringIO]:
+    """Every record, formatted as production formats it, into a buffer."""
+    buffer = io.StringIO()
+    handler = make_handler(buffer, log_format=request.param)
+    root = logging.getLogger()
+    saved = root.level
+    root.addHandler(handler)
+    root.setLevel(logging.DEBUG)
+    yield buffer
+    root.removeHandler(handler)
+    root.setLevel(saved)
+
+
+def test_a_500_carries_its_request_id_and_logs_with_it(
+    gateway: Gateway, log_lines: io.StringIO
+) -> None:
+    client = gateway.client(authenticator=LeakingAuthenticator())
+    response = client.get(f"/sha512/{UNKNOWN}", headers={"X-Request-Id": "rid-500"})
+    assert_problem(response, 500)
+    assert response.headers["x-request-id"] == "rid-500"
+    written = log_lines.getvalue()
+    assert "UnicodeEncodeError" in written
+    lines = written.splitlines()
+    error = [line for line in lines if "unexpected error answering" in line]
+    summary = [line for line in lines if "request.summary" in line]
+    assert error
+    assert summary
+    assert all("rid-500" in line for line in error + summary), error + summary
+
+
+def test_an_exception_holding_a_token_never_reaches_the_log(
+    gateway: Gateway, log_lines: io.StringIO
+) -> None:
+    client = gateway.client(authenticator=LeakingAuthenticator())
+    assert_problem(client.get(f"/sha512/{UNKNOWN}"), 500)
+    written = log_lines.getvalue()
+    assert "Traceback" in written or "traceback" in written  # the frames are kept
+    assert JWT not in written
+    assert JWT.split(".")[2] not in written
+
+
+def test_generated_request_ids_are_on_500s_too(gateway: Gateway) -> None:
+    response = gateway.client(authenticator=LeakingAuthenticator()).get(f"/sha512/{UNKNOWN}")
+    assert len(response.headers["x-request-id"]) == 32
+
+
+def test_text_format_summary_lines_say_what_happened(
+    gateway: Gateway, capsys: pytest.CaptureFixture[str]
+) -> None:
+    root = logging.getLogger()
+    saved = root.handlers[:], root.level
+    try:
+        configure_logging(log_format="text", stream=sys.stdout)
+        gateway.client().get(f"/sha512/{UNKNOWN}", headers={"X-Request-Id": "text-1"})
+    finally:
+        root.handlers[:], level = saved
+        root.setLevel(level)
+    [summary] = [line for line in capsys.readouterr().out.splitlines() if "request.summary" in line]
+    assert "method=GET" in summary
+    assert "code=404" in summary
+    assert "rid=text-1" in summary
+    assert f"path=/sha512/{UNKNOWN}" in summary
+
+
+@pytest.mark.parametrize(
+    ("text", "secret"),
+    [
+        (f"answer {{'token': '{JWT}'}}", JWT),
+        ("Authorization: Bearer abcdefgh.ijklmnop", "abcdefgh.ijklmnop"),
+        ('Hawk id="c", ts="1", nonce="n0nce", mac="bWFjLXZhbHVl", hash="aGFzaA=="', "bWFjLXZhbHVl"),
+        ("GET /__store__/local/k?expires=1&signature=deadbeef0011", "deadbeef0011"),
+        ("https://s3/b/k?X-Amz-Signature=0a1b2c3d4e&X-Amz-Date=1", "0a1b2c3d4e"),
+        ("Authorization: Basic cmVhZGVyOnNlY3JldA==", "cmVhZGVyOnNlY3JldA=="),
+        ('{"clientId": "x", "accessToken": "sekrit-value"}', "sekrit-value"),
+        ("AWS4-HMAC-SHA256 Credential=AK/1/us/s3/aws4_request, Signature=f00f", "f00f"),
+    ],
+)
+def test_redaction(text: str, secret: str) -> None:
+    assert secret not in redact(text)
+    assert "[redacted]" in redact(text)
+
+
+def test_redaction_keeps_ordinary_text() -> None:
+    for text in (
+        "Basic credentials are accepted by POST /token only",
+        "indexer pass indexed=3 failed=0",
+        f"GET /sha512/{UNKNOWN} 404",
+    ):
+        assert redact(text) == text
+
+
+def test_libraries_that_log_credentials_stay_quiet(gateway: Gateway) -> None:
+    root = logging.getLogger()
+    saved = root.handlers[:], root.level
+    try:
+        configure_logging(level=logging.DEBUG, log_format="text", stream=io.StringIO())
+        assert not logging.getLogger("botocore").isEnabledFor(logging.DEBUG)
+        assert not logging.getLogger("urllib3").isEnabledFor(logging.DEBUG)
+        assert logging.getLogger("gateway").isEnabledFor(logging.DEBUG)
+    finally:
+        root.handlers[:], level = saved
+        root.setLevel(level)

@@ -1,0 +1,131 @@
+"""Configuration mistakes: one clear line naming the setting, exit code 4, never a traceback.
+
+Regression (review finding 10): ``PORT=abc``, a short ``TOOLTOOL_JWT_SECRET``
+and a missing clients file printed tracebacks; ``TOOLTOOL_LOG_FORMAT=xml`` was
+silently accepted; a bucket name under 3 characters was reported as a format
+error; ``tooltool-indexer`` against an unreachable S3 endpoint printed a
+traceback; ``make clean`` deleted the local store without warning.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import free_port
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def run(module: str, environ: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    clean = {
+        name: value
+        for name, value in os.environ.items()
+        if not name.startswith(("S3_", "TOOLTOOL_", "TASKCLUSTER_")) and name not in ("PORT",)
+    }
+    return subprocess.run(
+        [sys.executable, "-m", module, *args],
+        env={**clean, **environ},
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
+
+
+def assert_one_line(result: subprocess.CompletedProcess[str], starts: str) -> None:
+    assert result.returncode == 4, result.stderr
+    assert "Traceback" not in result.stderr + result.stdout
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith(starts), lines[0]
+
+
+@pytest.mark.parametrize(
+    ("environ", "starts"),
+    [
+        ({"PORT": "abc"}, "SettingsError: PORT: expected a whole number, got 'abc'"),
+        ({"PORT": "70000"}, "SettingsError: PORT: must be at least 0 and at most 65535"),
+        (
+            {"TOOLTOOL_JWT_SECRET": "short"},
+            "SettingsError: TOOLTOOL_JWT_SECRET: must be at least 32 characters",
+        ),
+        (
+            {"TOOLTOOL_CLIENTS_FILE": "/nonexistent/clients.json"},
+            "SettingsError: TOOLTOOL_CLIENTS_FILE: cannot read /nonexistent/clients.json",
+        ),
+        (
+            {"TOOLTOOL_LOG_FORMAT": "xml"},
+            "SettingsError: TOOLTOOL_LOG_FORMAT: expected mozlog or text, got 'xml'",
+        ),
+        (
+            {"S3_REGIONS": "us-east-1:ab"},
+            "SettingsError: S3_REGIONS: bucket name 'ab' must be 3 to 63 characters long",
+        ),
+        (
+            {"S3_REGIONS": "us-east-1:Bad_Bucket"},
+            "SettingsError: S3_REGIONS: bucket name 'Bad_Bucket' may hold only",
+        ),
+        ({"TOOLTOOL_MAX_HEADER_LINE": "10"}, "SettingsError: TOOLTOOL_MAX_HEADER_LINE: "),
+        ({"S3_READ_TIMEOUT": "soon"}, "SettingsError: S3_READ_TIMEOUT: expected a number"),
+        ({"TOOLTOOL_MAX_PENDING_FILES": "0"}, "SettingsError: TOOLTOOL_MAX_PENDING_FILES: "),
+    ],
+    ids=lambda value: str(value)[:40],
+)
+def test_the_gateway_names_the_bad_setting(
+    tmp_path: Path, environ: dict[str, str], starts: str
+) -> None:
+    result = run("gateway.cli", {"TOOLTOOL_DATA_DIR": str(tmp_path / "data"), **environ})
+    assert_one_line(result, starts)
+
+
+def test_the_gateway_says_when_its_port_is_taken(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = run(
+            "gateway.cli", {"TOOLTOOL_DATA_DIR": str(tmp_path / "data"), "PORT": str(port)}
+        )
+    assert_one_line(result, f"ServerError: cannot listen on 127.0.0.1:{port}: ")
+
+
+def test_the_indexer_names_an_unreachable_endpoint() -> None:
+    endpoint = f"http://127.0.0.1:{free_port()}"
+    environ = {
+        "S3_REGIONS": "us-east-1:bucket-a",
+        "S3_ENDPOINT_URL": endpoint,
+        "S3_REGIONS_ACCESS_KEY_ID": "x",
+        "S3_REGIONS_SECRET_ACCESS_KEY": "y",
+        "S3_CONNECT_TIMEOUT": "1",
+        "S3_MAX_ATTEMPTS": "1",
+    }
+    for command in ("run", "failures"):
+        result = run("indexer.cli", environ, command)
+        assert_one_line(result, "StoreUnavailable: us-east-1: store unavailable: ")
+        assert f"{endpoint}/bucket-a" in result.stderr
+
+
+def test_the_indexer_refuses_an_unknown_log_format(tmp_path: Path) -> None:
+    environ = {"TOOLTOOL_DATA_DIR": str(tmp_path), "TOOLTOOL_LOG_FORMAT": "xml"}
+    assert_one_line(run("indexer.cli", environ, "run"), "SettingsError: TOOLTOOL_LOG_FORMAT: ")
+
+
+def test_make_clean_keeps_the_local_store() -> None:
+    result = subprocess.run(
+        ["make", "-n", "clean"], cwd=REPO, capture_output=True, text=True, check=True
+    )
+    removals = [line for line in result.stdout.splitlines() if line.startswith("rm ")]
+    assert removals
+    assert not any("tooltool-data" in line for line in removals)
+    assert (
+        "rm -rf tooltool-data"
+        in subprocess.run(
+            ["make", "-n", "clean-data"], cwd=REPO, capture_output=True, text=True, check=True
+        ).stdout
+    )
