@@ -84,6 +84,7 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
         print(f"ServerError: cannot listen on {_address(settings.server)}: {exc}", file=sys.stderr)
         return EXIT_SETTINGS
     config = uvicorn.Config(app, **server_options(settings.server))
+    logger.info("listening on http://%s", _address(settings.server))
     uvicorn.Server(config).run(sockets=[sock])
     return 0
 

@@ -37,7 +37,12 @@ QUIET_LIBRARIES = (
 )
 URL_LOGGING_LIBRARIES = frozenset({"httpx", "httpx2", "httpcore"})
 _MAX_MESSAGE = 2000
-_STANDARD_ATTRIBUTES = frozenset(logging.makeLogRecord({}).__dict__) | {"message", "asctime"}
+# Not fields: the record's own attributes, and uvicorn's ANSI-coloured copy of its message.
+_STANDARD_ATTRIBUTES = frozenset(logging.makeLogRecord({}).__dict__) | {
+    "message",
+    "asctime",
+    "color_message",
+}
 
 
 def format_exception(
@@ -72,6 +77,7 @@ class SafeMozlogFormatter(MozlogFormatter):
         finally:
             record.exc_info = exc_info
         fields = out["Fields"]
+        fields.pop("color_message", None)
         if exc_info and exc_info[0] is not None:
             fields["error"], fields["traceback"] = format_exception(*exc_info)
         out["Fields"] = {key: _clean(value) for key, value in fields.items()}
