@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import re
 from typing import Any
 
 from starlette.requests import ClientDisconnect, Request
 
 from gateway.errors import BadRequest, PayloadTooLarge
+from indexer.strict_json import StrictJsonError, loads_strict
 
 DEFAULT_LIMIT = 1024 * 1024
 # C0 controls but tab, newline and carriage return; DEL; C1 controls.
@@ -44,17 +44,14 @@ async def read_body(request: Request, limit: int = DEFAULT_LIMIT) -> bytes:
 
 
 def parse_json(body: bytes, what: str = "The request body") -> Any:
-    """A JSON document that is valid UTF-8 text throughout: a lone surrogate escape
-    (``"\\udfff"``) anywhere in it is a 400, since nothing could store or answer it."""
+    """A JSON document that every reader can use again (:mod:`indexer.strict_json`): a
+    lone surrogate escape (``"\udfff"``), ``NaN`` or deep nesting anywhere is a 400."""
     try:
-        data = json.loads(body)
-        # Every string of the document, keys included, must encode as UTF-8.
-        json.dumps(data, ensure_ascii=False).encode("utf-8")
-    except UnicodeEncodeError:
-        raise BadRequest(f"{what} holds text that is not valid Unicode") from None
-    except (ValueError, RecursionError):
+        return loads_strict(body)
+    except StrictJsonError as exc:
+        if "Unicode" in str(exc):
+            raise BadRequest(f"{what} holds text that is not valid Unicode") from None
         raise BadRequest(f"{what} must be JSON") from None
-    return data
 
 
 def is_text(value: str, *, multiline: bool = False) -> bool:

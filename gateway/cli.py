@@ -43,7 +43,11 @@ def server_options(server: ServerSettings) -> dict[str, Any]:
     """uvicorn's options for `server`: SERVER_OPTIONS and the header-limited protocol."""
     return {
         **SERVER_OPTIONS,
-        "http": http_protocol(max_line=server.max_header_line, max_headers=server.max_header_bytes),
+        "http": http_protocol(
+            max_line=server.max_header_line,
+            max_headers=server.max_header_bytes,
+            header_timeout=server.header_timeout,
+        ),
     }
 
 

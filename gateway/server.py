@@ -43,12 +43,20 @@ from uvicorn.server import ServerState
 
 from gateway.errors import problem_response
 
-__all__ = ["DEFAULT_MAX_HEADERS", "DEFAULT_MAX_LINE", "HttpProtocol", "http_protocol"]
+__all__ = [
+    "DEFAULT_HEADER_TIMEOUT",
+    "DEFAULT_MAX_HEADERS",
+    "DEFAULT_MAX_LINE",
+    "HttpProtocol",
+    "http_protocol",
+]
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_MAX_LINE = 16 * 1024  # request line or one header line
 DEFAULT_MAX_HEADERS = 64 * 1024  # request line + all header lines
+DEFAULT_HEADER_TIMEOUT = 15.0  # seconds to send a whole head (slowloris)
+_SWEEP_INTERVAL = 1.0
 
 _END = b"\r\n\r\n"  # the end of a head; llhttp refuses bare LF line ends
 _INVALID = "Invalid HTTP request"
@@ -56,25 +64,32 @@ _REFUSED = 1 << 62  # a head size no read can come under
 
 
 def http_protocol(
-    *, max_line: int = DEFAULT_MAX_LINE, max_headers: int = DEFAULT_MAX_HEADERS
+    *,
+    max_line: int = DEFAULT_MAX_LINE,
+    max_headers: int = DEFAULT_MAX_HEADERS,
+    header_timeout: float = DEFAULT_HEADER_TIMEOUT,
 ) -> type[HttpToolsProtocol]:
     """An `HttpProtocol` class with these limits, for ``uvicorn.Config(app, http=...)``.
 
-    Both count bytes as sent, line ends included: `max_line` bounds the request line
-    and each header line, `max_headers` the whole head (request line, header lines and
-    the empty line ending them).
+    Both sizes count bytes as sent, line ends included: `max_line` bounds the request
+    line and each header line, `max_headers` the whole head (request line, header lines
+    and the empty line ending them). `header_timeout` is how long a connection may take
+    to send a whole head, from its opening or the end of the previous answer.
     """
     if not 0 < max_line <= max_headers:
         raise ValueError(
             f"http_protocol needs 0 < max_line <= max_headers, got max_line={max_line}"
             f" and max_headers={max_headers}"
         )
+    if not header_timeout > 0:
+        raise ValueError(f"http_protocol needs header_timeout > 0, got {header_timeout}")
 
     class LimitedHttpProtocol(HttpProtocol):
         pass
 
     LimitedHttpProtocol.max_line = max_line
     LimitedHttpProtocol.max_headers = max_headers
+    LimitedHttpProtocol.header_timeout = header_timeout
     return LimitedHttpProtocol
 
 
@@ -84,13 +99,16 @@ class HttpProtocol(HttpToolsProtocol):
 
     max_line: ClassVar[int] = DEFAULT_MAX_LINE
     max_headers: ClassVar[int] = DEFAULT_MAX_HEADERS
+    header_timeout: ClassVar[float] = DEFAULT_HEADER_TIMEOUT
 
     # Slots, not the instance dict: uvicorn's protocol already has 28 attributes there, and
     # a 31st makes CPython give up the split dict, which slows every attribute of a request.
     __slots__ = (
         "_body_bytes",
+        "_framing_bytes",
         "_head_began",
         "_head_bytes",
+        "_head_started",
         "_in_head",
         "_line_bytes",
         "_refusal",
@@ -118,6 +136,25 @@ class HttpProtocol(HttpToolsProtocol):
         # The answer refusing a request, sent once the requests before it are answered
         # (HTTP answers in order); from then on nothing more is read.
         self._refusal: bytes | None = None
+        # Bytes fed inside a body that carried no body byte: chunk sizes, extensions, trailers.
+        self._framing_bytes = 0
+        # When the connection began waiting for a head (None: not waiting).
+        self._head_started: float | None = None
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        HttpToolsProtocol.connection_made(self, transport)
+        self._head_started = self.loop.time()
+        _HeadDeadlines.watch(self)
+
+    def on_response_complete(self) -> None:
+        self._head_started = self.loop.time()
+        HttpToolsProtocol.on_response_complete(self)
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        # After a chunked body, llhttp reports trailers as headers: they are never the
+        # request's (uvicorn would add them to the headers the app already has).
+        if self._in_head:
+            HttpToolsProtocol.on_header(self, name, value)
 
     # uvicorn's entry point, and the parser callbacks that move between head and body. These
     # call the base class directly: super() costs a request more than it does here.
@@ -131,7 +168,8 @@ class HttpProtocol(HttpToolsProtocol):
 
     def on_headers_complete(self) -> None:
         self._in_head = False
-        self._head_bytes = self._line_bytes = self._body_bytes = 0
+        self._head_bytes = self._line_bytes = self._body_bytes = self._framing_bytes = 0
+        self._head_started = None
         self._tail = b""
         HttpToolsProtocol.on_headers_complete(self)
 
@@ -181,6 +219,16 @@ class HttpProtocol(HttpToolsProtocol):
             self._refuse(400, _invalid_detail(exc))
             return False
         if not self._in_head:
+            if self._body_bytes or began_in_head:
+                self._framing_bytes = 0
+            else:
+                # Framing alone (a trailer, say) is held to the head's limit, before
+                # httptools' copying of an unfinished value can grow with it.
+                self._framing_bytes += len(piece)
+                if self._framing_bytes > self.max_headers:
+                    detail = f"the chunk framing and trailers are over {self.max_headers} bytes"
+                    self._refuse(431, f"Request header fields too large: {detail}")
+                    return False
             self._body_bytes = 0
         elif self._head_began and piece.endswith(_END):
             # The usual case: the piece ended with a request, and no other has begun.
@@ -289,10 +337,57 @@ class HttpProtocol(HttpToolsProtocol):
 
             cycle.on_response = answered_then_refuse
 
+    def check_head_deadline(self, now: float) -> None:
+        """Refuse (408) a connection that has waited for a whole head past the timeout;
+        one that is answering a request is not waiting for one."""
+        started = self._head_started
+        if started is None or now - started < self.header_timeout:
+            return
+        if self.cycle is not None and not self.cycle.response_complete:
+            return
+        self._head_started = None
+        detail = f"no complete request headers within {self.header_timeout:g} s"
+        self._refuse(408, f"Request Timeout: {detail}")
+
     def _send_refusal(self) -> None:
         if self._refusal is not None and not self.transport.is_closing():
             self.transport.write(self._refusal)
             self.transport.close()
+
+
+class _HeadDeadlines:
+    """One timer per event loop that refuses connections whose head is overdue.
+
+    uvicorn times out idle keep-alive connections, but not a connection that never
+    sends a byte, nor one sending its head a byte at a time: each read restarts its
+    idle timer. A sweep every second costs the hot path only a clock read per answer.
+    """
+
+    _by_loop: ClassVar[dict[int, _HeadDeadlines]] = {}
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._protocols: set[HttpProtocol] = set()
+        self._loop.call_later(_SWEEP_INTERVAL, self._sweep)
+
+    @classmethod
+    def watch(cls, protocol: HttpProtocol) -> None:
+        deadlines = cls._by_loop.get(id(protocol.loop))
+        if deadlines is None:
+            deadlines = cls._by_loop[id(protocol.loop)] = cls(protocol.loop)
+        deadlines._protocols.add(protocol)
+
+    def _sweep(self) -> None:
+        now = self._loop.time()
+        for protocol in list(self._protocols):
+            if protocol.transport.is_closing():
+                self._protocols.discard(protocol)
+            else:
+                protocol.check_head_deadline(now)
+        if self._protocols:
+            self._loop.call_later(_SWEEP_INTERVAL, self._sweep)
+        else:
+            del self._by_loop[id(self._loop)]
 
 
 def _invalid_detail(exc: httptools.HttpParserError) -> str:

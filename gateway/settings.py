@@ -99,6 +99,7 @@ class ServerSettings:
     log_format: str = "mozlog"
     max_header_line: int = 16 * 1024
     max_header_bytes: int = 64 * 1024
+    header_timeout: int = 15
 
     @classmethod
     def from_environ(cls, environ: Mapping[str, str]) -> ServerSettings:
@@ -115,6 +116,7 @@ class ServerSettings:
             log_format=log_format,
             max_header_line=max_line,
             max_header_bytes=max_bytes,
+            header_timeout=_integer(environ, "TOOLTOOL_HEADER_TIMEOUT", 15, maximum=3600),
         )
 
 

@@ -22,6 +22,7 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
+import anyio
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -43,6 +44,7 @@ from indexer.intake import (
     Batch,
     MalformedRecord,
     Pending,
+    PendingLoad,
     new_staging_key,
     next_batch_id,
     pending_load,
@@ -54,6 +56,7 @@ from indexer.stores import OCTET_STREAM, PreconditionFailed, Regions, Store, Sto
 logger = logging.getLogger(__name__)
 
 MAX_ID_ATTEMPTS = 5
+MAX_CONCURRENT_POSTS = 8  # bodies of POST /upload read and handled at once, per process
 RETRY_AFTER_QUOTA = 60
 
 
@@ -95,6 +98,7 @@ class Uploads:
         # One batch at a time per caller in this process, so a caller's quota
         # check and writes are not raced by that caller's own parallel posts.
         self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
+        self._posting = anyio.Semaphore(MAX_CONCURRENT_POSTS)
 
     def routes(self) -> Sequence[BaseRoute]:
         return [
@@ -105,6 +109,12 @@ class Uploads:
         ]
 
     async def post(self, request: Request) -> Response:
+        # Bodies are read (for Hawk payload hashes too), parsed and checked a few at a
+        # time: a request waiting here holds no more than its connection's buffers.
+        async with self._posting:
+            return await self._post(request)
+
+    async def _post(self, request: Request) -> Response:
         caller = await self._authenticator.authenticate(request)
         if caller.is_anonymous:
             self._require_upload(caller)  # a 401 before reading any body
@@ -149,14 +159,15 @@ class Uploads:
 
         Returns the batch and the staging key of every digest to upload.
         """
-        stored = self._stored_digests(upload)
         names = upload.names_by_digest()
-        staged = {
-            digest: upload.files[found[0]].size
-            for digest, found in names.items()
-            if digest not in stored
-        }
-        self._check_quota(author, files=len(names), size=sum(staged.values()))
+        sizes = {digest: upload.files[found[0]].size for digest, found in names.items()}
+        # What can be refused from the caller's own pending records alone is, before any
+        # file of the batch is looked up; then exactly, once the stored ones are known.
+        load = pending_load(self._regions.index, author)
+        self._check_quota(load, files=len(names), size=0)
+        stored = self._stored_digests(upload, names)
+        staged = {digest: size for digest, size in sizes.items() if digest not in stored}
+        self._check_quota(load, files=len(names), size=sum(staged.values()))
         now = self._clock()
         batch = self._new_batch(upload, author, store.region, now)
         staging = {digest: new_staging_key(digest) for digest in staged}
@@ -176,22 +187,23 @@ class Uploads:
             self._regions.index.put(pending.key, pending.to_json(), content_type="application/json")
         return batch, staging
 
-    def _stored_digests(self, upload: UploadRequest) -> set[str]:
+    def _stored_digests(self, upload: UploadRequest, names: dict[str, tuple[str, ...]]) -> set[str]:
         """The batch's digests the store holds; 400 for any that conflicts with a verified
-        file (another size or visibility). Unverified claims are not judged here."""
+        file (another size or visibility). Unverified claims are not judged here. One
+        index read a digest, however many names the batch gives it."""
         stored = set()
-        for name, entry in sorted(upload.files.items()):
-            found = read_index(self._regions.index, entry.digest)
+        for digest, found_names in sorted(names.items()):
+            found = read_index(self._regions.index, digest)
             if found is None:
                 continue
+            name = found_names[0]
             # Deleted files keep their visibility too: no byte changes sides.
-            check_against(name, entry, found[0].size, found[0].visibility)
+            check_against(name, upload.files[name], found[0].size, found[0].visibility)
             if is_stored(self._regions, found[0]):
-                stored.add(entry.digest)
+                stored.add(digest)
         return stored
 
-    def _check_quota(self, author: str, *, files: int, size: int) -> None:
-        load = pending_load(self._regions.index, author)
+    def _check_quota(self, load: PendingLoad, *, files: int, size: int) -> None:
         quota = self._quota
         if load.files + files > quota.max_files:
             reason = f"{load.files} files pending and {files} more in this batch"

@@ -20,6 +20,7 @@ from indexer.index import read_index
 from indexer.intake import BATCHES, Batch, MalformedRecord, read_batch
 from indexer.schema import IndexObject, MalformedIndexObject
 from indexer.stores import ObjectNotFound, PreconditionFailed, Store
+from indexer.strict_json import StrictJsonError, check_text
 
 logger = logging.getLogger(__name__)
 
@@ -167,8 +168,9 @@ class Catalog:
         except ObjectNotFound:
             return [], None, b""
         try:
+            # Leniently: one unusable entry is left out below, not the whole catalog.
             entries = list(json.loads(raw)[member])
-        except (ValueError, KeyError, TypeError):
+        except (ValueError, RecursionError, KeyError, TypeError):
             logger.error("the catalog object %s is malformed; it will be rebuilt", key)
             return [], info.etag, raw
         sound = [entry for entry in entries if _is_sound(member, entry)]
@@ -204,28 +206,44 @@ class Catalog:
 
 
 def _is_sound(member: str, entry: Any) -> bool:
-    """An entry every reader can use: the fields searches read, and text that encodes."""
+    """An entry every reader can use: each field the answers carry, of its type, and
+    text that encodes (an entry written by an older version, or by hand, may not be)."""
     try:
-        json.dumps(entry, ensure_ascii=False).encode("utf-8")
-    except (UnicodeEncodeError, TypeError, ValueError):
-        return False
-    if not isinstance(entry, dict):
+        check_text(entry)
+    except StrictJsonError:
         return False
     if member == "files":
-        names = entry.get("filenames")
-        return (
-            isinstance(entry.get("digest"), str)
-            and isinstance(entry.get("visibility"), str)
-            and isinstance(names, list)
-            and all(isinstance(name, str) for name in names)
-        )
-    files = entry.get("files")
-    return (
-        isinstance(entry.get("author"), str)
-        and isinstance(entry.get("message"), str)
-        and isinstance(files, dict)
-        and all(isinstance(file, dict) and "visibility" in file for file in files.values())
+        return _has_fields(entry, _FILE_FIELDS) and _are_texts(entry["filenames"])
+    if not _has_fields(entry, _BATCH_FIELDS):
+        return False
+    files = entry["files"]
+    return all(
+        isinstance(name, str) and _has_fields(file, _BATCH_FILE_FIELDS)
+        for name, file in files.items()
     )
+
+
+_FILE_FIELDS = {
+    "algorithm": str,
+    "digest": str,
+    "size": int,
+    "visibility": str,
+    "has_instances": bool,
+    "instances": list,
+    "filenames": list,
+}
+_BATCH_FIELDS = {"id": int, "author": str, "uploaded": str, "message": str, "files": dict}
+_BATCH_FILE_FIELDS = {"size": int, "digest": str, "algorithm": str, "visibility": str}
+
+
+def _has_fields(entry: Any, fields: dict[str, type]) -> bool:
+    return isinstance(entry, dict) and all(
+        type(entry.get(name)) is kind for name, kind in fields.items()
+    )
+
+
+def _are_texts(values: list[Any]) -> bool:
+    return all(isinstance(value, str) for value in values)
 
 
 def _patched(

@@ -12,7 +12,7 @@ from typing import BinaryIO
 
 from indexer.digests import hash_stream
 from indexer.index import read_index, update_index
-from indexer.schema import IndexObject, Upload, Visibility, blob_key, utc_timestamp
+from indexer.schema import IndexObject, Upload, Visibility, blob_key, summary, utc_timestamp
 from indexer.stores import ObjectNotFound, Regions, Store
 
 logger = logging.getLogger(__name__)
@@ -74,7 +74,7 @@ def import_file(
 
     def change(current: IndexObject | None) -> IndexObject:
         if current is None:
-            upload = Upload(None, path.name, author, message, now)
+            upload = Upload(None, path.name, author, summary(message), now)
             return IndexObject(
                 digest=hashed.digest,
                 size=hashed.size,

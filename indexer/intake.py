@@ -32,6 +32,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from indexer.stores import ObjectNotFound, PreconditionFailed, Store, StoreUnavailable
+from indexer.strict_json import StrictJsonError, loads_strict
 
 COUNTER_KEY = "intake/batch-counter"
 BATCHES = "intake/batches/"
@@ -95,6 +96,20 @@ class Batch:
         return batch
 
 
+def _is_well_typed_pending(pending: Pending) -> bool:
+    return (
+        isinstance(pending.digest, str)
+        and type(pending.size) is int
+        and pending.size >= 0
+        and isinstance(pending.visibility, str)
+        and type(pending.batch_id) is int
+        and isinstance(pending.author, str)
+        and isinstance(pending.region, str)
+        and (pending.staging_key is None or isinstance(pending.staging_key, str))
+        and type(pending.created) in (int, float)
+    )
+
+
 def _is_well_typed(batch: Batch) -> bool:
     texts = (batch.author, batch.uploaded, batch.message, batch.region)
     return (
@@ -150,6 +165,8 @@ class Pending:
             pending = cls(**{**data, "filenames": tuple(filenames)})
         except TypeError as exc:
             raise MalformedRecord(key, str(exc)) from None
+        if not _is_well_typed_pending(pending):
+            raise MalformedRecord(key, "a field has the wrong type")
         if pending.key != key:
             raise MalformedRecord(key, "the record does not match its key")
         return pending
@@ -247,14 +264,9 @@ def _dump(data: dict[str, Any]) -> bytes:
 
 def _load(raw: bytes, key: str) -> dict[str, Any]:
     try:
-        data = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise MalformedRecord(key, f"not JSON ({exc})") from None
+        data = loads_strict(raw)
+    except StrictJsonError as exc:
+        raise MalformedRecord(key, str(exc)) from None
     if not isinstance(data, dict):
         raise MalformedRecord(key, "not a JSON object")
-    try:
-        # A lone surrogate escape parses, but can never be answered or rendered.
-        json.dumps(data, ensure_ascii=False).encode("utf-8")
-    except UnicodeEncodeError:
-        raise MalformedRecord(key, "text that is not valid Unicode") from None
     return data

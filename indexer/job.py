@@ -43,9 +43,12 @@ from indexer.schema import (
     MalformedIndexObject,
     Upload,
     blob_key,
+    summary,
     utc_timestamp,
+    with_uploads,
 )
 from indexer.stores import InvalidKey, ObjectNotFound, Regions, Store
+from indexer.strict_json import StrictJsonError, loads_strict
 
 logger = logging.getLogger(__name__)
 
@@ -102,6 +105,7 @@ class Indexer:
         self._index = regions.index
         self._clock = clock
         self._pending_ttl = pending_ttl
+        self._known_pending: dict[str, Pending] = {}
         self.catalog = Catalog(regions.index)
 
     def run_once(self, *, check: bool = True) -> PassReport:
@@ -133,9 +137,10 @@ class Indexer:
         work is done (indexed, recorded or refused), to forget."""
         finished = []
         batches = _BatchMessages(self._index)
+        staged = _Staged()
         for pending in sorted(self._pending(report), key=lambda item: (item.digest, item.batch_id)):
             try:
-                is_finished = self._process(pending, batches, report)
+                is_finished = self._process(pending, batches, staged, report)
             except ObjectNotFound as exc:
                 # Another indexer finished this upload under our feet.
                 logger.info("pending upload went away: %s", exc, extra={"digest": pending.digest})
@@ -152,20 +157,38 @@ class Indexer:
         return finished
 
     def _pending(self, report: PassReport | None = None) -> list[Pending]:
+        """Every pending record: one listing, and a read only for records this indexer has
+        not seen before (a record never changes once written)."""
         records = []
+        known, self._known_pending = self._known_pending, {}
         for info in self._index.list(PENDING):
-            try:
-                raw, _ = self._index.get(info.key)
-                records.append(Pending.from_json(raw, key=info.key))
-            except ObjectNotFound:
-                continue
-            except MalformedRecord as exc:
-                logger.error("skipping %s", exc)
-                if report is not None:
-                    report.malformed.append(exc.key)
+            pending = known.get(info.key)
+            if pending is None:
+                try:
+                    raw, _ = self._index.get(info.key)
+                    pending = Pending.from_json(raw, key=info.key)
+                except ObjectNotFound:
+                    continue
+                except MalformedRecord as exc:
+                    logger.error("skipping %s", exc)
+                    if report is not None:
+                        report.malformed.append(exc.key)
+                    continue
+            self._known_pending[info.key] = pending
+            records.append(pending)
         return records
 
-    def _process(self, pending: Pending, batches: _BatchMessages, report: PassReport) -> bool:
+    def _process(
+        self, pending: Pending, batches: _BatchMessages, staged: _Staged, report: PassReport
+    ) -> bool:
+        store = self._upload_store(pending)
+        is_waiting = pending.staging_key is not None and not staged.holds(
+            store, pending.staging_key
+        )
+        if is_waiting and self._clock() <= pending.created + self._pending_ttl:
+            # Waiting for its bytes: no store call until they come or the record expires.
+            report.waiting.append(pending.digest)
+            return False
         found = read_index(self._index, pending.digest)
         current = found[0] if found is not None else None
         if current is not None and not _agrees(current, pending):
@@ -177,15 +200,9 @@ class Indexer:
         if pending.staging_key is None:
             reason = "the file was stored at upload time but is gone; upload it again"
             return self._fail(pending, reason, report)
-        store = self._upload_store(pending)
-        try:
-            store.head(pending.staging_key)
-        except ObjectNotFound:
-            if self._clock() > pending.created + self._pending_ttl:
-                reason = "no upload arrived before the pending record expired"
-                return self._fail(pending, reason, report, expired=True)
-            report.waiting.append(pending.digest)
-            return False
+        if not staged.holds(store, pending.staging_key):
+            reason = "no upload arrived before the pending record expired"
+            return self._fail(pending, reason, report, expired=True)
         refusal = self._store_verified(store, pending)
         if refusal is not None:
             return self._fail(pending, refusal, report)
@@ -307,11 +324,12 @@ class Indexer:
         return True
 
     def _forget(self, pending: Pending) -> None:
-        # Staged bytes first: a pending record without them is handled again
-        # harmlessly, staged bytes without a record would be orphans.
+        # The record first: it holds its uploader's quota, and a record whose bytes are
+        # gone would wait until it expires (waiting records cost no store call). Staged
+        # bytes a killed pass leaves behind are orphans, which the consistency check removes.
+        self._index.delete(pending.key)
         if pending.staging_key is not None:
             self._upload_store(pending).delete(pending.staging_key)
-        self._index.delete(pending.key)
 
     def _upload_store(self, pending: Pending) -> Store:
         return self.regions.get(pending.region, self._index)
@@ -389,12 +407,27 @@ class Indexer:
         for info in self._index.list(FAILURES):
             try:
                 raw, _ = self._index.get(info.key)
-                records.append(json.loads(raw))
-            except (ObjectNotFound, ValueError):
+                record = loads_strict(raw)
+            except (ObjectNotFound, StrictJsonError):
                 continue
+            if isinstance(record, dict):
+                records.append(record)
         return sorted(
             records, key=lambda record: (str(record.get("at")), str(record.get("digest")))
         )
+
+
+class _Staged:
+    """The staged uploads of each region, listed once a pass (when first asked)."""
+
+    def __init__(self) -> None:
+        self._keys: dict[str, set[str]] = {}
+
+    def holds(self, store: Store, key: str) -> bool:
+        keys = self._keys.get(store.region)
+        if keys is None:
+            keys = self._keys[store.region] = {info.key for info in store.list(STAGING)}
+        return key in keys
 
 
 class _BatchMessages:
@@ -420,19 +453,15 @@ class _BatchMessages:
 
 
 def _uploads(pending: Pending, batches: _BatchMessages) -> tuple[Upload, ...]:
+    """The arrival a pending record makes: one a batch, under its first name, with the
+    message's summary (a batch naming a file a thousand times is one arrival)."""
     message, uploaded = batches.get(pending)
-    return tuple(
-        Upload(pending.batch_id, filename, pending.author, message, uploaded)
-        for filename in pending.filenames
-    )
+    first = min(pending.filenames)
+    return (Upload(pending.batch_id, first, pending.author, summary(message), uploaded),)
 
 
 def _with_uploads(existing: IndexObject, uploads: tuple[Upload, ...]) -> tuple[Upload, ...]:
-    known = {(upload.batch_id, upload.filename) for upload in existing.uploads}
-    return (
-        *existing.uploads,
-        *(upload for upload in uploads if (upload.batch_id, upload.filename) not in known),
-    )
+    return with_uploads(existing.uploads, uploads)
 
 
 def _agrees(index_object: IndexObject, pending: Pending) -> bool:
@@ -440,8 +469,5 @@ def _agrees(index_object: IndexObject, pending: Pending) -> bool:
 
 
 def _has_upload(index_object: IndexObject, pending: Pending) -> bool:
-    """Every name the pending record gives the file is recorded for its batch."""
-    recorded = {
-        upload.filename for upload in index_object.uploads if upload.batch_id == pending.batch_id
-    }
-    return recorded.issuperset(pending.filenames)
+    """The pending record's batch is recorded as an arrival of the file."""
+    return any(upload.batch_id == pending.batch_id for upload in index_object.uploads)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import sys
+from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
@@ -16,6 +17,7 @@ from typing import Any, Literal
 import jsonschema
 
 from indexer.digests import ALGORITHM
+from indexer.strict_json import StrictJsonError, loads_strict
 
 SCHEMA_VERSION = 1
 Visibility = Literal["public", "internal"]
@@ -62,6 +64,37 @@ def index_key(digest: str) -> str:
 def blob_key(digest: str) -> str:
     """The store key of a digest's bytes, as the legacy service stored them."""
     return f"{ALGORITHM}/{digest}"
+
+
+MAX_UPLOADS = 50
+MAX_SUMMARY = 200
+
+
+def summary(message: str) -> str:
+    """What an index object keeps of a batch's message: its first line, at most
+    MAX_SUMMARY characters. Index objects are read on every cache miss of a download:
+    their size must not grow with what an uploader writes (the batch record has it all)."""
+    first = message.strip().split("\n", 1)[0].strip()
+    return first if len(first) <= MAX_SUMMARY else first[: MAX_SUMMARY - 1] + "\u2026"
+
+
+def with_uploads(existing: tuple[Upload, ...], arrivals: Iterable[Upload]) -> tuple[Upload, ...]:
+    """`existing` and the `arrivals` not yet recorded (one entry a batch), at most
+    MAX_UPLOADS: the first arrival, and the latest ones."""
+    known = {_arrival_key(upload) for upload in existing}
+    uploads = list(existing)
+    for upload in arrivals:
+        if _arrival_key(upload) not in known:
+            known.add(_arrival_key(upload))
+            uploads.append(upload)
+    if len(uploads) > MAX_UPLOADS:
+        uploads = uploads[:1] + uploads[len(uploads) - MAX_UPLOADS + 1 :]
+    return tuple(uploads)
+
+
+def _arrival_key(upload: Upload) -> tuple[object, ...]:
+    # Imports have no batch: each name imported is its own arrival.
+    return (upload.batch_id,) if upload.batch_id is not None else (None, upload.filename)
 
 
 def utc_timestamp(seconds: float) -> str:
@@ -132,15 +165,16 @@ class IndexObject:
         errors = sorted(_VALIDATOR.iter_errors(data), key=lambda error: error.path)
         if errors:
             raise MalformedIndexObject(index_key(self.digest), _describe(errors[0]))
-        return json.dumps(data, sort_keys=True, separators=(",", ":")).encode("utf-8")
+        text = json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+        return text.encode("utf-8")
 
     @classmethod
     def from_json(cls, raw: bytes, *, key: str) -> IndexObject:
         """Parse and validate an index object read from `key`."""
         try:
-            data = json.loads(raw)
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise MalformedIndexObject(key, f"not JSON ({exc})") from exc
+            data = loads_strict(raw)
+        except StrictJsonError as exc:
+            raise MalformedIndexObject(key, str(exc)) from None
         errors = sorted(_VALIDATOR.iter_errors(data), key=lambda error: error.path)
         if errors:
             raise MalformedIndexObject(key, _describe(errors[0]))

@@ -401,3 +401,125 @@ def test_smaller_limits_apply() -> None:
             request("/", *[header_line(100, f"X-{i}") for i in range(4)])
         )
         assert_refused(answer, closed, 431, f"{TOO_LARGE}the headers are over 400 bytes")
+
+
+# After a chunked body: trailers and framing are held to the head's limit, never headers.
+
+CHUNKED_HEAD = request("/", "Transfer-Encoding: chunked", method="PUT")
+
+
+def test_trailers_are_not_the_requests_headers(server: Server) -> None:
+    """A trailer never reaches the app as a header (a proxy that filters headers but
+    passes trailers must not be bypassed)."""
+    plain = request("/")
+    chunked = CHUNKED_HEAD + b"5\r\nhello\r\n0\r\nAuthorization: Bearer x\r\nX-A: 1\r\n\r\n"
+    with server.connect() as connection:
+        connection.send(plain + chunked)  # pipelined: the app starts after the trailers
+        first, second = connection.answer(), connection.answer()
+    assert_echoed(first, headers=1)
+    assert_echoed(second, headers=2, body=5)  # Host and Transfer-Encoding only
+
+
+def test_endless_trailers_are_431_in_bounded_memory(server: Server) -> None:
+    before = _rss()
+    with server.connect() as connection:
+        connection.send(CHUNKED_HEAD + b"1\r\na\r\n0\r\n")
+        with contextlib.suppress(OSError):
+            for _ in range(2000):  # up to 128 MiB: refused long before
+                connection.send((b"X-T: " + b"v" * 1000 + b"\r\n") * 64)
+        answer = connection.answer()
+    detail = f"{TOO_LARGE}the chunk framing and trailers are over {HEADERS} bytes"
+    assert assert_problem(answer, 431)["detail"] == detail
+    assert _rss() - before < 30 * 1024 * 1024
+
+
+def test_one_endless_trailer_value_is_431(server: Server) -> None:
+    started = time.monotonic()
+    with server.connect() as connection:
+        connection.send(CHUNKED_HEAD + b"1\r\na\r\n0\r\nX-T: ")
+        with contextlib.suppress(OSError):
+            for _ in range(1000):  # up to 64 MiB
+                connection.send(b"v" * 65536)
+        assert connection.answer().status_code == 431
+    assert time.monotonic() - started < 10  # was minutes: quadratic copying
+
+
+def test_chunk_extensions_without_data_are_431(server: Server) -> None:
+    with server.connect() as connection:
+        connection.send(CHUNKED_HEAD + b"1;" + b"e" * 1000)
+        with contextlib.suppress(OSError):
+            for _ in range(200):
+                connection.send(b"e" * 4096)
+        assert connection.answer().status_code == 431
+
+
+def test_many_small_chunks_are_a_body_not_framing(server: Server) -> None:
+    body = b"".join(b"1\r\nx\r\n" for _ in range(30_000)) + b"0\r\n\r\n"
+    answer, _ = server.exchange(CHUNKED_HEAD + body)
+    assert_echoed(answer, body=30_000)
+
+
+def _rss() -> int:
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    raise AssertionError("no VmRSS")
+
+
+# A deadline for the head: silent and trickling connections are refused (slowloris).
+
+
+@pytest.fixture(scope="module")
+def impatient() -> Iterator[Server]:
+    echo = Echo()
+    with serving(echo.app, http_protocol(header_timeout=1)) as port:
+        yield Server(port, echo)
+
+
+@pytest.mark.parametrize(
+    "sent",
+    [b"", b"GET / HTTP/1.1\r\nHost: x\r\n", b"GET / HT"],
+    ids=["nothing", "no-empty-line", "part-of-a-line"],
+)
+def test_a_head_not_sent_in_time_is_408(impatient: Server, sent: bytes) -> None:
+    started = time.monotonic()
+    with impatient.connect() as connection:
+        if sent:
+            connection.send(sent)
+        answer = connection.answer()
+        assert connection.is_closed()
+    body = assert_problem(answer, 408)
+    assert body["detail"] == "Request Timeout: no complete request headers within 1 s"
+    assert 0.9 < time.monotonic() - started < 5
+
+
+def test_a_trickled_head_is_408_however_steady(impatient: Server) -> None:
+    with impatient.connect() as connection:
+        started = time.monotonic()
+        with contextlib.suppress(OSError):
+            connection.send(b"GET / HTTP/1.1\r\n")
+            for number in range(30):
+                time.sleep(0.1)
+                connection.send(f"X-{number}: y\r\n".encode())
+        assert connection.answer().status_code == 408
+    assert time.monotonic() - started < 5
+
+
+def test_a_slow_answer_is_not_cut_short(impatient: Server) -> None:
+    """The deadline is for heads: a body taking longer (a large upload) is not cut."""
+    with impatient.connect() as connection:
+        connection.send(request("/", "Content-Length: 30", method="PUT"))
+        for _ in range(3):
+            time.sleep(0.6)
+            connection.send(b"x" * 10)
+        assert_echoed(connection.answer(), body=30)
+        # Keep-alive: the next head is timed from the end of that answer.
+        time.sleep(0.5)
+        connection.send(request("/"))
+        assert_echoed(connection.answer())
+
+
+def test_the_header_timeout_must_be_positive() -> None:
+    with pytest.raises(ValueError, match="header_timeout"):
+        http_protocol(header_timeout=0)
