@@ -81,10 +81,13 @@ class Blobs:
         store, key, _ = self._authorize(request)
         path = store.path(key)
         try:
-            # A stat, not Store.head: no need to name the version (or read the file) to serve it.
-            stat = await run_in_threadpool(os.stat, path)
-        except (FileNotFoundError, NotADirectoryError):
+            # A stat, not Store.head: no need to name the version (or read the file) to serve
+            # it; and an open, since FileResponse opens it only after the status is sent.
+            stat = await run_in_threadpool(_readable_stat, path)
+        except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
             raise NotFound() from None
+        except OSError as exc:
+            raise os_error(store.region, exc) from exc
         if not S_ISREG(stat.st_mode):
             raise NotFound()
         _check_range(request, stat.st_size)
@@ -120,6 +123,11 @@ class Blobs:
             raise os_error(store.region, exc) from exc
         info = await run_in_threadpool(store.head, key)
         return Response(status_code=200, headers={"ETag": info.etag})
+
+
+def _readable_stat(path: os.PathLike[str]) -> os.stat_result:
+    with open(path, "rb") as stream:
+        return os.fstat(stream.fileno())
 
 
 def _check_range(request: Request, size: int) -> None:

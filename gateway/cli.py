@@ -21,7 +21,8 @@ from gateway.logs import configure_logging
 from gateway.server import http_protocol
 from gateway.settings import ServerSettings, Settings
 from indexer.config import SettingsError, open_regions
-from indexer.logs import LOG_FORMATS
+from indexer.logs import LOG_FORMATS, format_exception
+from indexer.redaction import redact
 from indexer.stores import StoreError
 
 logger = logging.getLogger(__name__)
@@ -78,7 +79,10 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
         indexer_regions = open_regions(settings.stores, bulk=True) if bulk else None
         app = create_app(settings, regions, indexer_regions=indexer_regions)
     except (SettingsError, StoreError) as exc:
-        print(f"{type(exc).__name__}: {exc}", file=sys.stderr)
+        print(redact(f"{type(exc).__name__}: {exc}"), file=sys.stderr)
+        return EXIT_SETTINGS
+    except Exception as exc:  # at start, most likely a setting nothing checked: one line
+        print(f"StartupError: {format_exception(type(exc), exc, None)[0]}", file=sys.stderr)
         return EXIT_SETTINGS
     if settings.stores.is_local:
         logger.info("serving the local store at %s", settings.stores.data_dir.resolve())

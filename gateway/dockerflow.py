@@ -95,8 +95,8 @@ def _version(path: Path) -> dict[str, Any]:
         logger.warning("%s is not a JSON object; using package metadata", path)
     except FileNotFoundError:
         pass
-    except (OSError, ValueError) as exc:
-        logger.warning("cannot read %s (%s); using package metadata", path, exc)
+    except (OSError, ValueError, RecursionError) as exc:
+        logger.warning("cannot read %s (%s); using package metadata", path, type(exc).__name__)
     try:
         version = importlib.metadata.version("tooltool")
     except importlib.metadata.PackageNotFoundError:

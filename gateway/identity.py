@@ -91,8 +91,9 @@ class ClientsFile:
         """Read ``[{"clientId", "accessToken", "scopes"}, ...]``; SettingsError if malformed."""
         try:
             entries = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError) as exc:
-            raise SettingsError(f"TOOLTOOL_CLIENTS_FILE: cannot read {path}: {exc}") from None
+        except (OSError, ValueError, RecursionError) as exc:
+            reason = getattr(exc, "strerror", None) or type(exc).__name__
+            raise SettingsError(f"TOOLTOOL_CLIENTS_FILE: cannot read {path}: {reason}") from None
         return cls(_parse_clients(entries, path), verifier=verifier)
 
     async def authenticate_hawk(self, request: HawkRequest) -> Identity:
@@ -248,17 +249,23 @@ class TaskclusterProvider:
             aiohttp.ClientError,  # the client re-raises 5xx answers as these
             TimeoutError,
             OSError,
+            ValueError,  # an answer that is not JSON, say
+            RecursionError,
         ) as exc:
-            logger.error("Taskcluster authenticateHawk failed: %s", exc)
+            logger.error("Taskcluster authenticateHawk failed: %s", type(exc).__name__)
             raise ProviderUnavailable("Taskcluster could not verify the credentials") from None
         if not isinstance(answer, dict) or answer.get("status") != "auth-success":
             message = answer.get("message", "") if isinstance(answer, dict) else ""
             raise InvalidCredentials(f"Taskcluster refused the credentials: {message}"[:300])
         try:
             expires = _timestamp(answer["expires"])
-            return Identity(str(answer["clientId"]), frozenset(answer["scopes"]), expires)
-        except (KeyError, TypeError, ValueError):
-            logger.error("unexpected authenticateHawk answer: %r", answer)
+            scopes = frozenset(answer["scopes"])
+            if not all(isinstance(scope, str) for scope in scopes):
+                raise TypeError("scopes")
+            return Identity(str(answer["clientId"]), scopes, expires)
+        except (KeyError, TypeError, ValueError, AttributeError):
+            # Its shape only: an answer may carry credentials.
+            logger.error("unexpected authenticateHawk answer with members %s", sorted(answer))
             raise ProviderUnavailable("Taskcluster answered unexpectedly") from None
 
 

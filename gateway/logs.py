@@ -49,7 +49,7 @@ class RequestIdMiddleware:
             is_logged = True
             fields: dict[str, Any] = {
                 "method": scope["method"],
-                "path": scope.get("path", "")[:512],
+                "path": scope.get("path", ""),  # redacted, then shortened, by the formatter
                 "code": status,
                 "t": round((time.perf_counter() - started) * 1000, 2),
                 "rid": request_id,

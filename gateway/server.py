@@ -34,9 +34,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import uuid
 from typing import Any, ClassVar
 
 import httptools
+from dockerflow.logging import request_id_context
 from uvicorn.config import Config
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 from uvicorn.server import ServerState
@@ -310,11 +312,18 @@ class HttpProtocol(HttpToolsProtocol):
     def _refuse(self, status: int, detail: str) -> None:
         """Answer `status` as problem JSON and close, once the requests before this one are
         answered; this one never reaches the app, and nothing after it is read."""
-        logger.warning("refused a request: %s", detail, extra={"client": self.client})
+        # Refused below the app, so before its request-id middleware: an id of its own.
+        request_id = uuid.uuid4().hex
+        token = request_id_context.set(request_id)
+        try:
+            logger.warning("refused a request: %s", detail, extra={"client": self.client})
+        finally:
+            request_id_context.reset(token)
         response = problem_response(status, detail)
         headers = [
             *self.server_state.default_headers,
             *response.raw_headers,
+            (b"x-request-id", request_id.encode("ascii")),
             (b"connection", b"close"),
         ]
         content = [STATUS_LINE[status]]

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from gateway.forwarded import TrustedProxies
-from indexer.config import SettingsError, StoreSettings
+from indexer.config import SettingsError, StoreSettings, http_url
 from indexer.logs import LOG_FORMATS
 
 DEFAULT_SCOPE_PREFIX = "project:releng:services/tooltool/api"
@@ -38,6 +38,7 @@ class AuthSettings:
     @classmethod
     def from_environ(cls, environ: Mapping[str, str]) -> AuthSettings:
         root_url = environ.get("TASKCLUSTER_ROOT_URL") or None
+        http_url("TASKCLUSTER_ROOT_URL", root_url)
         provider = environ.get("TOOLTOOL_IDENTITY_PROVIDER") or (
             "taskcluster" if root_url else "clients-file"
         )

@@ -130,17 +130,31 @@ class TokenService:
         """RS256, ES256 or EdDSA: sign with the private key, accept it and the previous keys."""
         if algorithm not in ASYMMETRIC_ALGORITHMS:
             raise SettingsError(f"TOOLTOOL_JWT_ALGORITHM: unsupported algorithm {algorithm!r}")
+        unusable = (ValueError, TypeError, AttributeError, jwt.exceptions.PyJWTError)
         try:
             private = serialization.load_pem_private_key(private_pem, password=None)
-            publics = [private.public_key()] + [
-                serialization.load_pem_public_key(pem) for pem in previous_public_pems
-            ]
-            keys = [_public_key(algorithm, public) for public in publics]
-        except (ValueError, TypeError, jwt.exceptions.InvalidKeyError) as exc:
+            signing = _public_key(algorithm, private.public_key())
+            # A key of the wrong kind or curve fails here, not on every POST /token.
+            jwt.encode({}, private, algorithm=algorithm)  # type: ignore[arg-type]
+        except unusable as exc:
             raise SettingsError(
                 f"TOOLTOOL_JWT_PRIVATE_KEY: unusable key for {algorithm}: {exc}"
             ) from None
-        return cls(algorithm=algorithm, signing_key=private, verification_keys=keys, **options)
+        try:
+            previous = [
+                _public_key(algorithm, serialization.load_pem_public_key(pem))
+                for pem in previous_public_pems
+            ]
+        except unusable as exc:
+            raise SettingsError(
+                f"TOOLTOOL_JWT_PREVIOUS_PUBLIC_KEYS: unusable key for {algorithm}: {exc}"
+            ) from None
+        return cls(
+            algorithm=algorithm,
+            signing_key=private,
+            verification_keys=[signing, *previous],
+            **options,
+        )
 
     def _check_times(self, claims: dict[str, Any]) -> None:
         if not all(_number(claims[name]) for name in ("exp", "nbf", "iat")):

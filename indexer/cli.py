@@ -19,11 +19,12 @@ from pathlib import Path
 from indexer.config import SettingsError, StoreSettings, open_regions
 from indexer.importer import ImportRefused, import_file
 from indexer.job import Indexer
-from indexer.logs import LOG_FORMATS, configure_logging, format_exception
+from indexer.logs import LOG_FORMATS, configure_logging, escape_controls, format_exception
+from indexer.redaction import redact
 from indexer.schema import VISIBILITIES
 from indexer.stores import StoreError
 
-logger = logging.getLogger(__name__)
+logger = logging.getLogger("indexer.cli")  # also when run as __main__
 
 EXIT_OK = 0
 EXIT_INTERNAL = 1
@@ -56,6 +57,8 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
         return _fail("SettingsError", exc, EXIT_UNAVAILABLE)
     except StoreError as exc:
         return _fail(type(exc).__name__, exc, EXIT_UNAVAILABLE)
+    except KeyboardInterrupt:
+        return _fail("Interrupted", "stopped before the end; a later run finishes the work", 130)
     except Exception as exc:  # one line, never a traceback; the frames at DEBUG
         logger.debug("unexpected error", exc_info=True)
         return _fail("InternalError", format_exception(type(exc), exc, None)[0], EXIT_INTERNAL)
@@ -105,8 +108,8 @@ def _positive(value: str) -> float:
         number = float(value)
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a number: {value!r}") from None
-    if number <= 0:
-        raise argparse.ArgumentTypeError("must be positive")
+    if not 0 < number < 10**6:  # NaN and infinity included
+        raise argparse.ArgumentTypeError("must be a positive number of seconds under 1000000")
     return number
 
 
@@ -126,11 +129,11 @@ def _watch(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
         else "S3 regions "
         + ", ".join(f"{region}:{bucket}" for region, bucket in settings.s3_regions)
     )
-    print(
-        f"tooltool-indexer: watching {where}: a pass every {args.interval:g} s, a consistency"
-        f" check every {args.check_interval:g} s; Ctrl-C stops",
-        file=sys.stderr,
-        flush=True,
+    logger.info(
+        "watching %s: a pass every %g s, a consistency check every %g s; Ctrl-C stops",
+        where,
+        args.interval,
+        args.check_interval,
     )
     last_check = float("-inf")
     try:
@@ -149,18 +152,14 @@ def _watched_pass(indexer: Indexer, *, check: bool) -> bool:
     try:
         report = indexer.run_once(check=check)
     except StoreError as exc:
-        print(f"{type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
+        logger.error("indexer pass failed: %s: %s", type(exc).__name__, exc)
         return False
     except Exception as exc:  # the loop must go on: one line, the frames at DEBUG
         logger.error("indexer pass failed: %s", format_exception(type(exc), exc, None)[0])
         logger.debug("indexer pass failed", exc_info=True)
         return False
     if report.is_partial:
-        print(
-            f"PartialPass: {len(report.malformed)} malformed objects set aside (see the log)",
-            file=sys.stderr,
-            flush=True,
-        )
+        logger.error("partial pass: %d malformed objects set aside", len(report.malformed))
     return True
 
 
@@ -192,7 +191,7 @@ def _import(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
 
 
 def _fail(kind: str, message: object, code: int) -> int:
-    print(f"{kind}: {message}", file=sys.stderr)
+    print(escape_controls(redact(f"{kind}: {message}")), file=sys.stderr)
     return code
 
 

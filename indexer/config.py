@@ -13,14 +13,16 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import SplitResult, urlsplit, urlunsplit
+
+import botocore.exceptions
 
 from indexer.local_store import LOCAL_REGION, LocalStore
 from indexer.s3_store import S3Store, Timeouts, make_client
 from indexer.signing import Clock, UrlSigner
 from indexer.stores import Regions
 
-_REGION = re.compile(r"[a-z0-9][a-z0-9-]{0,62}")
+_REGION = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?")
 _BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
 SIGNING_KEY_FILE = ".url-signing-key"
 
@@ -61,10 +63,12 @@ class StoreSettings:
             data_dir=Path(environ.get("TOOLTOOL_DATA_DIR") or "tooltool-data"),
             public_url=_public_url(environ.get("TOOLTOOL_PUBLIC_URL") or None),
             url_signing_key=environ.get("TOOLTOOL_URL_SIGNING_KEY") or None,
-            s3_connect_timeout=_number(environ, "S3_CONNECT_TIMEOUT", 3.0),
-            s3_read_timeout=_number(environ, "S3_READ_TIMEOUT", 5.0),
-            s3_bulk_read_timeout=_number(environ, "S3_INDEXER_READ_TIMEOUT", 120.0),
-            s3_max_attempts=int(_number(environ, "S3_MAX_ATTEMPTS", 2, whole=True, maximum=10)),
+            s3_connect_timeout=_number(environ, "S3_CONNECT_TIMEOUT", 3.0, maximum=3600),
+            s3_read_timeout=_number(environ, "S3_READ_TIMEOUT", 5.0, maximum=3600),
+            s3_bulk_read_timeout=_number(environ, "S3_INDEXER_READ_TIMEOUT", 120.0, maximum=3600),
+            s3_max_attempts=int(
+                _number(environ, "S3_MAX_ATTEMPTS", 2, whole=True, minimum=1, maximum=10)
+            ),
             min_free_bytes=int(
                 _number(environ, "TOOLTOOL_MIN_FREE_BYTES", 1024**3, whole=True, minimum=0)
             ),
@@ -78,7 +82,7 @@ def _number(
     *,
     whole: bool = False,
     minimum: float = 0.001,
-    maximum: float = 3600 * 24 * 365 * 10**6,
+    maximum: float = 2**62,
 ) -> float:
     """A positive number of seconds (or a count, `whole`) from `name`; SettingsError if not."""
     raw = environ.get(name, "").strip()
@@ -90,7 +94,7 @@ def _number(
         kind = "a whole number" if whole else "a number"
         raise SettingsError(f"{name}: expected {kind}, got {raw[:50]!r}") from None
     if not minimum <= value <= maximum or value != value:
-        raise SettingsError(f"{name}: must be between {minimum:g} and {maximum:g}, got {raw!r}")
+        raise SettingsError(f"{name}: must be between {minimum} and {maximum}, got {raw!r}")
     return value
 
 
@@ -121,11 +125,9 @@ def parse_regions(value: str) -> tuple[tuple[str, str], ...]:
 
 
 def _endpoint(value: str | None) -> str | None:
-    if value is None:
+    parts = http_url("S3_ENDPOINT_URL", value)
+    if parts is None:
         return None
-    parts = urlsplit(value)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise SettingsError(f"S3_ENDPOINT_URL: expected an http(s) URL, got {value!r}")
     if parts.scheme == "http" and parts.port is None:
         # The legacy client connects to 443 for an http URL without a port, so
         # signed URLs must always carry an explicit one.
@@ -134,14 +136,34 @@ def _endpoint(value: str | None) -> str | None:
 
 
 def _public_url(value: str | None) -> str | None:
-    if value is None:
+    parts = http_url("TOOLTOOL_PUBLIC_URL", value)
+    if parts is None:
         return None
-    parts = urlsplit(value)
-    if parts.scheme not in ("http", "https") or not parts.hostname or parts.query:
-        raise SettingsError(f"TOOLTOOL_PUBLIC_URL: expected an http(s) base URL, got {value!r}")
+    if parts.query or parts.fragment:
+        raise SettingsError("TOOLTOOL_PUBLIC_URL: a base URL has no query or fragment")
     if parts.scheme == "http" and parts.port is None:
         parts = parts._replace(netloc=f"{parts.netloc}:80")
     return urlunsplit(parts).rstrip("/")
+
+
+def http_url(name: str, value: str | None) -> SplitResult | None:
+    """The http(s) URL setting `name` holds, checked: a host, a valid port, no credentials
+    (they would end up in signed URLs and logs: S3 credentials have their own settings)."""
+    if value is None:
+        return None
+    shown = value if "@" not in value else "(a URL with credentials)"
+    try:
+        parts = urlsplit(value)
+        port = parts.port
+    except ValueError:
+        raise SettingsError(f"{name}: expected an http(s) URL, got {shown!r}") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise SettingsError(f"{name}: expected an http(s) URL, got {shown!r}")
+    if parts.username is not None or parts.password is not None:
+        raise SettingsError(f"{name}: a URL may not hold credentials")
+    if port == 0:
+        raise SettingsError(f"{name}: port 0 is not a port")
+    return parts
 
 
 def open_regions(
@@ -172,7 +194,17 @@ def open_regions(
         connect=settings.s3_connect_timeout,
         read=settings.s3_bulk_read_timeout if bulk else settings.s3_read_timeout,
         attempts=settings.s3_max_attempts,
+        # The gateway's requests fail fast for a moment after one found the store
+        # unreachable; the indexer's passes just wait for the next.
+        pause_after_failure=0.0 if bulk else settings.s3_connect_timeout,
     )
+    try:
+        return _s3_regions(settings, timeouts)
+    except botocore.exceptions.BotoCoreError as exc:  # a region or endpoint botocore refuses
+        raise SettingsError(f"S3_REGIONS: {exc}") from None
+
+
+def _s3_regions(settings: StoreSettings, timeouts: Timeouts) -> Regions:
     return Regions(
         S3Store(
             make_client(
@@ -184,6 +216,7 @@ def open_regions(
             ),
             bucket,
             region=region,
+            pause_after_failure=timeouts.pause_after_failure,
         )
         for region, bucket in settings.s3_regions
     )
@@ -208,17 +241,25 @@ def secret_file(path: Path, setting: str) -> str:
     Processes sharing the directory agree on it; `setting` names the variable
     that replaces it, for error messages.
     """
-    path.parent.mkdir(parents=True, exist_ok=True)
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
         descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except FileExistsError:
         pass
+    except OSError as exc:
+        raise SettingsError(f"{setting}: cannot create {path}: {exc.strerror}") from None
     else:
         with os.fdopen(descriptor, "w") as stream:
             stream.write(secrets.token_hex(32))
     for _ in range(50):
-        key = path.read_text().strip()
+        try:
+            key = path.read_text(encoding="utf-8").strip()
+        except (OSError, UnicodeDecodeError) as exc:
+            reason = getattr(exc, "strerror", None) or "not UTF-8 text"
+            raise SettingsError(f"{setting}: cannot read {path}: {reason}") from None
         if key:
+            if len(key) < 16:
+                raise SettingsError(f"{setting}: {path} holds a key shorter than 16 characters")
             return key
         time.sleep(0.01)  # another process created the file and is writing it
     raise SettingsError(f"{setting}: {path} is empty")

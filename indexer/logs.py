@@ -51,9 +51,19 @@ def format_exception(
     """An exception as (error, traceback) text that cannot carry a secret: its type and a
     redacted, shortened message; the frames' files, lines and code."""
     name = exc_type.__name__ if exc_type is not None else "Exception"
-    error = f"{name}: {redact(_safe_str(exc))[:_MAX_MESSAGE]}"
+    error = f"{name}: {escape_controls(redact(_safe_str(exc))[:_MAX_MESSAGE])}"
     frames = "".join(traceback.format_tb(tb)) if tb is not None else ""
     return error, f"Traceback (most recent call last):\n{frames}{error}"
+
+
+_CONTROLS = {code: f"\\x{code:02x}" for code in (*range(0x20), *range(0x7F, 0xA0)) if code != 0x09}
+_CONTROLS |= {0x0A: "\\n", 0x0D: "\\r", 0x2028: "\\u2028", 0x2029: "\\u2029"}
+
+
+def escape_controls(text: str) -> str:
+    """`text` on one line: line breaks and other control characters as escapes, so that
+    text from a request can never forge a log line or drive a terminal."""
+    return text.translate(_CONTROLS)
 
 
 def _safe_str(exc: BaseException | None) -> str:
@@ -97,18 +107,20 @@ class SafeTextFormatter(logging.Formatter):
         exc_info, exc_text = record.exc_info, record.exc_text
         record.exc_info, record.exc_text = None, None
         try:
-            line = super().format(record)
+            line = escape_controls(super().format(record))
         finally:
             record.exc_info, record.exc_text = exc_info, exc_text
         fields = " ".join(
-            f"{key}={_clean(value)}"
+            f"{key}={escape_controls(str(_clean(value)))}"
             for key, value in record.__dict__.items()
             if key not in _STANDARD_ATTRIBUTES and value is not None
         )
         if fields:
             line = f"{line} {fields}" if not line.endswith(": ") else line + fields
         if exc_info and exc_info[0] is not None:
-            line += "\n" + format_exception(*exc_info)[1]
+            # Continuation lines, each marked, so none can pass for a record of its own.
+            frames = format_exception(*exc_info)[1].splitlines()
+            line += "".join(f"\n  | {frame}" for frame in frames)
         return redact(line)
 
 

@@ -39,15 +39,17 @@ _PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
         ),
         r"\1\2" + REDACTED,
     ),
-    # JSON members holding credentials.
+    # JSON members (and Python reprs of dicts) holding credentials.
     (
         re.compile(
-            r"(\\?\"(?:accessToken|access_token|token|secret|password|authorization)\\?\"\s*:\s*)"
-            r"(\\?\")[^\"\\]*(\\?\")",
+            r"(\\?[\"'](?:accessToken|access_token|token|secret|password|authorization)"
+            r"\\?[\"']\s*:\s*)(\\?[\"'])[^\"'\\]*(\\?[\"'])",
             re.I,
         ),
         r"\1\2" + REDACTED + r"\3",
     ),
+    # Credentials in a URL's authority (https://user:password@host).
+    (re.compile(r"(\b[a-z][a-z0-9+.-]*://)[^/\s@\"']+@", re.I), r"\1" + REDACTED + "@"),
 )
 
 

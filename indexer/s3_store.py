@@ -7,7 +7,8 @@ botocore errors never leave this module: :func:`_translated` turns them into
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, BinaryIO
 
@@ -41,6 +42,7 @@ class Timeouts:
     connect: float = 3.0
     read: float = 5.0
     attempts: int = 2
+    pause_after_failure: float = 0.0
 
 
 def make_client(
@@ -78,12 +80,25 @@ class S3Store:
     """A :class:`indexer.stores.Store` over one S3 bucket."""
 
     def __init__(
-        self, client: Any, bucket: str, *, region: str, copy_threshold: int = SINGLE_COPY_LIMIT
+        self,
+        client: Any,
+        bucket: str,
+        *,
+        region: str,
+        copy_threshold: int = SINGLE_COPY_LIMIT,
+        pause_after_failure: float = 0.0,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.client = client
         self.bucket = bucket
         self.region = region
         self.copy_threshold = copy_threshold
+        # After a call that could not reach the store, calls fail at once for this long
+        # (then one tries again): requests queued behind a hung store do not each wait
+        # out their own timeouts.
+        self._pause = pause_after_failure
+        self._clock = clock
+        self._unreachable_until = 0.0
 
     def __repr__(self) -> str:
         return f"S3Store({self.bucket!r}, region={self.region!r})"
@@ -189,7 +204,7 @@ class S3Store:
             self.client.delete_object(Bucket=self.bucket, Key=check_key(key))
 
     def presign_get(self, key: str, *, expires_in: int) -> str:
-        with self._translated(key):
+        with self._translated(key, is_call=False):  # signing is local: a down store is no matter
             return self.client.generate_presigned_url(
                 "get_object",
                 Params={"Bucket": self.bucket, "Key": check_key(key)},
@@ -211,7 +226,7 @@ class S3Store:
         }
         if content_length is not None:
             params["ContentLength"] = content_length
-        with self._translated(key):
+        with self._translated(key, is_call=False):
             return self.client.generate_presigned_url(
                 "put_object", Params=params, ExpiresIn=expires_in
             )
@@ -221,7 +236,9 @@ class S3Store:
             self.client.head_bucket(Bucket=self.bucket)
 
     @contextlib.contextmanager
-    def _translated(self, key: str) -> Iterator[None]:
+    def _translated(self, key: str, *, is_call: bool = True) -> Iterator[None]:
+        if is_call and self._pause and self._clock() < self._unreachable_until:
+            raise StoreUnavailable(self.region, f"{self.endpoint} was unreachable moments ago")
         try:
             yield
         except StoreError:
@@ -229,6 +246,8 @@ class S3Store:
         except botocore.exceptions.ClientError as exc:
             raise translate_client_error(exc, self.region, key) from exc
         except (botocore.exceptions.BotoCoreError, OSError) as exc:
+            if is_call:
+                self._unreachable_until = self._clock() + self._pause
             # Operators need to know which endpoint; callers never see this text.
             reason = f"{type(exc).__name__} talking to {self.endpoint}"
             raise StoreUnavailable(self.region, reason) from exc

@@ -74,6 +74,18 @@ def assert_one_line(result: subprocess.CompletedProcess[str], starts: str) -> No
         ({"TOOLTOOL_MAX_HEADER_LINE": "10"}, "SettingsError: TOOLTOOL_MAX_HEADER_LINE: "),
         ({"S3_READ_TIMEOUT": "soon"}, "SettingsError: S3_READ_TIMEOUT: expected a number"),
         ({"TOOLTOOL_MAX_PENDING_FILES": "0"}, "SettingsError: TOOLTOOL_MAX_PENDING_FILES: "),
+        (
+            {"S3_REGIONS": "us-east-1:bucket-a", "S3_ENDPOINT_URL": "http://h:abc"},
+            "SettingsError: S3_ENDPOINT_URL: expected an http(s) URL",
+        ),
+        (
+            {"S3_REGIONS": "us-east-1:bucket-a", "S3_ENDPOINT_URL": "http://u:pw-secret@h:1"},
+            "SettingsError: S3_ENDPOINT_URL: a URL may not hold credentials",
+        ),
+        ({"S3_REGIONS": "a-:bucket-a"}, "SettingsError: S3_REGIONS: 'a-' is not a region"),
+        ({"TASKCLUSTER_ROOT_URL": "http://[::1"}, "SettingsError: TASKCLUSTER_ROOT_URL: "),
+        ({"TOOLTOOL_PUBLIC_URL": "http://h:99999"}, "SettingsError: TOOLTOOL_PUBLIC_URL: "),
+        ({"S3_READ_TIMEOUT": "1e10"}, "SettingsError: S3_READ_TIMEOUT: must be between"),
     ],
     ids=lambda value: str(value)[:40],
 )
@@ -129,3 +141,81 @@ def test_make_clean_keeps_the_local_store() -> None:
             ["make", "-n", "clean-data"], cwd=REPO, capture_output=True, text=True, check=True
         ).stdout
     )
+
+
+def test_a_key_of_the_wrong_curve_is_refused_at_start(tmp_path: Path) -> None:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    key = ec.generate_private_key(ec.SECP384R1())
+    pem = tmp_path / "key.pem"
+    pem.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    environ = {
+        "TOOLTOOL_DATA_DIR": str(tmp_path / "data"),
+        "TOOLTOOL_JWT_ALGORITHM": "ES256",
+        "TOOLTOOL_JWT_PRIVATE_KEY": str(pem),
+    }
+    result = run("gateway.cli", environ)
+    assert_one_line(result, "SettingsError: TOOLTOOL_JWT_PRIVATE_KEY: unusable key for ES256")
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "starts"),
+    [
+        (".url-signing-key", b"short", "SettingsError: TOOLTOOL_URL_SIGNING_KEY: "),
+        (".url-signing-key", b"\xff" * 40, "SettingsError: TOOLTOOL_URL_SIGNING_KEY: "),
+        (".clients.json", b"[" * 100_000, "SettingsError: TOOLTOOL_CLIENTS_FILE: "),
+    ],
+    ids=["short-key", "not-utf8-key", "deep-clients"],
+)
+def test_bad_files_in_the_data_directory(
+    tmp_path: Path, name: str, content: bytes, starts: str
+) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / name).write_bytes(content)
+    assert_one_line(run("gateway.cli", {"TOOLTOOL_DATA_DIR": str(data)}), starts)
+
+
+def test_the_indexer_refuses_intervals_that_are_not_finite(tmp_path: Path) -> None:
+    for interval in ("nan", "inf", "-1"):
+        result = run(
+            "indexer.cli", {"TOOLTOOL_DATA_DIR": str(tmp_path)}, "watch", "--interval", interval
+        )
+        assert result.returncode == 2
+        assert "Traceback" not in result.stderr
+
+
+def test_an_interrupted_indexer_says_so_in_one_line(tmp_path: Path) -> None:
+    environ = {
+        "S3_REGIONS": "us-east-1:bucket-a",
+        "S3_ENDPOINT_URL": f"http://127.0.0.1:{free_port()}",
+        "S3_REGIONS_ACCESS_KEY_ID": "x",
+        "S3_REGIONS_SECRET_ACCESS_KEY": "y",
+    }
+    with socket.socket() as hung:  # accepts connections (the backlog), never answers
+        hung.bind(("127.0.0.1", 0))
+        hung.listen(16)
+        environ["S3_ENDPOINT_URL"] = f"http://127.0.0.1:{hung.getsockname()[1]}"
+        process = subprocess.Popen(
+            [sys.executable, "-m", "indexer.cli", "run"],
+            env={**os.environ, **environ},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        import signal
+        import time
+
+        time.sleep(2)
+        process.send_signal(signal.SIGINT)
+        _, err = process.communicate(timeout=30)
+    assert process.returncode == 130
+    assert "Traceback" not in err
+    assert err.strip().splitlines()[-1].startswith("Interrupted: ")

@@ -121,6 +121,7 @@ def assert_refused(answer: Answer, closed: bool, status: int, detail: str) -> No
     body = assert_problem(answer, status)
     assert body["detail"] == detail
     assert answer.headers["connection"] == "close"
+    assert len(answer.headers["x-request-id"]) == 32  # refused below the app: an id of its own
     assert closed
 
 

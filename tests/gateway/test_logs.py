@@ -111,6 +111,8 @@ def test_text_format_summary_lines_say_what_happened(
         ("Authorization: Basic cmVhZGVyOnNlY3JldA==", "cmVhZGVyOnNlY3JldA=="),
         ('{"clientId": "x", "accessToken": "sekrit-value"}', "sekrit-value"),
         ("AWS4-HMAC-SHA256 Credential=AK/1/us/s3/aws4_request, Signature=f00f", "f00f"),
+        ("answer {'clientId': 'x', 'accessToken': 'py-repr-secret'}", "py-repr-secret"),
+        ("talking to http://user:url-password@127.0.0.1:9/b", "url-password"),
     ],
 )
 def test_redaction(text: str, secret: str) -> None:
@@ -138,3 +140,25 @@ def test_libraries_that_log_credentials_stay_quiet(gateway: Gateway) -> None:
     finally:
         root.handlers[:], level = saved
         root.setLevel(level)
+
+
+def test_text_lines_cannot_be_forged_from_a_request(
+    gateway: Gateway, capsys: pytest.CaptureFixture[str]
+) -> None:
+    root = logging.getLogger()
+    saved = root.handlers[:], root.level
+    forged = "x%0a2026-11-29%2021:00:00,000%20CRITICAL%20gateway.auth:%20forged%1b[31m%0d"
+    try:
+        configure_logging(log_format="text", stream=sys.stdout)
+        gateway.client(authenticator=LeakingAuthenticator()).get(f"/sha512/{forged}")
+        gateway.client().get(f"/sha512/{forged}")
+    finally:
+        root.handlers[:], level = saved
+        root.setLevel(level)
+    out = capsys.readouterr().out
+    assert not any(line.startswith("2026-11-29 21:00:00") for line in out.splitlines())
+    assert "\x1b" not in out
+    assert "\r" not in out
+    # A traceback's lines are marked as the record's continuation.
+    lines = out.splitlines()
+    assert all(line[:4].isdigit() or line.startswith("  | ") for line in lines), lines

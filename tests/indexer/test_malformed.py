@@ -109,6 +109,6 @@ def test_watch_outlives_a_malformed_object(
     finally:
         process.terminate()
         _, err = process.communicate(timeout=10)
-    assert err.startswith("tooltool-indexer: watching ")
+    assert "INFO indexer.cli: watching " in err.splitlines()[0]
     assert index_key(broken.digest) in err
     assert "Traceback" not in err
