@@ -232,8 +232,11 @@ class S3Store:
             )
 
     def check(self) -> None:
-        with self._translated(""):
-            self.client.head_bucket(Bucket=self.bucket)
+        try:
+            with self._translated(""):
+                self.client.head_bucket(Bucket=self.bucket)
+        except ObjectNotFound:  # a HEAD's 404 has no body to name the bucket in
+            raise StoreUnavailable(self.region, f"no bucket {self.endpoint}") from None
 
     @contextlib.contextmanager
     def _translated(self, key: str, *, is_call: bool = True) -> Iterator[None]:
