@@ -158,7 +158,8 @@ class Settings:
             auth=AuthSettings.from_environ(environ),
             server=ServerSettings.from_environ(environ),
             download_expires_in=_integer(environ, download_name, 60, maximum=7 * 24 * 3600),
-            upload_expires_in=_integer(environ, "UPLOAD_EXPIRES_IN", 60, maximum=7 * 24 * 3600),
+            # At most 23 h: a PUT URL must never outlive its pending record (a day).
+            upload_expires_in=_integer(environ, "UPLOAD_EXPIRES_IN", 60, maximum=23 * 3600),
             allow_anonymous_public_download=_boolean(
                 environ, "ALLOW_ANONYMOUS_PUBLIC_DOWNLOAD", True
             ),

@@ -31,6 +31,8 @@ import time
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from indexer.digests import is_valid_digest
+from indexer.schema import VISIBILITIES
 from indexer.stores import ObjectNotFound, PreconditionFailed, Store, StoreUnavailable
 from indexer.strict_json import StrictJsonError, loads_strict
 
@@ -41,6 +43,7 @@ FAILURES = "intake/failures/"
 STAGING = "staging/"
 VERIFYING = "verifying/"  # the indexer's private copies of staged uploads
 MAX_COUNTER_ATTEMPTS = 20
+MAX_UPLOAD_SIZE = 5 * 1024**3  # the most one signed PUT can carry on S3
 
 
 class MalformedRecord(Exception):
@@ -97,16 +100,23 @@ class Batch:
 
 
 def _is_well_typed_pending(pending: Pending) -> bool:
+    """Every field of the type and within the range the indexer relies on: a record no
+    gateway wrote (by hand, or damaged) is set aside, never a pass stopped."""
     return (
         isinstance(pending.digest, str)
+        and is_valid_digest(pending.digest)
         and type(pending.size) is int
-        and pending.size >= 0
-        and isinstance(pending.visibility, str)
+        and 0 <= pending.size <= MAX_UPLOAD_SIZE
+        and pending.visibility in VISIBILITIES
         and type(pending.batch_id) is int
+        and pending.batch_id >= 1
+        and bool(pending.filenames)
+        and all(0 < len(name) <= 1024 for name in pending.filenames)
         and isinstance(pending.author, str)
         and isinstance(pending.region, str)
         and (pending.staging_key is None or isinstance(pending.staging_key, str))
         and type(pending.created) in (int, float)
+        and 0 <= pending.created < 2**37  # a POSIX time this side of the year 6000
     )
 
 

@@ -53,6 +53,7 @@ from indexer.strict_json import StrictJsonError, loads_strict
 logger = logging.getLogger(__name__)
 
 PENDING_TTL = 24 * 3600  # pending records for uploads that never came expire after a day
+MAX_AUTHOR = 1024  # index_schema.json
 
 
 @dataclass
@@ -150,6 +151,18 @@ class Indexer:
                 # The upload waits; the rest of the pass goes on.
                 logger.error("skipping upload: %s", exc, extra={"digest": pending.digest})
                 report.malformed.append(exc.key)
+                continue
+            except (ValueError, TypeError, OverflowError) as exc:
+                # Whatever else a record of this upload holds that nothing could check:
+                # this upload waits for an operator, the others go on.
+                logger.error(
+                    "skipping upload %s: %s: %s",
+                    pending.key,
+                    type(exc).__name__,
+                    exc,
+                    extra={"digest": pending.digest},
+                )
+                report.malformed.append(pending.key)
                 continue
             if is_finished:
                 finished.append(pending)
@@ -457,7 +470,9 @@ def _uploads(pending: Pending, batches: _BatchMessages) -> tuple[Upload, ...]:
     message's summary (a batch naming a file a thousand times is one arrival)."""
     message, uploaded = batches.get(pending)
     first = min(pending.filenames)
-    return (Upload(pending.batch_id, first, pending.author, summary(message), uploaded),)
+    # Client ids have no length limit of their own; an index object's author has one.
+    author = pending.author[:MAX_AUTHOR]
+    return (Upload(pending.batch_id, first, author, summary(message), uploaded),)
 
 
 def _with_uploads(existing: IndexObject, uploads: tuple[Upload, ...]) -> tuple[Upload, ...]:

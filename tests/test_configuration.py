@@ -86,6 +86,10 @@ def assert_one_line(result: subprocess.CompletedProcess[str], starts: str) -> No
         ({"TASKCLUSTER_ROOT_URL": "http://[::1"}, "SettingsError: TASKCLUSTER_ROOT_URL: "),
         ({"TOOLTOOL_PUBLIC_URL": "http://h:99999"}, "SettingsError: TOOLTOOL_PUBLIC_URL: "),
         ({"S3_READ_TIMEOUT": "1e10"}, "SettingsError: S3_READ_TIMEOUT: must be between"),
+        (
+            {"UPLOAD_EXPIRES_IN": "172800"},
+            "SettingsError: UPLOAD_EXPIRES_IN: must be at least 1 and at most 82800",
+        ),
     ],
     ids=lambda value: str(value)[:40],
 )

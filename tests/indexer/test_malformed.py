@@ -112,3 +112,51 @@ def test_watch_outlives_a_malformed_object(
     assert "INFO indexer.cli: watching " in err.splitlines()[0]
     assert index_key(broken.digest) in err
     assert "Traceback" not in err
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {"filenames": []},
+        {"created": 1e300},
+        {"created": -1e18},
+        {"visibility": "secret"},
+        {"batch_id": 0},
+        {"size": -1},
+        {"filenames": ["x" * 2000]},
+    ],
+    ids=lambda changes: str(changes)[:30],
+)
+def test_a_pending_record_with_bad_values_is_set_aside(
+    system: System, request: pytest.FixtureRequest, changes: dict[str, Any]
+) -> None:
+    """A record no gateway wrote (by hand, or damaged) stops nobody else's upload."""
+    fine = posted(system, "fine.bin")
+    [info] = list(system.regions.index.list("intake/pending/"))
+    posted(system, "odd.bin")
+    [odd_info] = [i for i in system.regions.index.list("intake/pending/") if i.key != info.key]
+    record = json.loads(system.regions.index.get(odd_info.key)[0]) | changes
+    system.regions.index.put(odd_info.key, json.dumps(record).encode())
+    report = system.indexer.run_once(check=False)
+    assert report.malformed == [odd_info.key]
+    assert system.download(fine.digest)[0] == 302
+
+
+def test_an_uploader_with_a_very_long_client_id_is_indexed(system: System) -> None:
+    """Client ids have no length limit; an index object's author has one (1024)."""
+    from dataclasses import replace
+
+    from indexer.index import read_index
+    from indexer.intake import Pending
+
+    upload = posted(system, "a.bin")
+    [info] = list(system.regions.index.list("intake/pending/"))
+    pending = Pending.from_json(system.regions.index.get(info.key)[0], key=info.key)
+    system.regions.index.delete(info.key)
+    long = replace(pending, author="L" * 1100)
+    system.regions.index.put(long.key, long.to_json())
+    system.indexer.run_once(check=False)
+    assert system.download(upload.digest)[0] == 302
+    found = read_index(system.regions.index, upload.digest)
+    assert found is not None
+    assert found[0].uploads[0].author == "L" * 1024
