@@ -149,7 +149,10 @@ class HttpProtocol(HttpToolsProtocol):
         _HeadDeadlines.watch(self)
 
     def on_response_complete(self) -> None:
-        self._head_started = self.loop.time()
+        # The next head is awaited once both the answer and the request are whole: an app
+        # may answer (a 401, say) before the body it does not want has all arrived.
+        if self._in_head:
+            self._head_started = self.loop.time()
         HttpToolsProtocol.on_response_complete(self)
 
     def on_header(self, name: bytes, value: bytes) -> None:
@@ -181,6 +184,9 @@ class HttpProtocol(HttpToolsProtocol):
 
     def on_message_complete(self) -> None:
         self._in_head = self._head_began = True
+        cycle = self.cycle
+        if cycle is not None and cycle.response_complete:  # answered before its body ended
+            self._head_started = self.loop.time()
         HttpToolsProtocol.on_message_complete(self)
 
     def send_400_response(self, msg: str) -> None:
@@ -228,8 +234,8 @@ class HttpProtocol(HttpToolsProtocol):
                 # httptools' copying of an unfinished value can grow with it.
                 self._framing_bytes += len(piece)
                 if self._framing_bytes > self.max_headers:
-                    detail = f"the chunk framing and trailers are over {self.max_headers} bytes"
-                    self._refuse(431, f"Request header fields too large: {detail}")
+                    detail = f"The chunk framing and trailers are over {self.max_headers} bytes"
+                    self._refuse(431, detail)
                     return False
             self._body_bytes = 0
         elif self._head_began and piece.endswith(_END):
@@ -281,9 +287,9 @@ class HttpProtocol(HttpToolsProtocol):
         head = window if end < 0 else window[:end]
         problem = self._long_line(head)
         if problem is None and end < 0 and len(data) - position > room:
-            problem = f"the headers are over {self.max_headers} bytes"
+            problem = f"The headers are over {self.max_headers} bytes"
         if problem is not None:
-            self._refuse(431, f"Request header fields too large: {problem}")
+            self._refuse(431, problem)
             return -1
         return len(head)
 
@@ -303,10 +309,10 @@ class HttpProtocol(HttpToolsProtocol):
         lines = head.split(b"\n")
         if self._line_bytes + len(lines[0]) + 1 > self.max_line:
             is_request_line = self._head_bytes == self._line_bytes
-            name = "the request line is" if is_request_line else "a header line is"
+            name = "The request line is" if is_request_line else "A header line is"
             return f"{name} over {self.max_line} bytes"
         if len(lines) > 1 and max(map(len, lines[1:])) + 1 > self.max_line:
-            return f"a header line is over {self.max_line} bytes"
+            return f"A header line is over {self.max_line} bytes"
         return None
 
     def _refuse(self, status: int, detail: str) -> None:
@@ -350,13 +356,13 @@ class HttpProtocol(HttpToolsProtocol):
         """Refuse (408) a connection that has waited for a whole head past the timeout;
         one that is answering a request is not waiting for one."""
         started = self._head_started
-        if started is None or now - started < self.header_timeout:
+        if started is None or now - started < self.header_timeout or not self._in_head:
             return
         if self.cycle is not None and not self.cycle.response_complete:
             return
         self._head_started = None
-        detail = f"no complete request headers within {self.header_timeout:g} s"
-        self._refuse(408, f"Request Timeout: {detail}")
+        detail = f"No complete request headers within {self.header_timeout:g} s"
+        self._refuse(408, detail)
 
     def _send_refusal(self) -> None:
         if self._refusal is not None and not self.transport.is_closing():

@@ -111,7 +111,7 @@ class SafeTextFormatter(logging.Formatter):
         finally:
             record.exc_info, record.exc_text = exc_info, exc_text
         fields = " ".join(
-            f"{key}={escape_controls(str(_clean(value)))}"
+            f"{key}={_field(value)}"
             for key, value in record.__dict__.items()
             if key not in _STANDARD_ATTRIBUTES and value is not None
         )
@@ -122,6 +122,15 @@ class SafeTextFormatter(logging.Formatter):
             frames = format_exception(*exc_info)[1].splitlines()
             line += "".join(f"\n  | {frame}" for frame in frames)
         return redact(line)
+
+
+def _field(value: Any) -> str:
+    """A field's value for a text line: quoted when it holds a space, a quote or an equals
+    sign, so that a value from a request can never pass for another field."""
+    text = escape_controls(str(_clean(value)))
+    if any(character in text for character in ' "=\\'):
+        return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    return text
 
 
 def _clean(value: Any) -> Any:

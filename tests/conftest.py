@@ -33,7 +33,7 @@ from gateway.settings import AuthSettings, ServerSettings, Settings
 from indexer.config import StoreSettings
 from indexer.job import Indexer
 from indexer.local_store import LocalStore
-from indexer.s3_store import S3Store, make_client
+from indexer.s3_store import S3Store, Timeouts, make_client
 from indexer.signing import UrlSigner
 from indexer.stores import Regions
 from tests.gateway.auth_helpers import clients_file_entries
@@ -46,6 +46,17 @@ SIGNING_KEY = b"test-signing-key-0123456789abcdef"
 
 
 _RECORDER = LogRecorder()
+_BUCKETS_TO_DELETE: list[tuple[SeaweedFS, str]] = []
+
+
+@pytest.fixture(autouse=True)
+def _delete_buckets() -> Iterator[None]:
+    """Delete the buckets a test made, when it ends (best effort: its server may be gone)."""
+    yield
+    while _BUCKETS_TO_DELETE:
+        seaweedfs, bucket = _BUCKETS_TO_DELETE.pop()
+        with contextlib.suppress(Exception):
+            seaweedfs.delete_bucket(bucket)
 
 
 @pytest.fixture(scope="session")
@@ -102,10 +113,33 @@ class SeaweedFS:
         )
 
     def new_bucket(self) -> str:
+        """A new bucket, deleted with its objects when the test ends (each bucket holds
+        volumes of its own, and a SeaweedFS has only so many)."""
         self._count[0] += 1
         bucket = f"test-{os.getpid()}-{self._count[0]}-{secrets.token_hex(3)}"
         self.client().create_bucket(Bucket=bucket)
+        _BUCKETS_TO_DELETE.append((self, bucket))
         return bucket
+
+    def delete_bucket(self, bucket: str) -> None:
+        """Empty `bucket` (objects and unfinished multipart uploads) and delete it."""
+        client = make_client(
+            "us-east-1",
+            endpoint_url=self.endpoint,
+            access_key_id=self.access_key,
+            secret_access_key=self.secret_key,
+            timeouts=Timeouts(connect=1, read=10, attempts=1),
+        )
+        for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket):
+            keys = [{"Key": item["Key"]} for item in page.get("Contents", ())]
+            if keys:
+                client.delete_objects(Bucket=bucket, Delete={"Objects": keys, "Quiet": True})
+        uploads = client.list_multipart_uploads(Bucket=bucket).get("Uploads", ())
+        for upload in uploads:
+            client.abort_multipart_upload(
+                Bucket=bucket, Key=upload["Key"], UploadId=upload["UploadId"]
+            )
+        client.delete_bucket(Bucket=bucket)
 
     def environ(self, *regions: tuple[str, str]) -> dict[str, str]:
         """Gateway/indexer settings for these (region, bucket) pairs."""

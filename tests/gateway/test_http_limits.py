@@ -26,10 +26,9 @@ from tests.gateway.test_download import assert_problem
 
 LINE = DEFAULT_MAX_LINE
 HEADERS = DEFAULT_MAX_HEADERS
-TOO_LARGE = "Request header fields too large: "
-LINE_DETAIL = f"{TOO_LARGE}a header line is over {LINE} bytes"
-REQUEST_LINE_DETAIL = f"{TOO_LARGE}the request line is over {LINE} bytes"
-HEADERS_DETAIL = f"{TOO_LARGE}the headers are over {HEADERS} bytes"
+LINE_DETAIL = f"A header line is over {LINE} bytes"
+REQUEST_LINE_DETAIL = f"The request line is over {LINE} bytes"
+HEADERS_DETAIL = f"The headers are over {HEADERS} bytes"
 
 
 class Echo:
@@ -37,7 +36,16 @@ class Echo:
 
     def __init__(self) -> None:
         self.requests = 0
-        self.app = Starlette(routes=[Route("/{path:path}", self.echo, methods=["GET", "PUT"])])
+        self.app = Starlette(
+            routes=[
+                Route("/early", self.early, methods=["POST"]),
+                Route("/{path:path}", self.echo, methods=["GET", "PUT"]),
+            ]
+        )
+
+    async def early(self, request: Request) -> JSONResponse:
+        """Answers without reading the body, as a 401 for an upload does."""
+        return JSONResponse({"early": True}, status_code=401)
 
     async def echo(self, request: Request) -> JSONResponse:
         self.requests += 1
@@ -397,11 +405,11 @@ def test_smaller_limits_apply() -> None:
         small = Server(port, echo)
         assert_echoed(small.exchange(request("/", header_line(200)))[0])
         answer, closed = small.exchange(request("/", header_line(201)))
-        assert_refused(answer, closed, 431, f"{TOO_LARGE}a header line is over 200 bytes")
+        assert_refused(answer, closed, 431, "A header line is over 200 bytes")
         answer, closed = small.exchange(
             request("/", *[header_line(100, f"X-{i}") for i in range(4)])
         )
-        assert_refused(answer, closed, 431, f"{TOO_LARGE}the headers are over 400 bytes")
+        assert_refused(answer, closed, 431, "The headers are over 400 bytes")
 
 
 # After a chunked body: trailers and framing are held to the head's limit, never headers.
@@ -429,7 +437,7 @@ def test_endless_trailers_are_431_in_bounded_memory(server: Server) -> None:
             for _ in range(2000):  # up to 128 MiB: refused long before
                 connection.send((b"X-T: " + b"v" * 1000 + b"\r\n") * 64)
         answer = connection.answer()
-    detail = f"{TOO_LARGE}the chunk framing and trailers are over {HEADERS} bytes"
+    detail = f"The chunk framing and trailers are over {HEADERS} bytes"
     assert assert_problem(answer, 431)["detail"] == detail
     assert _rss() - before < 30 * 1024 * 1024
 
@@ -491,7 +499,8 @@ def test_a_head_not_sent_in_time_is_408(impatient: Server, sent: bytes) -> None:
         answer = connection.answer()
         assert connection.is_closed()
     body = assert_problem(answer, 408)
-    assert body["detail"] == "Request Timeout: no complete request headers within 1 s"
+    assert body["detail"] == "No complete request headers within 1 s"
+    assert body["title"] == "408 Request Timeout: No complete request headers within 1 s"
     assert 0.9 < time.monotonic() - started < 5
 
 
@@ -524,3 +533,17 @@ def test_a_slow_answer_is_not_cut_short(impatient: Server) -> None:
 def test_the_header_timeout_must_be_positive() -> None:
     with pytest.raises(ValueError, match="header_timeout"):
         http_protocol(header_timeout=0)
+
+
+def test_an_early_answer_while_the_body_still_arrives_is_the_only_answer(
+    impatient: Server,
+) -> None:
+    """The head deadline waits for the request's body to end, not just for its answer."""
+    with impatient.connect() as connection:
+        connection.send(request("/early", "Content-Length: 30", method="POST"))
+        assert connection.answer().status_code == 401
+        for _ in range(3):  # the rest of the body, past the 1 s deadline
+            time.sleep(0.6)
+            connection.send(b"x" * 10)
+        connection.send(request("/"))
+        assert_echoed(connection.answer())

@@ -152,10 +152,12 @@ def test_text_lines_cannot_be_forged_from_a_request(
         configure_logging(log_format="text", stream=sys.stdout)
         gateway.client(authenticator=LeakingAuthenticator()).get(f"/sha512/{forged}")
         gateway.client().get(f"/sha512/{forged}")
+        gateway.client().get("/sha512/x%20code=200%20rid=forged")
     finally:
         root.handlers[:], level = saved
         root.setLevel(level)
     out = capsys.readouterr().out
+    assert 'path="/sha512/x code=200 rid=forged"' in out
     assert not any(line.startswith("2026-11-29 21:00:00") for line in out.splitlines())
     assert "\x1b" not in out
     assert "\r" not in out
