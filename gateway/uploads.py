@@ -131,7 +131,8 @@ class Uploads:
             batch, staging = await run_in_threadpool(
                 self._create_batch, upload, caller.client_id, store
             )
-        result = batch_entry(batch)
+        # What needs no upload is stored: the batch's files say so (has_instances).
+        result = batch_entry(batch, lambda digest: digest not in staging)
         for name, entry in result["files"].items():
             key = staging.get(entry["digest"])
             if key is not None:
@@ -271,11 +272,19 @@ class Uploads:
             raise NotFound()
         if not self._permissions.may_download(caller, batch.visibilities):
             raise Forbidden()
-        return JSONResponse({"result": batch_entry(batch)})
+        stored = set()
+        for digest in {entry.digest for entry in batch.files.values()}:
+            found = await self._index.get(digest)
+            if found is not None and found.has_instances:
+                stored.add(digest)
+        # The bare batch object, as the legacy get_batch answers it (row.to_dict()).
+        return JSONResponse(batch_entry(batch, stored.__contains__))
 
     async def search(self, request: Request) -> Response:
+        query = (query_text(request, "q") or "").strip().lower()
+        if not query:
+            raise BadRequest("q is required: a substring of an author or a message")
         caller = await self._authenticator.authenticate(request)
-        query = (query_text(request, "q") or "").lower()
         results = [
             batch
             for batch in await self._catalog.batches()

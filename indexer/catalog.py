@@ -42,8 +42,11 @@ def file_entry(index_object: IndexObject) -> dict[str, Any]:
     }
 
 
-def batch_entry(batch: Batch) -> dict[str, Any]:
-    """A batch as the catalog (and ``GET /upload/<id>``) shows it."""
+def batch_entry(
+    batch: Batch, has_instances: Callable[[str], bool] = lambda digest: False
+) -> dict[str, Any]:
+    """A batch as the catalog (and ``GET /upload/<id>``) shows it; `has_instances` tells
+    whether a digest is stored (the legacy batch file entries carry it)."""
     return {
         "id": batch.id,
         "author": batch.author,
@@ -55,6 +58,7 @@ def batch_entry(batch: Batch) -> dict[str, Any]:
                 "digest": entry.digest,
                 "algorithm": entry.algorithm,
                 "visibility": entry.visibility,
+                "has_instances": has_instances(entry.digest),
             }
             for name, entry in sorted(batch.files.items())
         },
@@ -84,6 +88,8 @@ class Catalog:
         Entries written since the listing began are kept while their file or
         batch still exists.
         """
+        index_objects = list(index_objects)
+        stored = {obj.digest for obj in index_objects if obj.has_instances}
         files = {obj.digest: file_entry(obj) for obj in index_objects}
         self._swap(
             FILES_KEY,
@@ -93,7 +99,7 @@ class Catalog:
                 files | self._fresh_files([digest for digest in current if digest not in files])
             ),
         )
-        listed = {batch.id: batch_entry(batch) for batch in batches}
+        listed = {batch.id: batch_entry(batch, stored.__contains__) for batch in batches}
         self._swap(
             BATCHES_KEY,
             "batches",
@@ -159,8 +165,15 @@ class Catalog:
                 logger.error("leaving out of the catalog: %s", exc)
                 continue
             if batch is not None:
-                entries[batch_id] = batch_entry(batch)
+                entries[batch_id] = batch_entry(batch, self._has_instances)
         return entries
+
+    def _has_instances(self, digest: str) -> bool:
+        try:
+            found = read_index(self._store, digest)
+        except MalformedIndexObject:
+            return False
+        return found is not None and found[0].has_instances
 
     def _load(self, key: str, member: str) -> tuple[list[dict[str, Any]], str | None, bytes]:
         try:

@@ -223,9 +223,10 @@ def test_batch_reads(system: System) -> None:
     first = system.upload([public], message="Clang 17 for linux64")
     second = system.upload([internal], message="private SDK")
     system.indexer.run_once()
-    shown = system.client.get(f"/upload/{first['id']}").json()["result"]
+    # The bare batch object (the legacy get_batch), its files with has_instances.
+    shown = system.client.get(f"/upload/{first['id']}").json()
     assert shown == {k: v for k, v in first.items() if k != "files"} | {
-        "files": {"pub.tar.gz": public.entry()}
+        "files": {"pub.tar.gz": public.entry() | {"has_instances": True}}
     }
     assert_problem(system.client.get(f"/upload/{second['id']}"), 403)
     path = f"/upload/{second['id']}"
@@ -241,6 +242,27 @@ def test_batch_reads(system: System) -> None:
     path = "/upload?q=uploader"
     everything = system.client.get(path, headers={"Authorization": hawk("reader", BASE + path)})
     assert [b["id"] for b in everything.json()["result"]] == [first["id"], second["id"]]
+    listed_file = everything.json()["result"][0]["files"]["pub.tar.gz"]
+    assert listed_file["has_instances"] is True
+    for query in ("", "?q=", "?q=%20"):
+        problem = assert_problem(system.client.get(f"/upload{query}"), 400)
+        assert problem["detail"].startswith("q is required")
+
+
+def test_files_not_yet_uploaded_show_no_instances(system: System) -> None:
+    stored = Uploaded("stored.bin", os.urandom(20), "public")
+    system.upload([stored])
+    system.indexer.run_once(check=False)
+    waiting = Uploaded("waiting.bin", os.urandom(20), "public")
+    posted = system.post([stored, waiting]).json()["result"]
+    assert posted["files"]["stored.bin"]["has_instances"] is True
+    assert "put_url" not in posted["files"]["stored.bin"]
+    assert posted["files"]["waiting.bin"]["has_instances"] is False
+    shown = system.client.get(f"/upload/{posted['id']}").json()
+    assert {name: file["has_instances"] for name, file in shown["files"].items()} == {
+        "stored.bin": True,
+        "waiting.bin": False,
+    }
 
 
 def test_file_reads(system: System) -> None:
