@@ -24,6 +24,7 @@ from gateway.forwarded import TrustedProxies
 from gateway.index_cache import IndexCache
 from gateway.logs import RequestIdMiddleware
 from gateway.lookup import FileLookup
+from gateway.manage import Management
 from gateway.settings import Settings
 from gateway.token_routes import TokenRoutes
 from gateway.uploads import Quota, Uploads
@@ -112,6 +113,9 @@ def create_app(
         authenticator=request_authenticator,
         permissions=permissions,
     )
+    management = Management(
+        regions=regions, authenticator=request_authenticator, permissions=permissions, index=index
+    )
     blobs = Blobs({store.region: store for store in regions if isinstance(store, LocalStore)})
     dockerflow = Dockerflow(
         regions=regions,
@@ -123,6 +127,7 @@ def create_app(
             *downloads.routes(),
             *uploads.routes(),
             *files.routes(),
+            *management.routes(),
             *tokens.routes(),
             *blobs.routes(),
             *dockerflow.routes(),

@@ -48,7 +48,7 @@ class Files:
 
     async def show(self, request: Request) -> Response:
         _, found = await self._lookup.find(request, request.path_params["digest"])
-        return JSONResponse(_legacy(file_entry(found)))
+        return JSONResponse(legacy_file(file_entry(found)))
 
     async def search(self, request: Request) -> Response:
         query = (query_text(request, "q") or "").strip().lower()
@@ -64,11 +64,12 @@ class Files:
                 else any(query in name.lower() for name in entry["filenames"])
             )
             if matches and self._permissions.may_download(caller, [entry["visibility"]]):
-                results.append(_legacy(entry))
+                results.append(legacy_file(entry))
                 if len(results) >= MAX_RESULTS:
                     break
         return JSONResponse({"result": results})
 
 
-def _legacy(entry: dict[str, Any]) -> dict[str, Any]:
+def legacy_file(entry: dict[str, Any]) -> dict[str, Any]:
+    """A file as the legacy API shows it (catalog entries hold more)."""
     return {name: entry[name] for name in _FILE_FIELDS}

@@ -2,7 +2,8 @@
 
 Exit codes: 0 success, 1 an unexpected error, 2 usage, 3 a file refused (conflict or changed),
 4 settings or store unavailable, 5 a file that cannot be read, 6 a partial
-pass (something malformed was set aside: see the log; the rest was done).
+pass (something malformed was set aside: see the log; the rest was done),
+7 no such file (set-visibility, delete), 130 interrupted.
 """
 
 from __future__ import annotations
@@ -11,15 +12,26 @@ import argparse
 import json
 import logging
 import os
+import socket
 import sys
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from indexer.catalog import file_entry
 from indexer.config import SettingsError, StoreSettings, open_regions
+from indexer.digests import is_valid_digest
 from indexer.importer import ImportRefused, import_file
 from indexer.job import Indexer
 from indexer.logs import LOG_FORMATS, configure_logging, escape_controls, format_exception
+from indexer.management import (
+    MAX_REASON,
+    DeleteInstances,
+    Operation,
+    SetVisibility,
+    UnknownFile,
+    apply,
+)
 from indexer.redaction import redact
 from indexer.schema import VISIBILITIES
 from indexer.stores import StoreError
@@ -32,6 +44,7 @@ EXIT_REFUSED = 3
 EXIT_UNAVAILABLE = 4
 EXIT_UNREADABLE = 5
 EXIT_PARTIAL = 6
+EXIT_UNKNOWN = 7
 
 
 def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> int:
@@ -100,7 +113,56 @@ def _parser() -> argparse.ArgumentParser:
 
     failures = commands.add_parser("failures", help="list uploads that failed verification")
     failures.set_defaults(command=_failures)
+
+    visibility = commands.add_parser("set-visibility", help="make a stored file public or internal")
+    visibility.add_argument("digest", type=_digest)
+    visibility.add_argument("visibility", choices=VISIBILITIES)
+    _management_arguments(visibility)
+    visibility.set_defaults(command=_set_visibility)
+
+    deleting = commands.add_parser(
+        "delete", help="delete every copy of a file's bytes, leaving a tombstone"
+    )
+    deleting.add_argument("digest", type=_digest)
+    _management_arguments(deleting)
+    deleting.set_defaults(command=_delete)
     return parser
+
+
+def _management_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--reason", required=True, help="why, for the tombstone and the log")
+    parser.add_argument("--by", default=None, help="who (default: the operator's user@host)")
+
+
+def _digest(value: str) -> str:
+    if not is_valid_digest(value):
+        raise argparse.ArgumentTypeError("not a sha512 digest (128 lowercase hex characters)")
+    return value
+
+
+def _set_visibility(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
+    return _manage(args, environ, SetVisibility(args.visibility, args.reason))
+
+
+def _delete(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
+    return _manage(args, environ, DeleteInstances(args.reason))
+
+
+def _manage(args: argparse.Namespace, environ: Mapping[str, str], operation: Operation) -> int:
+    if len(args.reason) > MAX_REASON:
+        return _fail("UsageError", f"--reason: at most {MAX_REASON} characters", 2)
+    regions = open_regions(StoreSettings.from_environ(environ), bulk=True)
+    try:
+        changed = apply(regions, args.digest, [operation], by=args.by or _operator(environ))
+    except UnknownFile as exc:
+        return _fail("UnknownFile", exc, EXIT_UNKNOWN)
+    print(json.dumps(file_entry(changed), sort_keys=True))
+    return EXIT_OK
+
+
+def _operator(environ: Mapping[str, str]) -> str:
+    user = environ.get("USER") or environ.get("LOGNAME") or "operator"
+    return f"{user}@{socket.gethostname()}"
 
 
 def _positive(value: str) -> float:
