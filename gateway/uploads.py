@@ -37,6 +37,7 @@ from gateway.index_cache import IndexCache
 from gateway.lookup import INVALID_DIGEST
 from gateway.upload_parsing import MAX_BODY, UploadRequest, check_against, parse_upload
 from gateway.urls import PublicUrls
+from indexer.audit import AuditLog
 from indexer.catalog import batch_entry
 from indexer.digests import is_valid_digest
 from indexer.index import is_stored, read_index
@@ -50,7 +51,7 @@ from indexer.intake import (
     pending_load,
     read_batch,
 )
-from indexer.schema import VISIBILITIES, utc_timestamp
+from indexer.schema import VISIBILITIES, summary, utc_timestamp
 from indexer.stores import OCTET_STREAM, PreconditionFailed, Regions, Store, StoreUnavailable
 
 logger = logging.getLogger(__name__)
@@ -186,6 +187,13 @@ class Uploads:
                 created=now,
             )
             self._regions.index.put(pending.key, pending.to_json(), content_type="application/json")
+        AuditLog(self._regions.index, clock=self._clock).append(
+            "batch",
+            who=author,
+            why=summary(upload.message),
+            batch_id=batch.id,
+            details={"files": len(upload.files), "region": store.region},
+        )
         return batch, staging
 
     def _stored_digests(self, upload: UploadRequest, names: dict[str, tuple[str, ...]]) -> set[str]:

@@ -3,12 +3,14 @@
 Exit codes: 0 success, 1 an unexpected error, 2 usage, 3 a file refused (conflict or changed),
 4 settings or store unavailable, 5 a file that cannot be read, 6 a partial
 pass (something malformed was set aside: see the log; the rest was done),
-7 no such file (set-visibility, delete), 130 interrupted.
+7 no such file (set-visibility, delete), 8 the audit log's chain is broken
+(audit --verify), 130 interrupted.
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import json
 import logging
 import os
@@ -18,6 +20,7 @@ import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from indexer.audit import AuditLog
 from indexer.catalog import file_entry
 from indexer.config import SettingsError, StoreSettings, open_regions
 from indexer.digests import is_valid_digest
@@ -45,6 +48,7 @@ EXIT_UNAVAILABLE = 4
 EXIT_UNREADABLE = 5
 EXIT_PARTIAL = 6
 EXIT_UNKNOWN = 7
+EXIT_TAMPERED = 8
 
 
 def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> int:
@@ -126,7 +130,48 @@ def _parser() -> argparse.ArgumentParser:
     deleting.add_argument("digest", type=_digest)
     _management_arguments(deleting)
     deleting.set_defaults(command=_delete)
+
+    audit = commands.add_parser("audit", help="print (or verify) the audit log, as JSON lines")
+    audit.add_argument("--digest", type=_digest, help="only this file's records")
+    audit.add_argument(
+        "--since", type=_moment, help="only records at or after this UTC time (ISO 8601)"
+    )
+    audit.add_argument(
+        "--verify", action="store_true", help="check the hash chain (exit 8 when broken)"
+    )
+    audit.set_defaults(command=_audit)
     return parser
+
+
+def _audit(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
+    log = AuditLog(open_regions(StoreSettings.from_environ(environ), bulk=True).index)
+    if args.verify:
+        problems = log.verify()
+        for problem in problems:
+            print(f"BrokenChain: {problem}", file=sys.stderr)
+        if problems:
+            return EXIT_TAMPERED
+        print("the audit log's chain is whole", file=sys.stderr)
+        return EXIT_OK
+    since = args.since
+    for record in log.records():
+        if isinstance(record, str):
+            logger.error("unreadable audit record %s", record)
+            continue
+        if args.digest and record.digest != args.digest:
+            continue
+        if since is not None and _moment(record.at) < since:
+            continue
+        print(record.to_json().decode("utf-8"))
+    return EXIT_OK
+
+
+def _moment(text: str) -> dt.datetime:
+    try:
+        moment = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an ISO 8601 time: {text[:50]!r}") from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=dt.UTC)
 
 
 def _management_arguments(parser: argparse.ArgumentParser) -> None:

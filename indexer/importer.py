@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
+from indexer.audit import AuditLog
 from indexer.digests import hash_stream
 from indexer.index import read_index, update_index
 from indexer.schema import IndexObject, Upload, Visibility, blob_key, summary, utc_timestamp
@@ -91,7 +92,16 @@ def import_file(
             return current
         return current.with_changes(instances=instances, deleted=None, updated_at=now)
 
-    update_index(regions.index, hashed.digest, change)
+    before = read_index(regions.index, hashed.digest)
+    after = update_index(regions.index, hashed.digest, change)
+    if after is not None and (before is None or before[0] != after):
+        AuditLog(regions.index, clock=clock).append(
+            "import",
+            who=author,
+            why=summary(message),
+            digest=hashed.digest,
+            details={"filename": path.name, "size": hashed.size, "visibility": visibility},
+        )
     return Imported(hashed.digest, hashed.size, path.name)
 
 

@@ -24,6 +24,7 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
+from indexer.audit import AuditLog
 from indexer.catalog import Catalog
 from indexer.digests import hash_stream_read_ahead
 from indexer.index import holds_blob, is_stored, read_index, update_index
@@ -107,6 +108,7 @@ class Indexer:
         self._clock = clock
         self._pending_ttl = pending_ttl
         self._known_pending: dict[str, Pending] = {}
+        self.audit = AuditLog(regions.index, clock=clock)
         self.catalog = Catalog(regions.index)
 
     def run_once(self, *, check: bool = True) -> PassReport:
@@ -229,6 +231,13 @@ class Indexer:
             reason = "the digest was indexed meanwhile with another visibility or size"
             return self._fail(pending, reason, report)
         report.indexed.append(pending.digest)
+        self.audit.append(
+            "verified",
+            who=pending.author,
+            digest=pending.digest,
+            batch_id=pending.batch_id,
+            details={"region": store.region, "size": pending.size},
+        )
         logger.info(
             "indexed upload",
             extra={"digest": pending.digest, "region": store.region, "batch": pending.batch_id},

@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from indexer.audit import AuditLog
 from indexer.catalog import Catalog
 from indexer.index import update_index
 from indexer.schema import IndexObject, Tombstone, Visibility, blob_key, utc_timestamp
@@ -78,7 +79,10 @@ def apply(
 def _set_visibility(
     regions: Regions, digest: str, operation: SetVisibility, *, by: str, clock: Callable[[], float]
 ) -> IndexObject:
+    before: list[str] = []
+
     def change(existing: IndexObject | None) -> IndexObject | None:
+        before[:] = [] if existing is None else [existing.visibility]
         if existing is None or existing.visibility == operation.visibility:
             return existing
         return existing.with_changes(
@@ -88,6 +92,14 @@ def _set_visibility(
     updated = update_index(regions.index, digest, change)
     if updated is None:
         raise UnknownFile(digest)
+    if before != [operation.visibility]:
+        AuditLog(regions.index, clock=clock).append(
+            "visibility",
+            who=by,
+            why=operation.reason,
+            digest=digest,
+            details={"from": before[0], "to": operation.visibility},
+        )
     logger.info(
         "visibility set to %s by %s: %s",
         operation.visibility,
@@ -124,6 +136,13 @@ def _delete_instances(
     updated = update_index(regions.index, digest, change)
     if updated is None:
         raise UnknownFile(digest)
+    AuditLog(regions.index, clock=clock).append(
+        "delete",
+        who=by,
+        why=operation.reason,
+        digest=digest,
+        details={"regions": sorted(updated.deleted.regions) if updated.deleted else []},
+    )
     for store in regions:
         store.delete(blob_key(digest))
     logger.info("instances deleted by %s: %s", by, operation.reason, extra={"digest": digest})

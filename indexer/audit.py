@@ -1,0 +1,184 @@
+"""The audit log: one append-only, hash-chained record per batch, verification,
+visibility change, deletion and import, kept in the index region's store.
+
+Keys: ``audit/log/<seq, 12 digits>.json`` for the records, ``audit/head.json``
+for the newest one's sequence number and hash. Each record holds the hash of
+the one before it (``prev``) and its own (``hash``, sha256 over its canonical
+JSON without ``hash``), so a record altered or removed breaks the chain, and
+one removed from the end disagrees with the head.
+
+Appending is a compare-and-swap loop: create record ``seq + 1`` only where
+none exists (``If-None-Match``), then move the head (``If-Match``). A writer
+that died between the two leaves a record past the head; the next writer
+finds it, moves the head past it, and appends after. Appends are
+at-least-once: a pass retried after a failure may record an event twice.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from indexer.schema import utc_timestamp
+from indexer.stores import ObjectNotFound, PreconditionFailed, Store, StoreUnavailable
+from indexer.strict_json import StrictJsonError, loads_strict
+
+LOG_PREFIX = "audit/log/"
+HEAD_KEY = "audit/head.json"
+GENESIS = "0" * 64
+MAX_ATTEMPTS = 50
+EVENTS = ("batch", "import", "verified", "visibility", "delete")
+
+
+@dataclass(frozen=True, slots=True)
+class AuditRecord:
+    """One event: what happened to which file or batch, who did it, when and why."""
+
+    seq: int
+    at: str
+    event: str
+    who: str
+    why: str
+    digest: str | None
+    batch_id: int | None
+    details: dict[str, Any] = field(default_factory=dict)
+    prev: str = GENESIS
+    hash: str = ""
+
+    def sealed(self) -> AuditRecord:
+        """This record with its hash."""
+        return AuditRecord(**{**asdict(self), "hash": _hash(self)})
+
+    def to_json(self) -> bytes:
+        return json.dumps(asdict(self), sort_keys=True, ensure_ascii=False).encode("utf-8")
+
+
+def _hash(record: AuditRecord) -> str:
+    fields = {name: value for name, value in asdict(record).items() if name != "hash"}
+    canonical = json.dumps(fields, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+
+def record_key(seq: int) -> str:
+    return f"{LOG_PREFIX}{seq:012d}.json"
+
+
+class AuditLog:
+    """Appends to and reads the audit log of one store."""
+
+    def __init__(self, store: Store, *, clock: Callable[[], float] = time.time) -> None:
+        self._store = store
+        self._clock = clock
+
+    def append(
+        self,
+        event: str,
+        *,
+        who: str,
+        why: str = "",
+        digest: str | None = None,
+        batch_id: int | None = None,
+        details: dict[str, Any] | None = None,
+    ) -> AuditRecord:
+        """Add one record after the newest; the record as written."""
+        if event not in EVENTS:
+            raise ValueError(f"unknown audit event {event!r}")
+        for _ in range(MAX_ATTEMPTS):
+            seq, prev, etag = self._head()
+            record = AuditRecord(
+                seq=seq + 1,
+                at=utc_timestamp(self._clock()),
+                event=event,
+                who=who[:1024],
+                why=why[:1000],
+                digest=digest,
+                batch_id=batch_id,
+                details=details or {},
+                prev=prev,
+            ).sealed()
+            try:
+                self._store.put(
+                    record_key(record.seq),
+                    record.to_json(),
+                    if_none_match=True,
+                    content_type="application/json",
+                )
+            except PreconditionFailed:
+                self._catch_up(seq + 1, etag)  # another writer got there first
+                continue
+            self._move_head(record, etag)
+            return record
+        raise StoreUnavailable(self._store.region, "the audit log is too contended")
+
+    def records(self) -> Iterator[AuditRecord | str]:
+        """Every record, oldest first; an unreadable one as its key."""
+        keys = sorted(info.key for info in self._store.list(LOG_PREFIX))
+        for key in keys:
+            try:
+                raw, _ = self._store.get(key)
+                yield AuditRecord(**loads_strict(raw))
+            except ObjectNotFound:
+                continue
+            except (StrictJsonError, TypeError):
+                yield key
+
+    def verify(self) -> list[str]:
+        """What breaks the chain: altered, removed or unreadable records; empty when whole."""
+        problems = []
+        expected_seq, prev = 1, GENESIS
+        for record in self.records():
+            if isinstance(record, str):
+                problems.append(f"{record}: unreadable")
+                continue
+            if record.seq != expected_seq:
+                problems.append(f"record {expected_seq} is missing (next is {record.seq})")
+            if record.prev != prev:
+                problems.append(f"record {record.seq}: does not follow the record before it")
+            if record.hash != _hash(record):
+                problems.append(f"record {record.seq}: altered (its hash does not match)")
+            expected_seq, prev = record.seq + 1, record.hash
+        head_seq, head_hash, _ = self._head()
+        if (head_seq, head_hash) != (expected_seq - 1, prev) and head_seq >= expected_seq - 1:
+            problems.append(
+                f"the head names record {head_seq}, the log ends at record {expected_seq - 1}"
+            )
+        return problems
+
+    def _head(self) -> tuple[int, str, str | None]:
+        try:
+            raw, info = self._store.get(HEAD_KEY)
+        except ObjectNotFound:
+            return 0, GENESIS, None
+        try:
+            data = loads_strict(raw)
+            return int(data["seq"]), str(data["hash"]), info.etag
+        except (StrictJsonError, KeyError, TypeError, ValueError):
+            raise StoreUnavailable(self._store.region, f"{HEAD_KEY} is malformed") from None
+
+    def _catch_up(self, seq: int, etag: str | None) -> None:
+        """Move the head to record `seq`, written by a writer that has not moved it (yet)."""
+        try:
+            raw, _ = self._store.get(record_key(seq))
+            record = AuditRecord(**loads_strict(raw))
+        except ObjectNotFound:
+            return
+        except (StrictJsonError, TypeError):
+            raise StoreUnavailable(self._store.region, f"{record_key(seq)} is malformed") from None
+        self._move_head(record, etag)
+
+    def _move_head(self, record: AuditRecord, etag: str | None) -> None:
+        head = json.dumps({"seq": record.seq, "hash": record.hash}, sort_keys=True).encode()
+        # A precondition failing means another writer moved it, to this record or past it.
+        with contextlib.suppress(PreconditionFailed):
+            self._store.put(
+                HEAD_KEY,
+                head,
+                if_none_match=etag is None,
+                if_match=etag,
+                content_type="application/json",
+            )
