@@ -24,7 +24,8 @@ from indexer.audit import AuditLog
 from indexer.catalog import file_entry
 from indexer.config import SettingsError, StoreSettings, open_regions
 from indexer.digests import is_valid_digest
-from indexer.importer import ImportRefused, import_file
+from indexer.importer import ImportRefused, import_file, record_import
+from indexer.intake import next_batch_id
 from indexer.job import Indexer
 from indexer.logs import LOG_FORMATS, configure_logging, escape_controls, format_exception
 from indexer.management import (
@@ -91,7 +92,7 @@ def _parser() -> argparse.ArgumentParser:
     importing.add_argument("--visibility", required=True, choices=VISIBILITIES)
     importing.add_argument("-m", "--message", default="imported by an operator")
     importing.add_argument(
-        "--author", default=None, help="recorded uploader (default: the login name)"
+        "--author", default=None, help="recorded uploader (default: the operator's user@host)"
     )
     importing.add_argument("files", nargs="+", type=Path, metavar="FILE")
     importing.set_defaults(command=_import)
@@ -278,13 +279,21 @@ def _failures(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
 
 
 def _import(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
+    """Import the files as one batch, recorded like an upload's."""
     regions = open_regions(StoreSettings.from_environ(environ), bulk=True)
-    author = args.author or environ.get("USER") or environ.get("LOGNAME") or "tooltool-indexer"
+    author = args.author or _operator(environ)
+    batch_id = next_batch_id(regions.index)
     status = EXIT_OK
+    imported = []
     for path in args.files:
         try:
-            imported = import_file(
-                regions, path, visibility=args.visibility, message=args.message, author=author
+            done = import_file(
+                regions,
+                path,
+                visibility=args.visibility,
+                message=args.message,
+                author=author,
+                batch_id=batch_id,
             )
         except ImportRefused as exc:
             status = max(status, _fail(type(exc).__name__, exc, EXIT_REFUSED))
@@ -293,7 +302,17 @@ def _import(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
             reason = exc.strerror or str(exc)
             status = max(status, _fail("UnreadableFile", f"{path}: {reason}", EXIT_UNREADABLE))
             continue
-        print(f"{imported.digest} {imported.size} {imported.filename}")
+        imported.append(done)
+        print(f"{done.digest} {done.size} {done.filename}")
+    if imported:
+        record_import(
+            regions,
+            batch_id,
+            imported,
+            visibility=args.visibility,
+            message=args.message,
+            author=author,
+        )
     return status
 
 

@@ -11,9 +11,19 @@ from pathlib import Path
 from typing import BinaryIO
 
 from indexer.audit import AuditLog
-from indexer.digests import hash_stream
+from indexer.catalog import Catalog
+from indexer.digests import ALGORITHM, hash_stream
 from indexer.index import read_index, update_index
-from indexer.schema import IndexObject, Upload, Visibility, blob_key, summary, utc_timestamp
+from indexer.intake import Batch, BatchFile
+from indexer.schema import (
+    IndexObject,
+    Upload,
+    Visibility,
+    blob_key,
+    summary,
+    utc_timestamp,
+    with_uploads,
+)
 from indexer.stores import ObjectNotFound, Regions, Store
 
 logger = logging.getLogger(__name__)
@@ -55,9 +65,11 @@ def import_file(
     visibility: Visibility,
     message: str,
     author: str,
+    batch_id: int | None = None,
     clock: Callable[[], float] = time.time,
 ) -> Imported:
-    """Store `path` in every region, then write its index object.
+    """Store `path` in every region, then write its index object (the arrival recorded
+    under `batch_id`, the import's batch, when given).
 
     Idempotent: bytes already stored and indexed with the same visibility
     change nothing. The blobs are durable before the index names them.
@@ -73,9 +85,10 @@ def import_file(
 
     now = utc_timestamp(clock())
 
+    upload = Upload(batch_id, path.name, author[:1024], summary(message), now)
+
     def change(current: IndexObject | None) -> IndexObject:
         if current is None:
-            upload = Upload(None, path.name, author, summary(message), now)
             return IndexObject(
                 digest=hashed.digest,
                 size=hashed.size,
@@ -88,9 +101,16 @@ def import_file(
         if current.visibility != visibility:
             raise VisibilityConflict(path, hashed.digest, current.visibility, visibility)
         instances = tuple(sorted(set(current.instances) | set(regions.names)))
-        if instances == tuple(sorted(current.instances)) and current.deleted is None:
+        uploads = current.uploads if batch_id is None else with_uploads(current.uploads, [upload])
+        if (
+            instances == tuple(sorted(current.instances))
+            and current.deleted is None
+            and uploads == current.uploads
+        ):
             return current
-        return current.with_changes(instances=instances, deleted=None, updated_at=now)
+        return current.with_changes(
+            instances=instances, uploads=uploads, deleted=None, updated_at=now
+        )
 
     before = read_index(regions.index, hashed.digest)
     after = update_index(regions.index, hashed.digest, change)
@@ -137,3 +157,35 @@ class _HashingReader:
 
     def hexdigest(self) -> str:
         return self._hasher.hexdigest()
+
+
+def record_import(
+    regions: Regions,
+    batch_id: int,
+    imported: list[Imported],
+    *,
+    visibility: Visibility,
+    message: str,
+    author: str,
+    clock: Callable[[], float] = time.time,
+) -> Batch:
+    """Record an import as a batch, like an upload's (searchable by author and message),
+    and bring the catalog's entries of its batch and files up to date."""
+    batch = Batch(
+        id=batch_id,
+        author=author,
+        uploaded=utc_timestamp(clock()),
+        message=message,
+        region=regions.index.region,
+        files={
+            item.filename: BatchFile(
+                size=item.size, digest=item.digest, algorithm=ALGORITHM, visibility=visibility
+            )
+            for item in imported
+        },
+    )
+    regions.index.put(
+        batch.key, batch.to_json(), if_none_match=True, content_type="application/json"
+    )
+    Catalog(regions.index).update([item.digest for item in imported], [batch_id])
+    return batch

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -62,18 +63,25 @@ def test_import_prints_and_stores_everywhere(
     assert index["size"] == 3000
     assert index["instances"] == sorted(regions.names)
     assert index["uploads"][0]["filename"] == "first.tar.gz"
-    assert index["uploads"][0]["author"] == "operator"
+    assert index["uploads"][0]["author"] == f"operator@{socket.gethostname()}"
     assert index["uploads"][0]["message"] == "toolchain"
 
 
-def test_reimport_is_a_no_op(environ: dict[str, str], tmp_path: Path) -> None:
+def test_reimport_stores_nothing_new(environ: dict[str, str], tmp_path: Path) -> None:
+    """The same bytes again: the blobs stay as they were; the import is one more batch,
+    recorded as one more arrival of the file."""
     path = write(tmp_path, "same.bin", b"same bytes")
     assert main(["import", "--visibility", "public", str(path)], environ) == 0
     regions = regions_of(environ)
     digest = hashlib.sha512(b"same bytes").hexdigest()
-    before = regions.index.get(index_key(digest))
+    blobs = [store.head(blob_key(digest)) for store in regions]
+    before = json.loads(regions.index.get(index_key(digest))[0])
     assert main(["import", "--visibility", "public", str(path)], environ) == 0
-    assert regions.index.get(index_key(digest)) == before
+    assert [store.head(blob_key(digest)) for store in regions] == blobs
+    after = json.loads(regions.index.get(index_key(digest))[0])
+    assert after["instances"] == before["instances"]
+    assert after["verified_at"] == before["verified_at"]
+    assert [upload["batch_id"] for upload in after["uploads"]] == [1, 2]
 
 
 def test_other_visibility_is_refused(
