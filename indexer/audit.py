@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import random
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
@@ -88,7 +89,7 @@ class AuditLog:
         """Add one record after the newest; the record as written."""
         if event not in EVENTS:
             raise ValueError(f"unknown audit event {event!r}")
-        for _ in range(MAX_ATTEMPTS):
+        for attempt in range(MAX_ATTEMPTS):
             seq, prev, etag = self._head()
             record = AuditRecord(
                 seq=seq + 1,
@@ -110,6 +111,8 @@ class AuditLog:
                 )
             except PreconditionFailed:
                 self._catch_up(seq + 1, etag)  # another writer got there first
+                # Contended: back off a random while, growing with each attempt.
+                time.sleep(random.uniform(0, 0.002 * (attempt + 1)))  # noqa: S311 - jitter
                 continue
             self._move_head(record, etag)
             return record
