@@ -191,3 +191,33 @@ def test_the_operator_commands(
     assert found[0].deleted.by == "releng-oncall"
     assert main(["delete", UNKNOWN, "--reason", "x"], local_environ) == EXIT_UNKNOWN
     assert "UnknownFile: no file with digest" in capsys.readouterr().err
+
+
+def test_a_flip_is_seen_by_another_replica_within_its_cache_bound(
+    make_gateway: Any, tmp_path: Path
+) -> None:
+    """Two gateways over one store: the one that did not make the change answers from
+    its cache for at most TOOLTOOL_INDEX_CACHE_SECONDS, then refuses."""
+    import time
+
+    from gateway.settings import AuthSettings
+    from tests.gateway.auth_helpers import clients_file_entries
+
+    clients = tmp_path / "clients.json"
+    clients.write_text(json.dumps(clients_file_entries()))
+    gateway = make_gateway(
+        auth=AuthSettings(clients_file=clients, jwt_secret="s" * 32), index_cache_seconds=1
+    )
+    digest = gateway.add(os.urandom(50), "public")
+    one, other = gateway.client(), gateway.client()  # two replicas, one store
+    assert other.get(f"/sha512/{digest}").status_code == 302  # cached there
+    raw = json.dumps([{"op": "set_visibility", "visibility": "internal"}]).encode()
+    path = f"/file/sha512/{digest}"
+    signed = hawk("admin", BASE + path, "PATCH", body=raw, content_type="application/json")
+    headers = {"Authorization": signed, "Content-Type": "application/json"}
+    changed = time.monotonic()
+    assert one.patch(path, content=raw, headers=headers).status_code == 200
+    while other.get(f"/sha512/{digest}").status_code == 302:
+        assert time.monotonic() - changed < 3, "still served past the cache bound (1 s)"
+        time.sleep(0.05)
+    assert_problem(other.get(f"/sha512/{digest}"), 403)
