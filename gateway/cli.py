@@ -82,7 +82,7 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
         print(redact(f"{type(exc).__name__}: {exc}"), file=sys.stderr)
         return EXIT_SETTINGS
     except Exception as exc:  # at start, most likely a setting nothing checked: one line
-        print(f"StartupError: {format_exception(type(exc), exc, None)[0]}", file=sys.stderr)
+        print(redact(f"StartupError: {format_exception(type(exc), exc, None)[0]}"), file=sys.stderr)
         return EXIT_SETTINGS
     if settings.stores.is_local:
         logger.info("serving the local store at %s", settings.stores.data_dir.resolve())

@@ -51,7 +51,7 @@ def format_exception(
     """An exception as (error, traceback) text that cannot carry a secret: its type and a
     redacted, shortened message; the frames' files, lines and code."""
     name = exc_type.__name__ if exc_type is not None else "Exception"
-    error = f"{name}: {escape_controls(redact(_safe_str(exc))[:_MAX_MESSAGE])}"
+    error = f"{name}: {escape_controls(_shortened(_safe_str(exc)))}"
     frames = "".join(traceback.format_tb(tb)) if tb is not None else ""
     return error, f"Traceback (most recent call last):\n{frames}{error}"
 
@@ -134,11 +134,16 @@ def _field(value: Any) -> str:
 
 
 def _clean(value: Any) -> Any:
-    if isinstance(value, str):
-        return redact(value)[:_MAX_MESSAGE]
+    """A field's value, shortened. Whole lines are redacted once they are written; only
+    a value cut short is redacted first, so that no secret is cut past recognition."""
     if isinstance(value, bool | int | float) or value is None:
         return value
-    return redact(repr(value))[:_MAX_MESSAGE]
+    text = value if isinstance(value, str) else repr(value)
+    return _shortened(text)
+
+
+def _shortened(text: str) -> str:
+    return text if len(text) <= _MAX_MESSAGE else redact(text)[:_MAX_MESSAGE]
 
 
 def make_handler(stream: TextIO | None = None, *, log_format: str = "mozlog") -> logging.Handler:
