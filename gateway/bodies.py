@@ -8,7 +8,7 @@ from typing import Any
 from starlette.requests import ClientDisconnect, Request
 
 from gateway.errors import BadRequest, PayloadTooLarge
-from indexer.strict_json import StrictJsonError, loads_strict
+from indexer.strict_json import NotUnicodeText, StrictJsonError, loads_strict
 
 DEFAULT_LIMIT = 1024 * 1024
 # C0 controls but tab, newline and carriage return; DEL; C1 controls.
@@ -48,9 +48,9 @@ def parse_json(body: bytes, what: str = "The request body") -> Any:
     lone surrogate escape (``"\udfff"``), ``NaN`` or deep nesting anywhere is a 400."""
     try:
         return loads_strict(body)
-    except StrictJsonError as exc:
-        if "Unicode" in str(exc):
-            raise BadRequest(f"{what} holds text that is not valid Unicode") from None
+    except NotUnicodeText:
+        raise BadRequest(f"{what} holds text that is not valid Unicode") from None
+    except StrictJsonError:
         raise BadRequest(f"{what} must be JSON") from None
 
 

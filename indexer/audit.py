@@ -26,7 +26,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from indexer.schema import utc_timestamp
-from indexer.stores import ObjectNotFound, PreconditionFailed, Store, StoreUnavailable
+from indexer.stores import ObjectNotFound, PreconditionFailed, Store, StoreUnavailable, put_over
 from indexer.strict_json import StrictJsonError, loads_strict
 
 LOG_PREFIX = "audit/log/"
@@ -178,10 +178,4 @@ class AuditLog:
         head = json.dumps({"seq": record.seq, "hash": record.hash}, sort_keys=True).encode()
         # A precondition failing means another writer moved it, to this record or past it.
         with contextlib.suppress(PreconditionFailed):
-            self._store.put(
-                HEAD_KEY,
-                head,
-                if_none_match=etag is None,
-                if_match=etag,
-                content_type="application/json",
-            )
+            put_over(self._store, HEAD_KEY, head, etag=etag)

@@ -19,7 +19,7 @@ from typing import Any
 from indexer.index import read_index
 from indexer.intake import BATCHES, Batch, MalformedRecord, read_batch
 from indexer.schema import IndexObject, MalformedIndexObject
-from indexer.stores import ObjectNotFound, PreconditionFailed, Store
+from indexer.stores import ObjectNotFound, PreconditionFailed, Store, put_over
 from indexer.strict_json import StrictJsonError, check_text
 
 logger = logging.getLogger(__name__)
@@ -205,13 +205,7 @@ class Catalog:
             if new == raw:
                 return
             try:
-                self._store.put(
-                    key,
-                    new,
-                    if_none_match=etag is None,
-                    if_match=etag,
-                    content_type="application/json",
-                )
+                put_over(self._store, key, new, etag=etag)
                 return
             except PreconditionFailed:
                 continue

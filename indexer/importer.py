@@ -112,9 +112,8 @@ def import_file(
             instances=instances, uploads=uploads, deleted=None, updated_at=now
         )
 
-    before = read_index(regions.index, hashed.digest)
     after = update_index(regions.index, hashed.digest, change)
-    if after is not None and (before is None or before[0] != after):
+    if after is not None and after != existing:
         AuditLog(regions.index, clock=clock).append(
             "import",
             who=author,

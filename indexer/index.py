@@ -6,7 +6,7 @@ import logging
 from collections.abc import Callable
 
 from indexer.schema import IndexObject, blob_key, index_key
-from indexer.stores import ObjectNotFound, PreconditionFailed, Regions, Store
+from indexer.stores import ObjectNotFound, PreconditionFailed, Regions, Store, put_over
 
 logger = logging.getLogger(__name__)
 
@@ -58,13 +58,7 @@ def update_index(
         if updated.digest != digest:
             raise ValueError(f"an update of {digest} may not change its digest")
         try:
-            store.put(
-                index_key(digest),
-                updated.to_json(),
-                if_none_match=etag is None,
-                if_match=etag,
-                content_type="application/json",
-            )
+            put_over(store, index_key(digest), updated.to_json(), etag=etag)
         except PreconditionFailed:
             logger.info("index object changed concurrently, retrying", extra={"digest": digest})
             continue

@@ -33,7 +33,7 @@ from typing import Any
 
 from indexer.digests import is_valid_digest
 from indexer.schema import VISIBILITIES
-from indexer.stores import ObjectNotFound, PreconditionFailed, Store, StoreUnavailable
+from indexer.stores import ObjectNotFound, PreconditionFailed, Store, StoreUnavailable, put_over
 from indexer.strict_json import StrictJsonError, loads_strict
 
 COUNTER_KEY = "intake/batch-counter"
@@ -242,12 +242,8 @@ def next_batch_id(store: Store) -> int:
                 raise StoreUnavailable(store.region, f"{COUNTER_KEY} is malformed")
             current, etag = int(raw), info.etag
         try:
-            store.put(
-                COUNTER_KEY,
-                str(current + 1).encode(),
-                if_none_match=etag is None,
-                if_match=etag,
-                content_type="text/plain",
+            put_over(
+                store, COUNTER_KEY, str(current + 1).encode(), etag=etag, content_type="text/plain"
             )
         except PreconditionFailed:
             # Contended: back off a random while, growing with each attempt.

@@ -215,7 +215,7 @@ class Indexer:
         if pending.staging_key is None:
             reason = "the file was stored at upload time but is gone; upload it again"
             return self._fail(pending, reason, report)
-        if not staged.holds(store, pending.staging_key):
+        if is_waiting:  # and expired, or it would have waited above
             reason = "no upload arrived before the pending record expired"
             return self._fail(pending, reason, report, expired=True)
         refusal = self._store_verified(store, pending)

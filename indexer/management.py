@@ -79,10 +79,11 @@ def apply(
 def _set_visibility(
     regions: Regions, digest: str, operation: SetVisibility, *, by: str, clock: Callable[[], float]
 ) -> IndexObject:
-    before: list[str] = []
+    previous = None
 
     def change(existing: IndexObject | None) -> IndexObject | None:
-        before[:] = [] if existing is None else [existing.visibility]
+        nonlocal previous
+        previous = None if existing is None else existing.visibility
         if existing is None or existing.visibility == operation.visibility:
             return existing
         return existing.with_changes(
@@ -92,13 +93,13 @@ def _set_visibility(
     updated = update_index(regions.index, digest, change)
     if updated is None:
         raise UnknownFile(digest)
-    if before != [operation.visibility]:
+    if previous != operation.visibility:
         AuditLog(regions.index, clock=clock).append(
             "visibility",
             who=by,
             why=operation.reason,
             digest=digest,
-            details={"from": before[0], "to": operation.visibility},
+            details={"from": previous, "to": operation.visibility},
         )
     logger.info(
         "visibility set to %s by %s: %s",

@@ -162,6 +162,22 @@ class Store(Protocol):
         ...
 
 
+def put_over(
+    store: Store,
+    key: str,
+    data: bytes,
+    *,
+    etag: str | None,
+    content_type: str = "application/json",
+) -> ObjectInfo:
+    """Write `key` only over the version read (`etag`), or where none was (None): the
+    compare-and-swap every read-modify-write of the index, intake and audit makes.
+    :class:`PreconditionFailed` when another writer got there first."""
+    return store.put(
+        key, data, if_none_match=etag is None, if_match=etag, content_type=content_type
+    )
+
+
 class Regions:
     """The configured stores, one per region, in configuration order.
 

@@ -17,6 +17,10 @@ class StrictJsonError(ValueError):
     """Not JSON that every reader can use; the message says why (never echoing it)."""
 
 
+class NotUnicodeText(StrictJsonError):
+    """JSON holding a string (a key or a value) that is not valid Unicode."""
+
+
 def _no_constants(name: str) -> Any:
     raise StrictJsonError(f"{name} is not a JSON number")
 
@@ -42,6 +46,6 @@ def check_text(data: Any) -> None:
     try:
         json.dumps(data, ensure_ascii=False, allow_nan=False).encode("utf-8")
     except UnicodeEncodeError:
-        raise StrictJsonError("holds text that is not valid Unicode") from None
+        raise NotUnicodeText("holds text that is not valid Unicode") from None
     except RecursionError:
         raise StrictJsonError("nested too deeply") from None

@@ -129,7 +129,7 @@ def test_redaction_keeps_ordinary_text() -> None:
         assert redact(text) == text
 
 
-def test_libraries_that_log_credentials_stay_quiet(gateway: Gateway) -> None:
+def test_libraries_that_log_credentials_stay_quiet() -> None:
     root = logging.getLogger()
     saved = root.handlers[:], root.level
     try:
