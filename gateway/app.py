@@ -13,7 +13,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from gateway.auth import Authenticator, Permissions, RequestAuthenticator
 from gateway.blobs import Blobs
-from gateway.catalog_cache import CatalogCache
+from gateway.catalog_view import CatalogView
 from gateway.credentials import Credentials, build_credentials
 from gateway.dockerflow import Dockerflow
 from gateway.download import Downloads
@@ -91,9 +91,7 @@ def create_app(
         if settings.runs_embedded_indexer
         else None
     )
-    catalog = CatalogCache(
-        Catalog(regions.index), ttl=settings.index_cache_seconds, clock=monotonic
-    )
+    catalog = CatalogView(Catalog(regions.index), ttl=settings.index_cache_seconds, clock=monotonic)
     uploads = Uploads(
         regions=regions,
         authenticator=request_authenticator,
@@ -114,7 +112,11 @@ def create_app(
         permissions=permissions,
     )
     management = Management(
-        regions=regions, authenticator=request_authenticator, permissions=permissions, index=index
+        regions=regions,
+        authenticator=request_authenticator,
+        permissions=permissions,
+        index=index,
+        catalog=catalog,
     )
     blobs = Blobs({store.region: store for store in regions if isinstance(store, LocalStore)})
     dockerflow = Dockerflow(

@@ -13,14 +13,13 @@ from starlette.routing import BaseRoute, Route
 import gateway.routing  # noqa: F401 - registers the `anything` convertor
 from gateway.auth import Authenticator, Permissions
 from gateway.bodies import query_text
-from gateway.catalog_cache import CatalogCache
+from gateway.catalog_view import MAX_RESULTS, CatalogView
 from gateway.errors import BadRequest
 from gateway.lookup import FileLookup
 from indexer.catalog import file_entry
 
 _HEX = re.compile(r"[0-9a-f]+")
 MIN_PREFIX = 8
-MAX_RESULTS = 1000
 _FILE_FIELDS = ("algorithm", "digest", "size", "visibility", "has_instances", "instances")
 
 
@@ -31,7 +30,7 @@ class Files:
         self,
         *,
         lookup: FileLookup,
-        catalog: CatalogCache,
+        catalog: CatalogView,
         authenticator: Authenticator,
         permissions: Permissions,
     ) -> None:
@@ -56,14 +55,15 @@ class Files:
             raise BadRequest("q is required: a hash prefix of at least 8 characters or a filename")
         caller = await self._authenticator.authenticate(request)
         is_prefix = len(query) >= MIN_PREFIX and _HEX.fullmatch(query) is not None
+        await self._catalog.refresh()
+        found = (
+            self._catalog.files_with_prefix(query)
+            if is_prefix
+            else self._catalog.files_named(query)
+        )
         results = []
-        for entry in await self._catalog.files():
-            matches = (
-                entry["digest"].startswith(query)
-                if is_prefix
-                else any(query in name.lower() for name in entry["filenames"])
-            )
-            if matches and self._permissions.may_download(caller, [entry["visibility"]]):
+        for entry in found:
+            if self._permissions.may_download(caller, [entry["visibility"]]):
                 results.append(legacy_file(entry))
                 if len(results) >= MAX_RESULTS:
                     break

@@ -21,6 +21,7 @@ from starlette.routing import BaseRoute, Route
 import gateway.routing  # noqa: F401 - registers the `anything` convertor
 from gateway.auth import Authenticator, Permissions
 from gateway.bodies import is_text, parse_json, read_body
+from gateway.catalog_view import CatalogView
 from gateway.errors import BadRequest, NotFound
 from gateway.files import legacy_file
 from gateway.index_cache import IndexCache
@@ -52,11 +53,13 @@ class Management:
         authenticator: Authenticator,
         permissions: Permissions,
         index: IndexCache,
+        catalog: CatalogView,
     ) -> None:
         self._regions = regions
         self._authenticator = authenticator
         self._permissions = permissions
         self._index = index
+        self._catalog = catalog
 
     def routes(self) -> Sequence[BaseRoute]:
         return [Route("/file/sha512/{digest:anything}", self.patch, methods=["PATCH"])]
@@ -79,6 +82,7 @@ class Management:
             raise NotFound() from None
         finally:
             self._index.invalidate(digest)
+            self._catalog.invalidate()
         return JSONResponse(legacy_file(file_entry(changed)), headers={"Cache-Control": "no-store"})
 
 

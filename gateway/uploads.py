@@ -21,6 +21,7 @@ import weakref
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from typing import Any
 
 import anyio
 from starlette.concurrency import run_in_threadpool
@@ -31,7 +32,7 @@ from starlette.routing import BaseRoute, Route
 import gateway.routing  # noqa: F401 - registers the `anything` convertor
 from gateway.auth import Authenticator, Caller, Permissions
 from gateway.bodies import query_text, read_body
-from gateway.catalog_cache import CatalogCache
+from gateway.catalog_view import MAX_RESULTS, CatalogView
 from gateway.errors import BadRequest, Forbidden, NotFound, TooManyRequests
 from gateway.index_cache import IndexCache
 from gateway.lookup import INVALID_DIGEST
@@ -52,7 +53,14 @@ from indexer.intake import (
     read_batch,
 )
 from indexer.schema import VISIBILITIES, summary, utc_timestamp
-from indexer.stores import OCTET_STREAM, PreconditionFailed, Regions, Store, StoreUnavailable
+from indexer.stores import (
+    OCTET_STREAM,
+    PreconditionFailed,
+    Regions,
+    Store,
+    StoreError,
+    StoreUnavailable,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -79,7 +87,7 @@ class Uploads:
         authenticator: Authenticator,
         permissions: Permissions,
         urls: PublicUrls,
-        catalog: CatalogCache,
+        catalog: CatalogView,
         index: IndexCache,
         expires_in: int,
         quota: Quota,
@@ -194,6 +202,10 @@ class Uploads:
             batch_id=batch.id,
             details={"files": len(upload.files), "region": store.region},
         )
+        try:
+            self._catalog.write([], [batch.id])  # searchable once this answers
+        except StoreError as exc:  # the batch stands; the next consistency check lists it
+            logger.error("batch %d left out of the catalog for now: %s", batch.id, exc)
         return batch, staging
 
     def _stored_digests(self, upload: UploadRequest, names: dict[str, tuple[str, ...]]) -> set[str]:
@@ -293,15 +305,23 @@ class Uploads:
         if not query:
             raise BadRequest("q is required: a substring of an author or a message")
         caller = await self._authenticator.authenticate(request)
-        results = [
-            batch
-            for batch in await self._catalog.batches()
-            if (query in batch["author"].lower() or query in batch["message"].lower())
-            and self._permissions.may_download(
-                caller, {entry["visibility"] for entry in batch["files"].values()}
-            )
-        ]
+        await self._catalog.refresh()
+        results = []
+        for batch in self._catalog.batches_matching(query):
+            visibilities = {entry["visibility"] for entry in batch["files"].values()}
+            if self._permissions.may_download(caller, visibilities):
+                results.append(self._with_instances(batch))
+                if len(results) >= MAX_RESULTS:
+                    break
         return JSONResponse({"result": results})
+
+    def _with_instances(self, batch: dict[str, Any]) -> dict[str, Any]:
+        """A catalog batch as the legacy API shows it: each file says whether it is stored."""
+        files = {}
+        for name, entry in batch["files"].items():
+            stored = self._catalog.file(entry["digest"])
+            files[name] = entry | {"has_instances": stored is not None and stored["has_instances"]}
+        return batch | {"files": files}
 
     def _require_upload(self, caller: Caller) -> None:
         """Some upload scope: 401 without credentials, 403 with others."""

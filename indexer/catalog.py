@@ -1,21 +1,33 @@
 """The catalog: what the search endpoints answer from, so no request lists the bucket.
 
-Two objects the indexer maintains in the index region's store:
-``catalog/files.json`` (every indexed file: digest, size, visibility,
-instances, the filenames it arrived under) and ``catalog/batches.json``
-(every upload batch, as ``GET /upload/<id>`` shows it). Both are rebuilt
-from index objects and batch records on every consistency check, and patched
-after passes that indexed something; output is sorted, so a rebuild that
-finds nothing new writes nothing.
+Sharded, so that no write and no read grows with the store:
+
+- ``catalog/files/<abc>.json``: the indexed files whose digest starts with
+  ``abc`` (4,096 shards: about 250 entries each at a million files), each
+  entry as :func:`file_entry` makes it, sorted by digest;
+- ``catalog/batches/<n>.json``: batches ``n*1000`` to ``n*1000+999`` as
+  :func:`batch_entry` makes them (without ``has_instances``, which the
+  gateway reads from the files' shards when it answers), sorted by id.
+
+A change rewrites the shards of the files and batches it touched (a
+compare-and-swap each, with entries read fresh from index objects and batch
+records inside the loop, so a slower writer never puts back an older entry),
+then appends one entry to the change feed (:mod:`indexer.feed`) naming them.
+Shards are a function of the index objects and batch records alone: the
+consistency check and ``tooltool-indexer rebuild`` rewrite exactly the shards
+that differ, and a rebuild from nothing is byte-identical.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
+from collections import defaultdict
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from indexer.feed import Feed
 from indexer.index import read_index
 from indexer.intake import BATCHES, Batch, MalformedRecord, read_batch
 from indexer.schema import IndexObject, MalformedIndexObject
@@ -24,9 +36,38 @@ from indexer.strict_json import StrictJsonError, check_text
 
 logger = logging.getLogger(__name__)
 
-FILES_KEY = "catalog/files.json"
-BATCHES_KEY = "catalog/batches.json"
+CATALOG_PREFIX = "catalog/"
+FILE_SHARD_DIGITS = 3
+BATCHES_PER_SHARD = 1000
 MAX_ATTEMPTS = 8
+
+
+def file_shard(digest: str) -> str:
+    """The shard holding a digest's entry (a name the feed uses too)."""
+    return f"files/{digest[:FILE_SHARD_DIGITS]}"
+
+
+def batch_shard(batch_id: int) -> str:
+    return f"batches/{batch_id // BATCHES_PER_SHARD:06d}"
+
+
+def shard_key(shard: str) -> str:
+    return f"{CATALOG_PREFIX}{shard}.json"
+
+
+def shard_of_key(key: str) -> str | None:
+    """The shard a catalog key holds, or None for a key that is no shard."""
+    name = key.removeprefix(CATALOG_PREFIX).removesuffix(".json")
+    kind, _, suffix = name.partition("/")
+    if kind == "files" and len(suffix) == FILE_SHARD_DIGITS and _is_hex(suffix):
+        return name
+    if kind == "batches" and len(suffix) == 6 and suffix.isdigit():
+        return name
+    return None
+
+
+def _is_hex(text: str) -> bool:
+    return all(char in "0123456789abcdef" for char in text)
 
 
 def file_entry(index_object: IndexObject) -> dict[str, Any]:
@@ -42,91 +83,82 @@ def file_entry(index_object: IndexObject) -> dict[str, Any]:
     }
 
 
-def batch_entry(
-    batch: Batch, has_instances: Callable[[str], bool] = lambda digest: False
-) -> dict[str, Any]:
-    """A batch as the catalog (and ``GET /upload/<id>``) shows it; `has_instances` tells
-    whether a digest is stored (the legacy batch file entries carry it)."""
+def batch_entry(batch: Batch, has_instances: Callable[[str], bool] | None = None) -> dict[str, Any]:
+    """A batch as ``GET /upload/<id>`` shows it; `has_instances` tells whether a digest is
+    stored (the legacy batch file entries carry it; the catalog's do not)."""
+    files = {}
+    for name, entry in sorted(batch.files.items()):
+        files[name] = {
+            "size": entry.size,
+            "digest": entry.digest,
+            "algorithm": entry.algorithm,
+            "visibility": entry.visibility,
+        }
+        if has_instances is not None:
+            files[name]["has_instances"] = has_instances(entry.digest)
     return {
         "id": batch.id,
         "author": batch.author,
         "uploaded": batch.uploaded,
         "message": batch.message,
-        "files": {
-            name: {
-                "size": entry.size,
-                "digest": entry.digest,
-                "algorithm": entry.algorithm,
-                "visibility": entry.visibility,
-                "has_instances": has_instances(entry.digest),
-            }
-            for name, entry in sorted(batch.files.items())
-        },
+        "files": files,
     }
 
 
+Entries = dict[Any, dict[str, Any]]
+
+
 class Catalog:
-    """Reads and writes the catalog objects of one store.
+    """Reads and writes the catalog shards of one store, and announces their changes."""
 
-    Every write is a compare-and-swap on what was read, with entries loaded
-    fresh from index objects and batch records inside the loop, so a slower
-    writer never puts back an older entry or drops a newer one.
-    """
-
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, *, feed: Feed | None = None) -> None:
         self._store = store
+        self.feed = feed if feed is not None else Feed(store)
 
-    def files(self) -> list[dict[str, Any]]:
-        return self._load(FILES_KEY, "files")[0]
+    def shard(self, shard: str) -> list[dict[str, Any]]:
+        """The shard's entries, leaving out any a reader could not use."""
+        return self._load(shard)[0]
 
-    def batches(self) -> list[dict[str, Any]]:
-        return self._load(BATCHES_KEY, "batches")[0]
-
-    def rebuild(self, index_objects: Iterable[IndexObject], batches: Iterable[Batch]) -> None:
-        """Write both objects from a full listing (nothing, when they already say the same).
-
-        Entries written since the listing began are kept while their file or
-        batch still exists.
-        """
-        index_objects = list(index_objects)
-        stored = {obj.digest for obj in index_objects if obj.has_instances}
-        files = {obj.digest: file_entry(obj) for obj in index_objects}
-        self._swap(
-            FILES_KEY,
-            "files",
-            "digest",
-            lambda current: (
-                files | self._fresh_files([digest for digest in current if digest not in files])
-            ),
-        )
-        listed = {batch.id: batch_entry(batch, stored.__contains__) for batch in batches}
-        self._swap(
-            BATCHES_KEY,
-            "batches",
-            "id",
-            lambda current: (
-                listed
-                | self._fresh_batches([batch_id for batch_id in current if batch_id not in listed])
-            ),
-        )
+    def shards(self) -> list[str]:
+        """Every shard in the store."""
+        found = (shard_of_key(info.key) for info in self._store.list(CATALOG_PREFIX))
+        return sorted(shard for shard in found if shard is not None)
 
     def update(self, digests: Iterable[str], batch_ids: Iterable[int]) -> None:
-        """Bring the entries of these files and batches up to date, keeping the others."""
-        digests, batch_ids = list(digests), list(batch_ids)
-        if digests:
-            self._swap(
-                FILES_KEY,
-                "files",
-                "digest",
-                lambda current: _patched(current, digests, self._fresh_files(digests)),
+        """Bring the entries of these files and batches up to date, then announce the
+        shards: a bounded number of reads and writes, whatever the store holds."""
+        wanted: dict[str, list[Any]] = defaultdict(list)
+        for digest in set(digests):
+            wanted[file_shard(digest)].append(digest)
+        for batch_id in set(batch_ids):
+            wanted[batch_shard(batch_id)].append(batch_id)
+        for shard, keys in sorted(wanted.items()):
+            self._swap(shard, functools.partial(self._refreshed, keys=keys))
+        # Announced even when a shard was already up to date: a writer killed between
+        # its shard and its feed entry is caught up by whoever finishes its work.
+        self.feed.append(wanted)
+
+    def rebuild(self, index_objects: Iterable[IndexObject], batches: Iterable[Batch]) -> int:
+        """Rewrite every shard that differs from what the index objects and batch records
+        say, remove shards nothing belongs in, announce the changed ones; how many.
+
+        An entry that differs from the shard is read again before it is written,
+        so a change made since the listing began is kept, not undone.
+        """
+        computed: dict[str, Entries] = defaultdict(dict)
+        for index_object in index_objects:
+            computed[file_shard(index_object.digest)][index_object.digest] = file_entry(
+                index_object
             )
-        if batch_ids:
-            self._swap(
-                BATCHES_KEY,
-                "batches",
-                "id",
-                lambda current: _patched(current, batch_ids, self._fresh_batches(batch_ids)),
-            )
+        for batch in batches:
+            computed[batch_shard(batch.id)][batch.id] = batch_entry(batch)
+        changed = []
+        for shard in sorted(set(computed) | set(self.shards())):
+            listed = computed.get(shard, {})
+            if self._swap(shard, functools.partial(self._reconciled, listed=listed)):
+                changed.append(shard)
+        self.feed.append(changed)
+        return len(changed)
 
     def batch_records(self) -> list[Batch]:
         """Every batch record in the store."""
@@ -144,72 +176,81 @@ class Catalog:
                 batches.append(batch)
         return batches
 
-    def _fresh_files(self, digests: Iterable[str]) -> dict[str, dict[str, Any]]:
-        entries = {}
-        for digest in digests:
+    def _refreshed(self, current: Entries, *, keys: list[Any]) -> Entries:
+        return _patched(current, keys, self._fresh(keys))
+
+    def _reconciled(self, current: Entries, *, listed: Entries) -> Entries:
+        differing = [
+            key for key in current.keys() | listed.keys() if current.get(key) != listed.get(key)
+        ]
+        return _patched(listed, differing, self._fresh(differing))
+
+    def _fresh(self, keys: Iterable[Any]) -> Entries:
+        """The entries of these digests and batch ids, read now."""
+        entries: Entries = {}
+        for key in keys:
             try:
-                found = read_index(self._store, digest)
-            except MalformedIndexObject as exc:
+                if isinstance(key, str):
+                    found = read_index(self._store, key)
+                    if found is not None:
+                        entries[key] = file_entry(found[0])
+                else:
+                    batch = read_batch(self._store, key)
+                    if batch is not None:
+                        entries[key] = batch_entry(batch)
+            except (MalformedIndexObject, MalformedRecord) as exc:
                 logger.error("leaving out of the catalog: %s", exc)
-                continue
-            if found is not None:
-                entries[digest] = file_entry(found[0])
         return entries
 
-    def _fresh_batches(self, batch_ids: Iterable[int]) -> dict[int, dict[str, Any]]:
-        entries = {}
-        for batch_id in batch_ids:
-            try:
-                batch = read_batch(self._store, batch_id)
-            except MalformedRecord as exc:
-                logger.error("leaving out of the catalog: %s", exc)
-                continue
-            if batch is not None:
-                entries[batch_id] = batch_entry(batch, self._has_instances)
-        return entries
-
-    def _has_instances(self, digest: str) -> bool:
-        try:
-            found = read_index(self._store, digest)
-        except MalformedIndexObject:
-            return False
-        return found is not None and found[0].has_instances
-
-    def _load(self, key: str, member: str) -> tuple[list[dict[str, Any]], str | None, bytes]:
+    def _load(self, shard: str) -> tuple[list[dict[str, Any]], str | None, bytes]:
+        key = shard_key(shard)
         try:
             raw, info = self._store.get(key)
         except ObjectNotFound:
             return [], None, b""
-        try:
-            # Leniently: one unusable entry is left out below, not the whole catalog.
-            entries = list(json.loads(raw)[member])
-        except (ValueError, RecursionError, KeyError, TypeError):
-            logger.error("the catalog object %s is malformed; it will be rebuilt", key)
-            return [], info.etag, raw
-        sound = [entry for entry in entries if _is_sound(member, entry)]
-        if len(sound) < len(entries):
-            logger.error("skipped %d malformed entries of %s", len(entries) - len(sound), key)
-        return sound, info.etag, raw
+        return parse_shard(shard, raw), info.etag, raw
 
-    def _swap(
-        self,
-        key: str,
-        member: str,
-        sort_key: str,
-        compute: Callable[[dict[Any, dict[str, Any]]], dict[Any, dict[str, Any]]],
-    ) -> None:
+    def _swap(self, shard: str, compute: Callable[[Entries], Entries]) -> bool:
+        """Compare-and-swap the shard to what `compute` makes of it; whether it changed."""
+        sort_key = "digest" if _member(shard) == "files" else "id"
         for _ in range(MAX_ATTEMPTS):
-            entries, etag, raw = self._load(key, member)
+            entries, etag, raw = self._load(shard)
             current = {entry[sort_key]: entry for entry in entries}
-            new = _dump(member, list(compute(current).values()), sort_key)
-            if new == raw:
-                return
+            new = compute(current)
+            if not new:
+                if etag is None:
+                    return False
+                self._store.delete(shard_key(shard))  # only ever a shard whose files are gone
+                return True
+            data = _dump(_member(shard), list(new.values()), sort_key)
+            if data == raw:
+                return False
             try:
-                put_over(self._store, key, new, etag=etag)
-                return
+                put_over(self._store, shard_key(shard), data, etag=etag)
+                return True
             except PreconditionFailed:
                 continue
-        logger.warning("the catalog object %s kept changing; the next check rebuilds it", key)
+        logger.warning("the catalog shard %s kept changing; the next check rewrites it", shard)
+        return False
+
+
+def parse_shard(shard: str, raw: bytes) -> list[dict[str, Any]]:
+    """A shard's entries from its bytes, leniently: one unusable entry is left out, not the
+    whole shard (an entry written by an older version, or by hand, may be unusable)."""
+    member = _member(shard)
+    try:
+        entries = list(json.loads(raw)[member])
+    except (ValueError, RecursionError, KeyError, TypeError):
+        logger.error("the catalog shard %s is malformed; the next check rewrites it", shard)
+        return []
+    sound = [entry for entry in entries if _is_sound(member, entry)]
+    if len(sound) < len(entries):
+        logger.error("skipped %d malformed entries of %s", len(entries) - len(sound), shard)
+    return sound
+
+
+def _member(shard: str) -> str:
+    return shard.partition("/")[0]
 
 
 def _is_sound(member: str, entry: Any) -> bool:
@@ -253,10 +294,10 @@ def _are_texts(values: list[Any]) -> bool:
     return all(isinstance(value, str) for value in values)
 
 
-def _patched(
-    current: dict[Any, dict[str, Any]], keys: list[Any], fresh: dict[Any, dict[str, Any]]
-) -> dict[Any, dict[str, Any]]:
-    patched = {key: entry for key, entry in current.items() if key not in keys}
+def _patched(current: Entries, keys: Iterable[Any], fresh: Entries) -> Entries:
+    """`current` with the entries of `keys` replaced by `fresh` (or removed, when absent)."""
+    gone = set(keys)
+    patched = {key: entry for key, entry in current.items() if key not in gone}
     return patched | fresh
 
 

@@ -122,10 +122,10 @@ def test_an_old_catalog_entry_that_is_not_text_is_skipped(system: System) -> Non
     system.upload([good], message="good batch")
     system.indexer.run_once()
     store = system.regions.index
-    catalog = json.loads(store.get("catalog/batches.json")[0])
+    catalog = json.loads(store.get("catalog/batches/000000.json")[0])
     bad = dict(catalog["batches"][0], id=998, message="\udfff")
     catalog["batches"].append(bad)
-    store.put("catalog/batches.json", json.dumps(catalog).encode())
+    store.put("catalog/batches/000000.json", json.dumps(catalog).encode())
     listed = _get(system, "/upload?q=batch")
     assert [batch["id"] for batch in listed.json()["result"]] == [catalog["batches"][0]["id"]]
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from indexer.catalog import BATCHES_KEY, FILES_KEY
+from indexer.catalog import Catalog
 from indexer.cli import main
 from indexer.index import read_index
 from indexer.schema import blob_key
@@ -47,20 +47,29 @@ def test_a_rerun_writes_nothing_new(system: System) -> None:
     before = {info.key: info.etag for info in store.list("")}
     system.indexer.run_once()
     assert {info.key: info.etag for info in store.list("")} == before
-    files = json.loads(store.get(FILES_KEY)[0])["files"]
-    assert [entry["filenames"] for entry in files] in (
-        [["a.bin"], ["b.bin"]],
-        [["b.bin"], ["a.bin"]],
-    )
-    assert [entry["digest"] for entry in files] == sorted(entry["digest"] for entry in files)
-    assert len(json.loads(store.get(BATCHES_KEY)[0])["batches"]) == 1
+    files = catalog_entries(store, "files/")
+    assert sorted(entry["filenames"] for entry in files) == [["a.bin"], ["b.bin"]]
+    for shard in Catalog(store).shards():
+        keys = [entry.get("digest", entry.get("id")) for entry in Catalog(store).shard(shard)]
+        assert keys == sorted(keys)
+    assert len(catalog_entries(store, "batches/")) == 1
+
+
+def catalog_entries(store, kind: str) -> list[dict]:
+    catalog = Catalog(store)
+    return [
+        entry
+        for shard in catalog.shards()
+        if shard.startswith(kind)
+        for entry in catalog.shard(shard)
+    ]
 
 
 def test_a_pass_without_check_updates_the_catalog(system: System) -> None:
     upload = Uploaded("quick.bin", os.urandom(10), "public")
     system.upload([upload])
     system.indexer.run_once(check=False)
-    files = json.loads(system.regions.index.get(FILES_KEY)[0])["files"]
+    files = catalog_entries(system.regions.index, "files/")
     assert [entry["digest"] for entry in files] == [upload.digest]
 
 
@@ -69,12 +78,10 @@ def local_environ(tmp_path: Path) -> dict[str, str]:
     return {"TOOLTOOL_DATA_DIR": str(tmp_path / "data")}
 
 
-def test_cli_run_and_failures(local_environ: dict[str, str], tmp_path: Path, capsys) -> None:
-    from indexer.config import StoreSettings, open_regions
+def put_bad_upload(store) -> None:
+    """A pending upload whose staged bytes are not the declared file."""
     from indexer.intake import Pending
 
-    regions = open_regions(StoreSettings.from_environ(local_environ))
-    store = regions.index
     pending = Pending(
         digest="a" * 128,
         size=3,
@@ -88,6 +95,14 @@ def test_cli_run_and_failures(local_environ: dict[str, str], tmp_path: Path, cap
     )
     store.put(pending.key, pending.to_json())
     store.put(pending.staging_key, b"bad")
+
+
+def test_cli_run_and_failures(local_environ: dict[str, str], tmp_path: Path, capsys) -> None:
+    from indexer.config import StoreSettings, open_regions
+
+    regions = open_regions(StoreSettings.from_environ(local_environ))
+    store = regions.index
+    put_bad_upload(store)
     assert main(["run"], local_environ) == 0
     assert json.loads(capsys.readouterr().out)["failed"] == 1
     assert main(["failures"], local_environ) == 0
@@ -97,13 +112,17 @@ def test_cli_run_and_failures(local_environ: dict[str, str], tmp_path: Path, cap
 
 
 def test_cli_watch_runs_until_interrupted(local_environ: dict[str, str], tmp_path: Path) -> None:
+    from indexer.config import StoreSettings, open_regions
+
+    store = open_regions(StoreSettings.from_environ(local_environ)).index
+    put_bad_upload(store)
     process = subprocess.Popen(
         [sys.executable, "-m", "indexer.cli", "watch", "--interval", "0.2"],
         env={**os.environ, **local_environ},
         stderr=subprocess.PIPE,
         text=True,
     )
-    catalog = Path(local_environ["TOOLTOOL_DATA_DIR"]) / "catalog" / "files.json"
+    catalog = Path(local_environ["TOOLTOOL_DATA_DIR"]) / "intake" / "failures"
     deadline = time.monotonic() + 20
     while not catalog.exists() and time.monotonic() < deadline:
         time.sleep(0.1)
