@@ -31,6 +31,7 @@ from gateway.uploads import Quota, Uploads
 from gateway.urls import PublicUrls
 from indexer.catalog import Catalog
 from indexer.job import Indexer
+from indexer.lease import Lease
 from indexer.local_store import LocalStore
 from indexer.stores import Regions
 
@@ -87,7 +88,11 @@ def create_app(
     )
     indexer = Indexer(indexer_regions or regions)
     embedded = (
-        EmbeddedIndexer(indexer, interval=settings.indexer_interval)
+        EmbeddedIndexer(
+            indexer,
+            interval=settings.indexer_interval,
+            lease=lambda: Lease(indexer.regions.index, seconds=settings.stores.lease_seconds),
+        )
         if settings.runs_embedded_indexer
         else None
     )

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 
 from indexer.job import Indexer
+from indexer.lease import Lease, LeaseHeld
 
 logger = logging.getLogger(__name__)
 
@@ -13,8 +15,16 @@ logger = logging.getLogger(__name__)
 class EmbeddedIndexer:
     """Runs indexer passes in a thread every `interval` seconds, or sooner when woken."""
 
-    def __init__(self, indexer: Indexer, *, interval: float, check_every: int = 300) -> None:
+    def __init__(
+        self,
+        indexer: Indexer,
+        *,
+        interval: float,
+        lease: Callable[[], Lease],
+        check_every: int = 300,
+    ) -> None:
         self._indexer = indexer
+        self._lease = lease
         self._interval = interval
         self._check_every = check_every
         self._wake = threading.Event()
@@ -39,9 +49,13 @@ class EmbeddedIndexer:
         passes = 0
         while not self._stop.is_set():
             try:
-                self._indexer.run_once(check=passes % self._check_every == 0)
+                with self._lease():  # per pass: other gateways and scheduled runs take turns
+                    self._indexer.run_once(check=passes % self._check_every == 0)
+                passes += 1
+            except LeaseHeld as exc:
+                logger.debug("skipping this pass: %s", exc)
             except Exception:  # the loop must outlive one failed pass
                 logger.exception("indexer pass failed")
-            passes += 1
+                passes += 1
             self._wake.wait(self._interval)
             self._wake.clear()

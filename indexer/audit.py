@@ -85,15 +85,17 @@ class AuditLog:
         digest: str | None = None,
         batch_id: int | None = None,
         details: dict[str, Any] | None = None,
+        at: str | None = None,
     ) -> AuditRecord:
-        """Add one record after the newest; the record as written."""
+        """Add one record after the newest; the record as written. `at` is the time the
+        change was written with (an index object's ``updated_at``), else now."""
         if event not in EVENTS:
             raise ValueError(f"unknown audit event {event!r}")
         for attempt in range(MAX_ATTEMPTS):
             seq, prev, etag = self._head()
             record = AuditRecord(
                 seq=seq + 1,
-                at=utc_timestamp(self._clock()),
+                at=at if at is not None else utc_timestamp(self._clock()),
                 event=event,
                 who=who[:1024],
                 why=why[:1000],
@@ -127,6 +129,20 @@ class AuditLog:
                 yield AuditRecord(**loads_strict(raw))
             except ObjectNotFound:
                 continue
+            except (StrictJsonError, TypeError):
+                yield key
+
+    def records_after(self, seq: int) -> Iterator[AuditRecord | str]:
+        """The records after record `seq`, oldest first (a read each, and one more)."""
+        while True:
+            seq += 1
+            key = record_key(seq)
+            try:
+                raw, _ = self._store.get(key)
+            except ObjectNotFound:
+                return
+            try:
+                yield AuditRecord(**loads_strict(raw))
             except (StrictJsonError, TypeError):
                 yield key
 

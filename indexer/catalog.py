@@ -23,6 +23,8 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import random
+import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -39,7 +41,7 @@ logger = logging.getLogger(__name__)
 CATALOG_PREFIX = "catalog/"
 FILE_SHARD_DIGITS = 3
 BATCHES_PER_SHARD = 1000
-MAX_ATTEMPTS = 8
+MAX_ATTEMPTS = 20  # writers of one shard at once: batches posted together, say
 
 
 def file_shard(digest: str) -> str:
@@ -213,7 +215,7 @@ class Catalog:
     def _swap(self, shard: str, compute: Callable[[Entries], Entries]) -> bool:
         """Compare-and-swap the shard to what `compute` makes of it; whether it changed."""
         sort_key = "digest" if _member(shard) == "files" else "id"
-        for _ in range(MAX_ATTEMPTS):
+        for attempt in range(MAX_ATTEMPTS):
             entries, etag, raw = self._load(shard)
             current = {entry[sort_key]: entry for entry in entries}
             new = compute(current)
@@ -229,6 +231,8 @@ class Catalog:
                 put_over(self._store, shard_key(shard), data, etag=etag)
                 return True
             except PreconditionFailed:
+                # Contended: back off a random while, growing with each attempt.
+                time.sleep(random.uniform(0, 0.002 * (attempt + 1)))  # noqa: S311 - jitter
                 continue
         logger.warning("the catalog shard %s kept changing; the next check rewrites it", shard)
         return False

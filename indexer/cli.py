@@ -4,7 +4,8 @@ Exit codes: 0 success, 1 an unexpected error, 2 usage, 3 a file refused (conflic
 4 settings or store unavailable, 5 a file that cannot be read, 6 a partial
 pass (something malformed was set aside: see the log; the rest was done),
 7 no such file (set-visibility, delete), 8 the audit log's chain is broken
-(audit --verify), 130 interrupted.
+(audit --verify), 75 another run holds the lease (EX_TEMPFAIL: try again later),
+130 interrupted.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import os
 import socket
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 from indexer.audit import AuditLog
@@ -27,6 +28,7 @@ from indexer.digests import is_valid_digest
 from indexer.importer import ImportRefused, import_file, record_import
 from indexer.intake import next_batch_id
 from indexer.job import Indexer
+from indexer.lease import Lease, LeaseHeld
 from indexer.logs import LOG_FORMATS, configure_logging, escape_controls, format_exception
 from indexer.management import (
     MAX_REASON,
@@ -36,9 +38,11 @@ from indexer.management import (
     UnknownFile,
     apply,
 )
+from indexer.progress import terminal_progress
+from indexer.rebuild import rebuild
 from indexer.redaction import redact
 from indexer.schema import VISIBILITIES
-from indexer.stores import StoreError
+from indexer.stores import Regions, StoreError
 
 logger = logging.getLogger("indexer.cli")  # also when run as __main__
 
@@ -50,6 +54,7 @@ EXIT_UNREADABLE = 5
 EXIT_PARTIAL = 6
 EXIT_UNKNOWN = 7
 EXIT_TAMPERED = 8
+EXIT_TEMPFAIL = 75  # EX_TEMPFAIL: another run holds the lease; try again later
 
 
 def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> int:
@@ -75,6 +80,8 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
         return _fail("SettingsError", exc, EXIT_UNAVAILABLE)
     except StoreError as exc:
         return _fail(type(exc).__name__, exc, EXIT_UNAVAILABLE)
+    except LeaseHeld as exc:
+        return _fail("LeaseHeld", exc, EXIT_TEMPFAIL)
     except KeyboardInterrupt:
         return _fail("Interrupted", "stopped before the end; a later run finishes the work", 130)
     except Exception as exc:  # one line, never a traceback; the frames at DEBUG
@@ -103,6 +110,7 @@ def _parser() -> argparse.ArgumentParser:
     running.add_argument(
         "--no-check", action="store_true", help="skip the consistency check and catalog rebuild"
     )
+    _wait_argument(running)
     running.set_defaults(command=_run)
 
     watching = commands.add_parser("watch", help="run passes until interrupted")
@@ -115,6 +123,13 @@ def _parser() -> argparse.ArgumentParser:
         help="how often a pass also checks consistency (default: hourly)",
     )
     watching.set_defaults(command=_watch)
+
+    rebuilding = commands.add_parser(
+        "rebuild",
+        help="rewrite every index object and the catalog from the blobs, batches and audit log",
+    )
+    _wait_argument(rebuilding)
+    rebuilding.set_defaults(command=_rebuild)
 
     failures = commands.add_parser("failures", help="list uploads that failed verification")
     failures.set_defaults(command=_failures)
@@ -175,6 +190,20 @@ def _moment(text: str) -> dt.datetime:
     return moment if moment.tzinfo else moment.replace(tzinfo=dt.UTC)
 
 
+def _wait_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--wait",
+        type=_seconds,
+        default=10.0,
+        metavar="SECONDS",
+        help="how long to wait for another run's lease (default 10; then exit 75)",
+    )
+
+
+def _seconds(value: str) -> float:
+    return 0.0 if value.strip() in ("0", "0.0") else _positive(value)
+
+
 def _management_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--reason", required=True, help="why, for the tombstone and the log")
     parser.add_argument("--by", default=None, help="who (default: the operator's user@host)")
@@ -222,15 +251,47 @@ def _positive(value: str) -> float:
 
 
 def _run(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
-    indexer = Indexer(open_regions(StoreSettings.from_environ(environ), bulk=True))
-    report = indexer.run_once(check=not args.no_check)
-    print(json.dumps(report.summary(), sort_keys=True))
-    return EXIT_PARTIAL if report.is_partial else EXIT_OK
+    def one_pass(regions: Regions) -> tuple[dict[str, int], int, bool]:
+        report = Indexer(regions, progress=terminal_progress()).run_once(check=not args.no_check)
+        failures = len(report.failed) + len(report.expired) + len(report.malformed)
+        return report.summary(), failures, report.is_partial
+
+    return _leased(args, environ, one_pass)
+
+
+def _rebuild(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
+    def whole(regions: Regions) -> tuple[dict[str, int], int, bool]:
+        report = rebuild(regions, progress=terminal_progress())
+        return report.summary(), report.unreadable, report.is_partial
+
+    return _leased(args, environ, whole)
+
+
+def _leased(
+    args: argparse.Namespace,
+    environ: Mapping[str, str],
+    job: Callable[[Regions], tuple[dict[str, int], int, bool]],
+) -> int:
+    """Run `job` under the lease, then print its summary line; 6 when it was partial."""
+    settings = StoreSettings.from_environ(environ)
+    regions = open_regions(settings, bulk=True)
+    started = time.monotonic()
+    with Lease(regions.index, seconds=settings.lease_seconds, wait=args.wait):
+        counts, failures, is_partial = job(regions)
+    _print_summary(counts, started, failures)
+    return EXIT_PARTIAL if is_partial else EXIT_OK
+
+
+def _print_summary(counts: Mapping[str, int], started: float, failures: int) -> None:
+    """The one JSON line a scheduled run ends with: counts, bytes, seconds, failures."""
+    seconds = round(time.monotonic() - started, 3)
+    print(json.dumps({**counts, "failures": failures, "seconds": seconds}, sort_keys=True))
 
 
 def _watch(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
     settings = StoreSettings.from_environ(environ)
-    indexer = Indexer(open_regions(settings, bulk=True))
+    regions = open_regions(settings, bulk=True)
+    indexer = Indexer(regions)
     where = (
         f"the local store at {settings.data_dir.resolve()}"
         if settings.is_local
@@ -248,17 +309,23 @@ def _watch(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
         while True:
             started = time.monotonic()
             check = started - last_check >= args.check_interval
-            if _watched_pass(indexer, check=check) and check:
+            lease = Lease(regions.index, seconds=settings.lease_seconds)
+            if _watched_pass(indexer, lease, check=check) and check:
                 last_check = started
             time.sleep(max(0.0, args.interval - (time.monotonic() - started)))
     except KeyboardInterrupt:
         return EXIT_OK
 
 
-def _watched_pass(indexer: Indexer, *, check: bool) -> bool:
-    """One pass of `watch`, which outlives any failed pass; whether it finished."""
+def _watched_pass(indexer: Indexer, lease: Lease, *, check: bool) -> bool:
+    """One pass of `watch` under the lease (held for this pass only, so a scheduled
+    rebuild gets its turn); the loop outlives any failed pass. Whether it finished."""
     try:
-        report = indexer.run_once(check=check)
+        with lease:
+            report = indexer.run_once(check=check)
+    except LeaseHeld as exc:
+        logger.info("skipping this pass: %s", exc)
+        return False
     except StoreError as exc:
         logger.error("indexer pass failed: %s: %s", type(exc).__name__, exc)
         return False
@@ -283,6 +350,8 @@ def _import(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
     regions = open_regions(StoreSettings.from_environ(environ), bulk=True)
     author = args.author or _operator(environ)
     batch_id = next_batch_id(regions.index)
+    started = time.time()
+    clock = lambda: started  # noqa: E731 - one time for the batch, its files and their records
     status = EXIT_OK
     imported = []
     for path in args.files:
@@ -294,6 +363,7 @@ def _import(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
                 message=args.message,
                 author=author,
                 batch_id=batch_id,
+                clock=clock,
             )
         except ImportRefused as exc:
             status = max(status, _fail(type(exc).__name__, exc, EXIT_REFUSED))
@@ -312,6 +382,7 @@ def _import(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
             visibility=args.visibility,
             message=args.message,
             author=author,
+            clock=clock,
         )
     return status
 

@@ -47,6 +47,7 @@ class StoreSettings:
     s3_bulk_read_timeout: float = 120.0
     s3_max_attempts: int = 2
     min_free_bytes: int = 1024**3
+    lease_seconds: float = 300.0
 
     @property
     def is_local(self) -> bool:
@@ -71,6 +72,9 @@ class StoreSettings:
             ),
             min_free_bytes=int(
                 _number(environ, "TOOLTOOL_MIN_FREE_BYTES", 1024**3, whole=True, minimum=0)
+            ),
+            lease_seconds=_number(
+                environ, "TOOLTOOL_LEASE_SECONDS", 300.0, minimum=1, maximum=86400
             ),
         )
 

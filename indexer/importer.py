@@ -109,18 +109,24 @@ def import_file(
         ):
             return current
         return current.with_changes(
-            instances=instances, uploads=uploads, deleted=None, updated_at=now
+            instances=instances,
+            uploads=uploads,
+            deleted=None,
+            verified_at=current.verified_at if current.deleted is None else now,
+            updated_at=now,
         )
 
-    after = update_index(regions.index, hashed.digest, change)
-    if after is not None and after != existing:
+    if change(existing) != existing:
+        # The record first, as every change to a file: a rebuild follows the log.
         AuditLog(regions.index, clock=clock).append(
             "import",
             who=author,
             why=summary(message),
             digest=hashed.digest,
             details={"filename": path.name, "size": hashed.size, "visibility": visibility},
+            at=now,
         )
+    update_index(regions.index, hashed.digest, change)
     return Imported(hashed.digest, hashed.size, path.name)
 
 

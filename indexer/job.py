@@ -38,6 +38,7 @@ from indexer.intake import (
     failure_key,
     read_batch,
 )
+from indexer.progress import QUIET, Phase, Progress
 from indexer.schema import (
     INDEX_PREFIX,
     IndexObject,
@@ -69,6 +70,7 @@ class PassReport:
     repaired: list[str] = field(default_factory=list)
     malformed: list[str] = field(default_factory=list)
     removed_staging: int = 0
+    verified_bytes: int = 0
     batches: set[int] = field(default_factory=set)
 
     @property
@@ -90,6 +92,7 @@ class PassReport:
             "repaired": len(self.repaired),
             "malformed": len(self.malformed),
             "removed_staging": self.removed_staging,
+            "verified_bytes": self.verified_bytes,
         }
 
 
@@ -102,11 +105,13 @@ class Indexer:
         *,
         clock: Callable[[], float] = time.time,
         pending_ttl: float = PENDING_TTL,
+        progress: Progress = QUIET,
     ) -> None:
         self.regions = regions
         self._index = regions.index
         self._clock = clock
         self._pending_ttl = pending_ttl
+        self._progress = progress
         self._known_pending: dict[str, Pending] = {}
         self.audit = AuditLog(regions.index, clock=clock)
         self.catalog = Catalog(regions.index)
@@ -139,38 +144,52 @@ class Indexer:
     def process_pending(self, report: PassReport) -> list[Pending]:
         """Handle every pending record, oldest batch first within a digest; the ones whose
         work is done (indexed, recorded or refused), to forget."""
-        finished = []
+        finished: list[Pending] = []
         batches = _BatchMessages(self._index)
         staged = _Staged()
-        for pending in sorted(self._pending(report), key=lambda item: (item.digest, item.batch_id)):
-            try:
-                is_finished = self._process(pending, batches, staged, report)
-            except ObjectNotFound as exc:
-                # Another indexer finished this upload under our feet.
-                logger.info("pending upload went away: %s", exc, extra={"digest": pending.digest})
-                continue
-            except MalformedIndexObject as exc:
-                # Set aside, untouched, for an operator: never trusted, never overwritten.
-                # The upload waits; the rest of the pass goes on.
-                logger.error("skipping upload: %s", exc, extra={"digest": pending.digest})
-                report.malformed.append(exc.key)
-                continue
-            except (ValueError, TypeError, OverflowError) as exc:
-                # Whatever else a record of this upload holds that nothing could check:
-                # this upload waits for an operator, the others go on.
-                logger.error(
-                    "skipping upload %s: %s: %s",
-                    pending.key,
-                    type(exc).__name__,
-                    exc,
-                    extra={"digest": pending.digest},
-                )
-                report.malformed.append(pending.key)
-                continue
-            if is_finished:
-                finished.append(pending)
-                report.batches.add(pending.batch_id)
+        records = sorted(self._pending(report), key=lambda item: (item.digest, item.batch_id))
+        with self._progress.phase("pending uploads", total=len(records)) as phase:
+            for pending in records:
+                phase.advance(1, pending.size)
+                self._handle(pending, batches, staged, report, finished)
         return finished
+
+    def _handle(
+        self,
+        pending: Pending,
+        batches: _BatchMessages,
+        staged: _Staged,
+        report: PassReport,
+        finished: list[Pending],
+    ) -> None:
+        """One pending record; a failure of its own is logged and set aside."""
+        try:
+            is_finished = self._process(pending, batches, staged, report)
+        except ObjectNotFound as exc:
+            # Another indexer finished this upload under our feet.
+            logger.info("pending upload went away: %s", exc, extra={"digest": pending.digest})
+            return
+        except MalformedIndexObject as exc:
+            # Set aside, untouched, for an operator: never trusted, never overwritten.
+            # The upload waits; the rest of the pass goes on.
+            logger.error("skipping upload: %s", exc, extra={"digest": pending.digest})
+            report.malformed.append(exc.key)
+            return
+        except (ValueError, TypeError, OverflowError) as exc:
+            # Whatever else a record of this upload holds that nothing could check:
+            # this upload waits for an operator, the others go on.
+            logger.error(
+                "skipping upload %s: %s: %s",
+                pending.key,
+                type(exc).__name__,
+                exc,
+                extra={"digest": pending.digest},
+            )
+            report.malformed.append(pending.key)
+            return
+        if is_finished:
+            finished.append(pending)
+            report.batches.add(pending.batch_id)
 
     def _pending(self, report: PassReport | None = None) -> list[Pending]:
         """Every pending record: one listing, and a read only for records this indexer has
@@ -223,21 +242,28 @@ class Indexer:
         if refusal is not None:
             return self._fail(pending, refusal, report)
         uploads = _uploads(pending, batches)
+        now = utc_timestamp(self._clock())
         indexed = update_index(
             self._index,
             pending.digest,
-            lambda existing: self._indexed(existing, pending, uploads, store.region),
+            lambda existing: self._indexed(existing, pending, uploads, store.region, now),
         )
         if indexed is None or not _agrees(indexed, pending):
             reason = "the digest was indexed meanwhile with another visibility or size"
             return self._fail(pending, reason, report)
         report.indexed.append(pending.digest)
+        report.verified_bytes += pending.size
         self.audit.append(
             "verified",
             who=pending.author,
             digest=pending.digest,
             batch_id=pending.batch_id,
-            details={"region": store.region, "size": pending.size},
+            details={
+                "region": store.region,
+                "size": pending.size,
+                "visibility": pending.visibility,
+            },
+            at=now,
         )
         logger.info(
             "indexed upload",
@@ -273,8 +299,10 @@ class Indexer:
         pending: Pending,
         uploads: tuple[Upload, ...],
         region: str,
+        now: str,
     ) -> IndexObject | None:
-        now = utc_timestamp(self._clock())
+        """The index object after verifying `pending`: verified now when new or deleted
+        before (a rebuild takes the same times from the audit log)."""
         if existing is None:
             return IndexObject(
                 digest=pending.digest,
@@ -292,21 +320,21 @@ class Indexer:
             instances=instances,
             uploads=_with_uploads(existing, uploads),
             deleted=None,
-            verified_at=existing.verified_at if existing.has_instances else now,
+            verified_at=existing.verified_at if existing.deleted is None else now,
             updated_at=now,
         )
 
     def _record_arrival(
         self, pending: Pending, batches: _BatchMessages, report: PassReport
     ) -> bool:
-        """A batch named a file that is already stored and verified: note the batch."""
-        now = utc_timestamp(self._clock())
+        """A batch named a file that is already stored and verified: note the batch (not a
+        change of the file's state: ``updated_at`` stays)."""
         uploads = _uploads(pending, batches)
 
         def change(existing: IndexObject | None) -> IndexObject | None:
             if existing is None or _has_upload(existing, pending):
                 return existing
-            return existing.with_changes(uploads=_with_uploads(existing, uploads), updated_at=now)
+            return existing.with_changes(uploads=_with_uploads(existing, uploads))
 
         update_index(self._index, pending.digest, change)
         report.recorded.append(pending.digest)
@@ -378,7 +406,6 @@ class Indexer:
 
     def _drop_instances(self, digest: str, missing: Iterable[str]) -> None:
         gone = set(missing)
-        now = utc_timestamp(self._clock())
         logger.error(
             "index named regions without the blob: %s", sorted(gone), extra={"digest": digest}
         )
@@ -387,7 +414,7 @@ class Indexer:
             if existing is None or not gone & set(existing.instances):
                 return existing
             instances = tuple(region for region in existing.instances if region not in gone)
-            return existing.with_changes(instances=instances, updated_at=now)
+            return existing.with_changes(instances=instances)
 
         update_index(self._index, digest, change)
 
@@ -410,8 +437,13 @@ class Indexer:
         return removed
 
     def _index_objects(self, report: PassReport | None = None) -> list[IndexObject]:
+        with self._progress.phase("index objects") as phase:
+            return self._read_index_objects(report, phase)
+
+    def _read_index_objects(self, report: PassReport | None, phase: Phase) -> list[IndexObject]:
         objects = []
         for info in self._index.list(INDEX_PREFIX):
+            phase.advance(1, info.size)
             digest = info.key.removeprefix(INDEX_PREFIX).removesuffix(".json")
             try:
                 found = read_index(self._index, digest)

@@ -79,17 +79,23 @@ def summary(message: str) -> str:
 
 
 def with_uploads(existing: tuple[Upload, ...], arrivals: Iterable[Upload]) -> tuple[Upload, ...]:
-    """`existing` and the `arrivals` not yet recorded (one entry a batch), at most
-    MAX_UPLOADS: the first arrival, and the latest ones."""
+    """`existing` and the `arrivals` not yet recorded (one entry a batch), in batch order,
+    at most MAX_UPLOADS: the first arrival, and the latest ones. The order is the batches',
+    not the order the indexer met them in, so a rebuild makes the same list."""
     known = {_arrival_key(upload) for upload in existing}
     uploads = list(existing)
     for upload in arrivals:
         if _arrival_key(upload) not in known:
             known.add(_arrival_key(upload))
             uploads.append(upload)
+    uploads.sort(key=_arrival_order)
     if len(uploads) > MAX_UPLOADS:
         uploads = uploads[:1] + uploads[len(uploads) - MAX_UPLOADS + 1 :]
     return tuple(uploads)
+
+
+def _arrival_order(upload: Upload) -> tuple[int, str]:
+    return (upload.batch_id if upload.batch_id is not None else -1, upload.filename)
 
 
 def _arrival_key(upload: Upload) -> tuple[object, ...]:

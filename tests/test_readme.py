@@ -19,6 +19,7 @@ terminal; markers around each block split the output per block.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import re
 import socket
@@ -282,6 +283,11 @@ def test_tokens_carry_the_scopes_asked_for(run: Run) -> None:
 
 
 def test_the_indexer_commands_run(run: Run) -> None:
-    block = run.block_containing("tooltool-indexer run")
+    block = run.block_containing("tooltool-indexer failures")
     output = run.output_of(block)
     assert '"failed": 0' in output, run.report(block)
+    for text in ("tooltool-indexer run --no-check", "tooltool-indexer rebuild"):
+        block = run.block_containing(text)
+        summary = json.loads(run.output_of(block).splitlines()[-1])
+        assert summary["failures"] == 0, run.report(block)
+    assert summary["written"] == 0, run.report(block)  # the index was as the sources say

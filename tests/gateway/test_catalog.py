@@ -4,6 +4,7 @@ neither a search nor an update costs what the whole catalog would."""
 from __future__ import annotations
 
 import os
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -11,6 +12,7 @@ from typing import Any
 from indexer.catalog import Catalog, file_shard, shard_key
 from indexer.feed import Feed
 from indexer.index import update_index
+from indexer.intake import Batch
 from tests.conftest import make_system
 from tests.gateway.auth_helpers import hawk
 from tests.recording_store import RecordingStore
@@ -122,3 +124,27 @@ def test_an_update_writes_a_bounded_number_of_objects(system: System) -> None:
     shard_reads = [key for key in recording.keys("get") if key.startswith("catalog/")]
     assert shard_reads == [shard_key(file_shard(one))]
     assert [key.split("/")[0] for key in recording.writes()] == ["catalog", "feed", "feed"]
+
+
+def test_writers_of_one_shard_at_once_lose_nothing(system: System) -> None:
+    store = system.regions.index
+    for batch_id in range(1, 25):
+        batch = Batch(
+            id=batch_id,
+            author="uploader",
+            uploaded="2026-11-29T00:00:00Z",
+            message=f"batch {batch_id}",
+            region=store.region,
+            files={},
+        )
+        store.put(batch.key, batch.to_json())
+    threads = [
+        threading.Thread(target=Catalog(store).update, args=([], [batch_id]))
+        for batch_id in range(1, 25)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    listed = [entry["id"] for entry in Catalog(store).shard("batches/000000")]
+    assert listed == list(range(1, 25))

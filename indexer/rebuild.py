@@ -1,0 +1,315 @@
+"""``tooltool-indexer rebuild``: every index object and the whole catalog, from the sources.
+
+The sources of truth are the blobs (``sha512/<digest>`` in each region), the
+batch records, the pending and failure records (which batches' files were
+refused, or are not done yet) and the audit log. Everything under ``index/``
+and ``catalog/`` is derived from them; a rebuild from nothing writes the same
+bytes the indexer wrote as it went. For one digest:
+
+- ``visibility``: the last visibility change in the log, else the visibility
+  the file was verified or imported with, else its first batch's;
+- ``size``: what it was verified or imported at, else its first batch's;
+- ``uploads``: the batches naming it at that size whose upload was not
+  refused and is not pending, in batch order (first and latest 50);
+- ``verified_at``: the first verification or import in the log, or the first
+  after the last deletion; ``updated_at``: the latest event in the log
+  (verification, import, visibility change, deletion);
+- ``deleted``: the last deletion, unless a verification or import came after;
+- ``instances``: the configured regions holding the blob at that size (none
+  when deleted).
+
+A blob no batch and no log record explains (bytes put into a bucket by hand)
+is left out and counted as ``unexplained``. Before an object is rewritten, the
+log records written since the rebuild read it are read too: a management
+change or an import made meanwhile (each records itself first) is kept.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Any
+
+from indexer.audit import AuditLog, AuditRecord
+from indexer.catalog import Catalog
+from indexer.digests import is_valid_digest
+from indexer.index import read_index, update_index
+from indexer.intake import FAILURES, PENDING, Batch, BatchFile
+from indexer.progress import QUIET, Progress
+from indexer.schema import (
+    INDEX_PREFIX,
+    IndexObject,
+    MalformedIndexObject,
+    Tombstone,
+    Upload,
+    index_key,
+    summary,
+    with_uploads,
+)
+from indexer.stores import ObjectInfo, Regions
+
+logger = logging.getLogger(__name__)
+
+FILE_EVENTS = ("verified", "import", "visibility", "delete")
+BLOBS = "sha512/"
+
+
+@dataclass
+class RebuildReport:
+    """What a rebuild found and wrote."""
+
+    derived: int = 0
+    written: int = 0
+    unexplained: int = 0
+    unreadable: int = 0
+    shards_written: int = 0
+    blobs: int = 0
+    bytes: int = 0
+
+    @property
+    def is_partial(self) -> bool:
+        """A source could not be read: what depends on it may be missing."""
+        return self.unreadable > 0
+
+    def summary(self) -> dict[str, int]:
+        return {
+            "derived": self.derived,
+            "written": self.written,
+            "unexplained": self.unexplained,
+            "unreadable": self.unreadable,
+            "shards_written": self.shards_written,
+            "blobs": self.blobs,
+            "bytes": self.bytes,
+        }
+
+
+@dataclass
+class _Sources:
+    """What the sources say, by digest."""
+
+    blobs: dict[str, dict[str, ObjectInfo]] = field(default_factory=lambda: defaultdict(dict))
+    events: dict[str, list[AuditRecord]] = field(default_factory=lambda: defaultdict(list))
+    arrivals: dict[str, list[tuple[Batch, str, BatchFile]]] = field(
+        default_factory=lambda: defaultdict(list)
+    )
+    batches: list[Batch] = field(default_factory=list)
+    log_seq: int = 0  # the last audit record read
+
+    def add(self, record: AuditRecord | str, report: RebuildReport) -> None:
+        if isinstance(record, str):
+            logger.error("unreadable audit record %s", record)
+            report.unreadable += 1
+            return
+        self.log_seq = max(self.log_seq, record.seq)
+        if record.event in FILE_EVENTS and record.digest is not None:
+            self.events[record.digest].append(record)
+
+    def catch_up(self, log: AuditLog, report: RebuildReport) -> None:
+        """Read the records written since: a change a live writer (a management request,
+        an import) made while the rebuild ran is in them, and is kept."""
+        for record in log.records_after(self.log_seq):
+            self.add(record, report)
+
+    def derive(self, digest: str, configured: tuple[str, ...]) -> IndexObject | None:
+        return derive(
+            digest,
+            self.blobs.get(digest, {}),
+            self.events.get(digest, []),
+            self.arrivals.get(digest, []),
+            configured,
+        )
+
+
+def rebuild(regions: Regions, *, progress: Progress = QUIET) -> RebuildReport:
+    """Rewrite every index object and catalog shard that differs from what the sources say."""
+    report = RebuildReport()
+    sources = _read_sources(regions, report, progress)
+    objects = []
+    digests = sorted(sources.blobs.keys() | sources.events.keys())
+    with progress.phase("index objects", total=len(digests)) as phase:
+        for digest in digests:
+            phase.advance()
+            derived = sources.derive(digest, regions.names)
+            if derived is None:
+                report.unexplained += 1
+                logger.warning(
+                    "no batch or log record explains this blob", extra={"digest": digest}
+                )
+                continue
+            report.derived += 1
+            objects.append(_write(regions, sources, derived, report))
+    with progress.phase("catalog") as phase:
+        known = {obj.digest for obj in objects}
+        objects.extend(_other_index_objects(regions, known))
+        report.shards_written = Catalog(regions.index).rebuild(objects, sources.batches)
+        phase.advance(report.shards_written)
+    return report
+
+
+def derive(
+    digest: str,
+    blobs: dict[str, ObjectInfo],
+    events: list[AuditRecord],
+    arrivals: list[tuple[Batch, str, BatchFile]],
+    configured: tuple[str, ...],
+) -> IndexObject | None:
+    """The digest's index object as its sources say it, or None when they say nothing."""
+    stored = [event for event in events if event.event in ("verified", "import")]
+    size = _first_int(event.details.get("size") for event in reversed(stored))
+    if size is None:
+        size = arrivals[0][2].size if arrivals else None
+    if size is None:
+        return None
+    visibility = _visibility(events, arrivals)
+    if visibility is None:
+        return None
+    uploads = with_uploads(
+        (),
+        [
+            Upload(batch.id, name, batch.author[:1024], summary(batch.message), batch.uploaded)
+            for batch, name, entry in arrivals
+            if entry.size == size
+        ],
+    )
+    verified_at: str | None = None
+    updated_at: str | None = None
+    deleted: Tombstone | None = None
+    for event in events:
+        if event.event in ("verified", "import") and (verified_at is None or deleted is not None):
+            verified_at, deleted = event.at, None
+        elif event.event == "delete":
+            regions = event.details.get("regions", [])
+            deleted = Tombstone(
+                by=event.who[:1024],
+                at=event.at,
+                reason=event.why,
+                regions=tuple(region for region in regions if isinstance(region, str)),
+            )
+        updated_at = event.at if updated_at is None else max(updated_at, event.at)
+    if verified_at is None:
+        if not uploads:
+            return None
+        verified_at = uploads[0].uploaded
+    instances = (
+        ()
+        if deleted is not None
+        else tuple(
+            region
+            for region in sorted(configured)
+            if region in blobs and blobs[region].size == size
+        )
+    )
+    return IndexObject(
+        digest=digest,
+        size=size,
+        visibility=visibility,  # type: ignore[arg-type]
+        instances=instances,
+        uploads=uploads,
+        verified_at=verified_at,
+        updated_at=updated_at or verified_at,
+        deleted=deleted,
+    )
+
+
+def _visibility(
+    events: list[AuditRecord], arrivals: list[tuple[Batch, str, BatchFile]]
+) -> str | None:
+    for event in reversed(events):
+        if event.event == "visibility" and event.details.get("to") in ("public", "internal"):
+            return str(event.details["to"])
+    for event in events:
+        if event.event in ("verified", "import"):
+            visibility = event.details.get("visibility")
+            if visibility in ("public", "internal"):
+                return str(visibility)
+    return arrivals[0][2].visibility if arrivals else None
+
+
+def _first_int(values: Any) -> int | None:
+    for value in values:
+        if type(value) is int and value >= 0:
+            return value
+    return None
+
+
+def _read_sources(regions: Regions, report: RebuildReport, progress: Progress) -> _Sources:
+    sources = _Sources()
+    for store in regions:
+        with progress.phase(f"blobs in {store.region}") as phase:
+            for info in store.list(BLOBS):
+                digest = info.key.removeprefix(BLOBS)
+                if is_valid_digest(digest):
+                    sources.blobs[digest][store.region] = info
+                    report.blobs += 1
+                    report.bytes += info.size
+                    phase.advance(1, info.size)
+    with progress.phase("audit log") as phase:
+        for record in AuditLog(regions.index).records():
+            phase.advance()
+            sources.add(record, report)
+    unfinished = _unfinished(regions)
+    with progress.phase("batch records") as phase:
+        sources.batches = Catalog(regions.index).batch_records()
+        for batch in sorted(sources.batches, key=lambda batch: batch.id):
+            phase.advance()
+            names: dict[str, list[str]] = defaultdict(list)
+            for name, entry in batch.files.items():
+                names[entry.digest].append(name)
+            for digest, found in names.items():
+                if (digest, batch.id) not in unfinished:
+                    first = min(found)
+                    sources.arrivals[digest].append((batch, first, batch.files[first]))
+    return sources
+
+
+def _unfinished(regions: Regions) -> set[tuple[str, int]]:
+    """(digest, batch id) of the uploads refused or not done yet, from their record keys:
+    ``intake/failures/<digest>/<batch>.json``, ``intake/pending/<owner>/<batch>/<digest>…``."""
+    found = set()
+    for info in regions.index.list(FAILURES):
+        parts = info.key.removeprefix(FAILURES).removesuffix(".json").split("/")
+        if len(parts) == 2 and parts[1].isdigit():
+            found.add((parts[0], int(parts[1])))
+    for info in regions.index.list(PENDING):
+        parts = info.key.removeprefix(PENDING).removesuffix(".json").split("/")
+        if len(parts) == 3 and parts[1].isdigit():
+            found.add((parts[2].partition("-")[0], int(parts[1])))
+    return found
+
+
+def _write(
+    regions: Regions, sources: _Sources, derived: IndexObject, report: RebuildReport
+) -> IndexObject:
+    """Write `derived` where the index object differs, as the log says it last."""
+    try:
+        found = read_index(regions.index, derived.digest)
+    except MalformedIndexObject:
+        regions.index.delete(index_key(derived.digest))  # replaced by what the sources say
+        found = None
+    if found is not None and found[0] == derived:
+        return derived
+    sources.catch_up(AuditLog(regions.index), report)
+    latest = sources.derive(derived.digest, regions.names) or derived
+    written = update_index(regions.index, derived.digest, lambda existing: latest)
+    assert written is not None
+    if found is None or written != found[0]:
+        report.written += 1
+    return written
+
+
+def _other_index_objects(regions: Regions, known: set[str]) -> list[IndexObject]:
+    """Index objects no source explains (kept, for the catalog to go on listing them)."""
+    others = []
+    for info in regions.index.list(INDEX_PREFIX):
+        digest = info.key.removeprefix(INDEX_PREFIX).removesuffix(".json")
+        if digest in known or not is_valid_digest(digest):
+            continue
+        try:
+            found = read_index(regions.index, digest)
+        except MalformedIndexObject as exc:
+            logger.error("skipping %s", exc)
+            continue
+        if found is not None:
+            others.append(found[0])
+    return others

@@ -1,0 +1,155 @@
+"""``tooltool-indexer rebuild``: the index and the catalog, from the blobs, the batch records
+and the audit log alone, byte for byte what the indexer wrote as it went."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from indexer.cli import EXIT_OK, main
+from indexer.importer import import_file, record_import
+from indexer.index import read_index
+from indexer.rebuild import rebuild
+from indexer.schema import blob_key
+from tests.gateway.test_manage import patch
+from tests.indexer.test_malformed import cli_environ
+from tests.system import System, Uploaded
+
+DERIVED = ("index/", "catalog/")
+
+
+def derived_state(store: Any) -> dict[str, bytes]:
+    return {info.key: store.get(info.key)[0] for prefix in DERIVED for info in store.list(prefix)}
+
+
+def forget_derived_state(store: Any) -> None:
+    for prefix in DERIVED:
+        for info in list(store.list(prefix)):
+            store.delete(info.key)
+
+
+def a_history(system: System, tmp_path: Path) -> dict[str, Uploaded]:
+    """Uploads, arrivals, a refusal, a waiting upload, management changes and an import."""
+    files = {
+        "public": Uploaded("gcc.tar.xz", os.urandom(300), "public"),
+        "internal": Uploaded("sdk.zip", os.urandom(200), "internal"),
+        "flipped": Uploaded("flip.bin", os.urandom(100), "public"),
+        "deleted": Uploaded("gone.bin", os.urandom(100), "public"),
+        "restored": Uploaded("back.bin", os.urandom(100), "public"),
+    }
+    system.upload(list(files.values()), message="first batch\nwith a second line")
+    system.indexer.run_once(check=False)
+    # A second batch naming stored files under other names: arrivals.
+    again = Uploaded("gcc-again.tar.xz", files["public"].data, "public")
+    system.upload([again, Uploaded("sdk-copy.zip", files["internal"].data, "internal")])
+    # A refused one: the same bytes declared with another visibility.
+    system.post([Uploaded("flip-as-internal.bin", files["flipped"].data, "internal")])
+    # One whose bytes never come (pending at rebuild time).
+    system.post([Uploaded("never.bin", os.urandom(50), "public")], message="waiting")
+    system.indexer.run_once(check=False)
+    assert (
+        patch(
+            system,
+            files["flipped"].digest,
+            [{"op": "set_visibility", "visibility": "internal", "reason": "leak"}],
+        ).status_code
+        == 200
+    )
+    for name in ("deleted", "restored"):
+        assert (
+            patch(
+                system, files[name].digest, [{"op": "delete_instances", "reason": "bad"}]
+            ).status_code
+            == 200
+        )
+    system.upload([files["restored"]], message="uploaded again")
+    system.indexer.run_once(check=False)
+    path = tmp_path / "imported.tar.gz"
+    path.write_bytes(os.urandom(150))
+    started = time.time()
+    as_operator = {"message": "import", "author": "op@host", "clock": lambda: started}
+    imported = import_file(system.regions, path, visibility="public", batch_id=900, **as_operator)
+    record_import(system.regions, 900, [imported], visibility="public", **as_operator)
+    system.indexer.run_once()  # with the consistency check
+    return files
+
+
+def test_the_round_trip_is_byte_identical(system: System, tmp_path: Path) -> None:
+    files = a_history(system, tmp_path)
+    store = system.regions.index
+    before = derived_state(store)
+    assert any(key.startswith("index/") for key in before)
+    assert any(key.startswith("catalog/files/") for key in before)
+    assert any(key.startswith("catalog/batches/") for key in before)
+    forget_derived_state(store)
+    report = rebuild(system.regions)
+    assert report.unexplained == 0
+    assert not report.is_partial
+    assert derived_state(store) == before
+    # And what it rebuilt is what the gateway answers from.
+    flipped, _ = read_index(store, files["flipped"].digest)
+    assert flipped.visibility == "internal"
+    deleted, _ = read_index(store, files["deleted"].digest)
+    assert deleted.deleted is not None
+    assert deleted.deleted.reason == "bad"
+    assert system.download(files["restored"].digest)[0] == 302
+    assert system.download(files["deleted"].digest)[0] == 404
+
+
+def test_a_rebuild_over_an_intact_index_writes_nothing(system: System, tmp_path: Path) -> None:
+    a_history(system, tmp_path)
+    store = system.regions.index
+    before = {info.key: info.etag for prefix in DERIVED for info in store.list(prefix)}
+    report = rebuild(system.regions)
+    assert report.written == 0
+    assert report.shards_written == 0
+    assert {info.key: info.etag for prefix in DERIVED for info in store.list(prefix)} == before
+
+
+def test_a_damaged_index_object_is_rewritten(system: System) -> None:
+    upload = Uploaded("tool.bin", os.urandom(100), "internal")
+    system.upload([upload])
+    system.indexer.run_once()
+    store = system.regions.index
+    good = derived_state(store)
+    raw = good[f"index/sha512/{upload.digest}.json"]
+    store.put(f"index/sha512/{upload.digest}.json", raw.replace(b'"internal"', b'"public"'))
+    assert rebuild(system.regions).written == 1
+    assert derived_state(store) == good
+
+
+def test_a_blob_nothing_explains_is_left_out(system: System) -> None:
+    data = os.urandom(64)
+    import hashlib
+
+    digest = hashlib.sha512(data).hexdigest()
+    system.regions.index.put(blob_key(digest), data)
+    report = rebuild(system.regions)
+    assert report.unexplained == 1
+    assert read_index(system.regions.index, digest) is None
+
+
+def test_the_command(
+    system: System,
+    request: pytest.FixtureRequest,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    upload = Uploaded("tool.bin", os.urandom(100), "public")
+    system.upload([upload])
+    system.indexer.run_once()
+    forget_derived_state(system.regions.index)
+    assert main(["rebuild"], cli_environ(system, request)) == EXIT_OK
+    out, err = capsys.readouterr()
+    [line] = out.splitlines()  # one JSON summary line, no bars off a terminal
+    summary = json.loads(line)
+    assert summary["written"] == 1
+    assert summary["failures"] == 0
+    assert {"seconds", "bytes", "blobs", "shards_written"} <= summary.keys()
+    assert err == ""
+    assert system.download(upload.digest)[0] == 302
