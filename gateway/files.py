@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -13,14 +12,13 @@ from starlette.routing import BaseRoute, Route
 import gateway.routing  # noqa: F401 - registers the `anything` convertor
 from gateway.auth import Authenticator, Permissions
 from gateway.bodies import query_text
-from gateway.catalog_view import MAX_RESULTS, CatalogView
+from gateway.catalog_view import CatalogView, legacy_file
 from gateway.errors import BadRequest
 from gateway.lookup import FileLookup
 from indexer.catalog import file_entry
 
 _HEX = re.compile(r"[0-9a-f]+")
 MIN_PREFIX = 8
-_FILE_FIELDS = ("algorithm", "digest", "size", "visibility", "has_instances", "instances")
 
 
 class Files:
@@ -55,21 +53,11 @@ class Files:
             raise BadRequest("q is required: a hash prefix of at least 8 characters or a filename")
         caller = await self._authenticator.authenticate(request)
         is_prefix = len(query) >= MIN_PREFIX and _HEX.fullmatch(query) is not None
-        await self._catalog.refresh()
-        found = (
-            self._catalog.files_with_prefix(query)
-            if is_prefix
-            else self._catalog.files_named(query)
+        answers = await self._catalog.files(
+            query,
+            is_prefix=is_prefix,
+            allowed=lambda visibilities: self._permissions.may_download(caller, visibilities),
         )
-        results = []
-        for entry in found:
-            if self._permissions.may_download(caller, [entry["visibility"]]):
-                results.append(legacy_file(entry))
-                if len(results) >= MAX_RESULTS:
-                    break
-        return JSONResponse({"result": results})
-
-
-def legacy_file(entry: dict[str, Any]) -> dict[str, Any]:
-    """A file as the legacy API shows it (catalog entries hold more)."""
-    return {name: entry[name] for name in _FILE_FIELDS}
+        # The catalog keeps each answer serialised: a search joins them.
+        body = b'{"result":[' + b",".join(answers) + b"]}"
+        return Response(body, media_type="application/json")

@@ -21,9 +21,8 @@ from starlette.routing import BaseRoute, Route
 import gateway.routing  # noqa: F401 - registers the `anything` convertor
 from gateway.auth import Authenticator, Permissions
 from gateway.bodies import is_text, parse_json, read_body
-from gateway.catalog_view import CatalogView
+from gateway.catalog_view import CatalogView, legacy_file
 from gateway.errors import BadRequest, NotFound
-from gateway.files import legacy_file
 from gateway.index_cache import IndexCache
 from gateway.lookup import INVALID_DIGEST
 from indexer.catalog import file_entry

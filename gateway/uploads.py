@@ -21,7 +21,6 @@ import weakref
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Any
 
 import anyio
 from starlette.concurrency import run_in_threadpool
@@ -32,7 +31,7 @@ from starlette.routing import BaseRoute, Route
 import gateway.routing  # noqa: F401 - registers the `anything` convertor
 from gateway.auth import Authenticator, Caller, Permissions
 from gateway.bodies import query_text, read_body
-from gateway.catalog_view import MAX_RESULTS, CatalogView
+from gateway.catalog_view import CatalogView
 from gateway.errors import BadRequest, Forbidden, NotFound, TooManyRequests
 from gateway.index_cache import IndexCache
 from gateway.lookup import INVALID_DIGEST
@@ -305,23 +304,11 @@ class Uploads:
         if not query:
             raise BadRequest("q is required: a substring of an author or a message")
         caller = await self._authenticator.authenticate(request)
-        await self._catalog.refresh()
-        results = []
-        for batch in self._catalog.batches_matching(query):
-            visibilities = {entry["visibility"] for entry in batch["files"].values()}
-            if self._permissions.may_download(caller, visibilities):
-                results.append(self._with_instances(batch))
-                if len(results) >= MAX_RESULTS:
-                    break
+        results = await self._catalog.batches(
+            query,
+            allowed=lambda visibilities: self._permissions.may_download(caller, visibilities),
+        )
         return JSONResponse({"result": results})
-
-    def _with_instances(self, batch: dict[str, Any]) -> dict[str, Any]:
-        """A catalog batch as the legacy API shows it: each file says whether it is stored."""
-        files = {}
-        for name, entry in batch["files"].items():
-            stored = self._catalog.file(entry["digest"])
-            files[name] = entry | {"has_instances": stored is not None and stored["has_instances"]}
-        return batch | {"files": files}
 
     def _require_upload(self, caller: Caller) -> None:
         """Some upload scope: 401 without credentials, 403 with others."""

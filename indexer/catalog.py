@@ -5,7 +5,7 @@ Sharded, so that no write and no read grows with the store:
 - ``catalog/files/<abc>.json``: the indexed files whose digest starts with
   ``abc`` (4,096 shards: about 250 entries each at a million files), each
   entry as :func:`file_entry` makes it, sorted by digest;
-- ``catalog/batches/<n>.json``: batches ``n*1000`` to ``n*1000+999`` as
+- ``catalog/batches/<n>.json``: batches ``n*100`` to ``n*100+99`` as
   :func:`batch_entry` makes them (without ``has_instances``, which the
   gateway reads from the files' shards when it answers), sorted by id.
 
@@ -20,6 +20,7 @@ that differ, and a rebuild from nothing is byte-identical.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import logging
@@ -40,7 +41,8 @@ logger = logging.getLogger(__name__)
 
 CATALOG_PREFIX = "catalog/"
 FILE_SHARD_DIGITS = 3
-BATCHES_PER_SHARD = 1000
+BATCHES_PER_SHARD = 100
+SWEPT_KEY = "feed/swept.json"
 MAX_ATTEMPTS = 20  # writers of one shard at once: batches posted together, say
 
 
@@ -134,11 +136,12 @@ class Catalog:
             wanted[file_shard(digest)].append(digest)
         for batch_id in set(batch_ids):
             wanted[batch_shard(batch_id)].append(batch_id)
-        for shard, keys in sorted(wanted.items()):
-            self._swap(shard, functools.partial(self._refreshed, keys=keys))
-        # Announced even when a shard was already up to date: a writer killed between
-        # its shard and its feed entry is caught up by whoever finishes its work.
-        self.feed.append(wanted)
+        changed = [
+            shard
+            for shard, keys in sorted(wanted.items())
+            if self._swap(shard, functools.partial(self._refreshed, keys=keys))
+        ]
+        self.feed.append(changed)
 
     def rebuild(self, index_objects: Iterable[IndexObject], batches: Iterable[Batch]) -> int:
         """Rewrite every shard that differs from what the index objects and batch records
@@ -160,6 +163,39 @@ class Catalog:
             if self._swap(shard, functools.partial(self._reconciled, listed=listed)):
                 changed.append(shard)
         self.feed.append(changed)
+        return len(changed)
+
+    def sweep(self) -> int:
+        """Announce every shard whose version changed since the last sweep; how many.
+
+        A writer killed between its shard and its feed entry left a change no
+        replica was told of: the consistency check sweeps, so they learn of it
+        within a check interval. One listing of the catalog, and the last
+        sweep's versions (``feed/swept.json``, outside the derived state).
+        """
+        current = {}
+        for info in self._store.list(CATALOG_PREFIX):
+            shard = shard_of_key(info.key)
+            if shard is not None:
+                current[shard] = info.etag
+        try:
+            raw, info = self._store.get(SWEPT_KEY)
+            previous, etag = json.loads(raw), info.etag
+        except ObjectNotFound:
+            previous, etag = None, None
+        except ValueError:
+            previous, etag = {}, None  # unreadable: announce everything, once
+        changed = []
+        if isinstance(previous, dict):
+            changed = sorted(
+                shard
+                for shard in current.keys() | previous.keys()
+                if current.get(shard) != previous.get(shard)
+            )
+            self.feed.append(changed)
+        data = json.dumps(current, sort_keys=True, separators=(",", ":")).encode()
+        with contextlib.suppress(PreconditionFailed):  # another check swept meanwhile
+            put_over(self._store, SWEPT_KEY, data, etag=etag)
         return len(changed)
 
     def batch_records(self) -> list[Batch]:

@@ -128,6 +128,7 @@ class Indexer:
         if check:
             self.check_consistency(report)
             self.catalog.rebuild(self._index_objects(), self.catalog.batch_records())
+            self.catalog.sweep()
             self.catalog.feed.trim()
         elif report.changed or report.batches:
             self.catalog.update(sorted(report.changed), sorted(report.batches))

@@ -148,3 +148,27 @@ def test_writers_of_one_shard_at_once_lose_nothing(system: System) -> None:
         thread.join()
     listed = [entry["id"] for entry in Catalog(store).shard("batches/000000")]
     assert listed == list(range(1, 25))
+
+
+def test_a_change_no_replica_was_told_of_is_swept_by_the_check(
+    system: System, tmp_path: Path
+) -> None:
+    """A writer killed between its shard and its feed entry: the consistency check tells
+    the replicas."""
+    upload = Uploaded("a.bin", os.urandom(20), "public")
+    system.upload([upload], message="one")
+    system.indexer.run_once()  # a check: the sweep's first view
+    other = replica(system.regions.index, tmp_path / "replica")
+    assert len(search(other, "/file?q=a.bin")) == 1
+    store = system.regions.index
+    update_index(store, upload.digest, lambda found: found.with_changes(visibility="internal"))
+    Catalog(store, feed=SilentFeed(store)).update([upload.digest], [])  # killed before the feed
+    anonymous = other.client.get("/file", params={"q": "a.bin"}).json()["result"]
+    assert len(anonymous) == 1  # not told: still shown as public
+    system.indexer.run_once()
+    assert other.client.get("/file", params={"q": "a.bin"}).json()["result"] == []
+
+
+class SilentFeed(Feed):
+    def append(self, shards: Any) -> int | None:
+        return None
