@@ -1,4 +1,4 @@
-"""The local directory store: the embedded default, one region named ``local``.
+"""The local directory store: the embedded default, one region (``local``) or several.
 
 Objects are files under the data directory at their keys. Every write goes to
 a temporary file first and is renamed into place, so readers never see a part.
@@ -27,9 +27,11 @@ from indexer.stores import (
     ObjectInfo,
     ObjectNotFound,
     PreconditionFailed,
+    Store,
     StoreFull,
     StoreUnavailable,
     check_key,
+    stream_copy,
 )
 
 LOCAL_REGION = "local"
@@ -164,6 +166,11 @@ class LocalStore:
                     raise PreconditionFailed(self.region, source)
             self.commit(snapshot, destination)
         return self.head(destination)
+
+    def copy_from(self, source: Store, key: str, *, if_match: str | None = None) -> ObjectInfo:
+        # Another region's directory is another store: its bytes are copied (temp file,
+        # then rename), never linked, so a copy damaged in one region is not in the other.
+        return stream_copy(source, self, key, if_match=if_match)
 
     def delete(self, key: str) -> None:
         path = self.path(key)
