@@ -231,15 +231,9 @@ def _run(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
 def _watch(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
     settings = StoreSettings.from_environ(environ)
     indexer = Indexer(open_regions(settings, bulk=True))
-    where = (
-        f"the local store at {settings.data_dir.resolve()}"
-        if settings.is_local
-        else "S3 regions "
-        + ", ".join(f"{region}:{bucket}" for region, bucket in settings.s3_regions)
-    )
     logger.info(
         "watching %s: a pass every %g s, a consistency check every %g s; Ctrl-C stops",
-        where,
+        settings.described,
         args.interval,
         args.check_interval,
     )

@@ -54,6 +54,14 @@ class StoreSettings:
         """True for the embedded default: no S3 configured, a local directory store."""
         return not self.s3_regions
 
+    @property
+    def described(self) -> str:
+        """Where the stores are, for operators."""
+        if self.s3_regions:
+            return "S3 regions " + ", ".join(f"{name}:{bucket}" for name, bucket in self.s3_regions)
+        where = f"the local store at {self.data_dir.resolve()}"
+        return where + (f" (regions {', '.join(self.local_regions)})" if self.local_regions else "")
+
     @classmethod
     def from_environ(cls, environ: Mapping[str, str]) -> StoreSettings:
         s3_regions = parse_regions(environ.get("S3_REGIONS", ""))

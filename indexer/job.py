@@ -238,15 +238,24 @@ class Indexer:
             etag = self._store_verified(store, pending)
         except _Refused as refused:
             return self._fail(pending, str(refused), report)
+        return self._index_verified(pending, _Copy(store.region, etag), current, batches, report)
+
+    def _index_verified(
+        self,
+        pending: Pending,
+        copy: _Copy,
+        current: IndexObject | None,
+        batches: _BatchMessages,
+        report: PassReport,
+    ) -> bool:
+        """List the verified upload in the index, then copy it to the other regions."""
         # The configured regions `current` lists hold no copy (is_stored said so).
         lost = {} if current is None else _configured_etags(current, self.regions.names)
         uploads = _uploads(pending, batches)
         indexed = update_index(
             self._index,
             pending.digest,
-            lambda existing: self._indexed(
-                existing, pending, uploads, _Copy(store.region, etag), lost
-            ),
+            lambda existing: self._indexed(existing, pending, uploads, copy, lost),
         )
         if indexed is None or not _agrees(indexed, pending):
             reason = "the digest was indexed meanwhile with another visibility or size"
@@ -257,11 +266,11 @@ class Indexer:
             who=pending.author,
             digest=pending.digest,
             batch_id=pending.batch_id,
-            details={"region": store.region, "size": pending.size},
+            details={"region": copy.region, "size": pending.size},
         )
         logger.info(
             "indexed upload",
-            extra={"digest": pending.digest, "region": store.region, "batch": pending.batch_id},
+            extra={"digest": pending.digest, "region": copy.region, "batch": pending.batch_id},
         )
         self._replicate(indexed, report)
         return True
