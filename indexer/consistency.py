@@ -49,9 +49,9 @@ class Repairs:
 class ConsistencyCheck:
     """Brings index objects and the copies of every configured region into agreement."""
 
-    def __init__(self, regions: Regions) -> None:
+    def __init__(self, regions: Regions, replicator: Replicator) -> None:
         self._regions = regions
-        self._replicator = Replicator(regions)
+        self._replicator = replicator
 
     def run(self, index_objects: Iterable[IndexObject]) -> Repairs:
         """Check each of `index_objects` (read lazily: the fresher, the fewer false alarms)

@@ -125,7 +125,7 @@ class Indexer:
         self.audit = AuditLog(regions.index, clock=clock)
         self.catalog = Catalog(regions.index)
         self._replicator = Replicator(regions)
-        self._consistency = ConsistencyCheck(regions)
+        self._consistency = ConsistencyCheck(regions, self._replicator)
 
     def run_once(self, *, check: bool = True) -> PassReport:
         """One pass: pending uploads, then (with `check`) the consistency check.
@@ -135,6 +135,7 @@ class Indexer:
         pass finds the work done and brings the catalog up to date.
         """
         report = PassReport()
+        self._replicator.start_pass()
         finished = self.process_pending(report)
         if check:
             self.check_consistency(report)

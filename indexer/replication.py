@@ -62,10 +62,20 @@ def copy_verified(
 
 
 class Replicator:
-    """Copies files to the configured regions that lack them, and lists the copies."""
+    """Copies files to the configured regions that lack them, and lists the copies.
+
+    A region found unreachable is not tried again until the next pass
+    (:meth:`start_pass`): one region down costs a pass its timeouts once, not once
+    a file, and the uploads go on.
+    """
 
     def __init__(self, regions: Regions) -> None:
         self._regions = regions
+        self._unreachable: set[str] = set()
+
+    def start_pass(self) -> None:
+        """Try every region again."""
+        self._unreachable.clear()
 
     def fill(self, index_object: IndexObject, targets: Sequence[str]) -> dict[str, str]:
         """Copy the file from a listed region to each of `targets` and list the verified
@@ -83,8 +93,15 @@ class Replicator:
 
     def _copy_to(self, index_object: IndexObject, destination: Store) -> str | None:
         """A verified copy in `destination` from the first listed region that gives one."""
-        for region in self._regions.names:
-            if region not in index_object.instances or region == destination.region:
+        sources = [
+            region
+            for region in self._regions.names
+            if region in index_object.instances and region != destination.region
+        ]
+        for region in sources:
+            if destination.region in self._unreachable:
+                return None
+            if region in self._unreachable:
                 continue
             try:
                 etag = copy_verified(
@@ -94,9 +111,14 @@ class Replicator:
                     etag=index_object.etags.get(region),
                 )
             except StoreUnavailable as exc:
-                logger.error("copy to %s failed: %s", destination.region, exc)
-                if exc.region == destination.region:
-                    return None
+                logger.error(
+                    "no copy from %s to %s: %s; not tried again this pass",
+                    region,
+                    destination.region,
+                    exc,
+                    extra={"digest": index_object.digest},
+                )
+                self._unreachable.add(exc.region)
                 continue
             if etag is not None:
                 return etag
@@ -121,5 +143,6 @@ class Replicator:
             for region in copies:  # deleted meanwhile: its bytes go
                 self._regions[region].delete(blob_key(digest))
             return {}
-        logger.info("replicated to %s", ", ".join(sorted(listed)), extra={"digest": digest})
+        if listed:
+            logger.info("replicated to %s", ", ".join(listed), extra={"digest": digest})
         return listed

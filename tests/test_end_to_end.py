@@ -327,3 +327,59 @@ def test_legacy_upload_is_downloadable_within_seconds(
     assert status == 302
     with urllib.request.urlopen(headers["location"], timeout=10) as response:
         assert response.read() == data
+
+
+def test_an_upload_reaches_every_local_region_over_http(
+    tmp_path: Path, live_server: Callable[[Any, int], LiveServer]
+) -> None:
+    """TOOLTOOL_LOCAL_REGIONS=east,west on the embedded default: an upload to west is
+    copied to east by the gateway's own indexer loop, and each region serves its copy."""
+    clients = tmp_path / "clients.json"
+    clients.write_text(json.dumps(clients_file_entries()))
+    environ = {
+        "TOOLTOOL_DATA_DIR": str(tmp_path / "data"),
+        "TOOLTOOL_LOCAL_REGIONS": "east,west",
+        "TOOLTOOL_INDEXER_INTERVAL": "1",
+        "TOOLTOOL_CLIENTS_FILE": str(clients),
+        "TOOLTOOL_JWT_SECRET": "x" * 32,
+    }
+    settings = Settings.from_environ(environ)
+    server = live_server(create_app(settings, open_regions(settings.stores)), free_port())
+    data = os.urandom(70_000)
+    digest = hashlib.sha512(data).hexdigest()
+    entry = {"size": len(data), "digest": digest, "algorithm": "sha512", "visibility": "public"}
+    body = json.dumps({"message": "toolchain", "files": {"tool.tar.xz": entry}}).encode()
+    url = f"{server.url}/upload?region=west"
+    status, _, answer = request(
+        url,
+        "POST",
+        body=body,
+        headers={
+            "Content-Type": "application/json",
+            "Authorization": hawk(
+                "uploader", url, "POST", body=body, content_type="application/json"
+            ),
+        },
+    )
+    assert status == 200, answer
+    put_url = json.loads(answer)["result"]["files"]["tool.tar.xz"]["put_url"]
+    assert urlsplit(put_url).path.startswith("/__store__/west/staging/")
+    assert legacy_put(put_url, data) == 200
+    complete = f"{server.url}/upload/complete/sha512/{digest}"
+    assert request(complete, headers={"Authorization": hawk("uploader", complete)})[0] == 202
+    started = time.monotonic()
+    while True:
+        status, _, answer = request(f"{server.url}/file/sha512/{digest}")
+        if status == 200 and json.loads(answer)["instances"] == ["east", "west"]:
+            break
+        assert time.monotonic() - started < 20, answer
+        time.sleep(0.1)
+    for region in ("east", "west"):
+        status, headers, _ = request(f"{server.url}/sha512/{digest}?region={region}")
+        assert status == 302
+        location = headers["location"]
+        assert urlsplit(location).path == f"/__store__/{region}/sha512/{digest}"
+        with urllib.request.urlopen(location, timeout=10) as response:
+            assert response.read() == data
+        copy = tmp_path / "data" / region / "sha512" / digest
+        assert copy.read_bytes() == data

@@ -231,6 +231,7 @@ def test_a_copy_restored_after_the_listing_is_kept(system: System) -> None:
     """The listings are older than the index objects read after them: a copy missing from
     a listing is looked at again before it is dropped."""
     from indexer.consistency import ConsistencyCheck
+    from indexer.replication import Replicator
 
     upload = stored(system)
     system.regions[system.regions.names[1]].delete(blob_key(upload.digest))
@@ -239,6 +240,6 @@ def test_a_copy_restored_after_the_listing_is_kept(system: System) -> None:
         assert Indexer(system.regions).run_once().restored  # another indexer, meanwhile
         yield indexed(system, upload.digest)
 
-    repairs = ConsistencyCheck(system.regions).run(index_objects())
+    repairs = ConsistencyCheck(system.regions, Replicator(system.regions)).run(index_objects())
     assert repairs.repaired == repairs.restored == []
     assert_served_everywhere(system, upload)

@@ -92,8 +92,10 @@ def test_a_bad_copy_is_deleted_and_not_listed(system: System, monkeypatch: Any) 
 
 def test_an_unreachable_region_does_not_hold_uploads_back(system: System, monkeypatch: Any) -> None:
     first, second = system.regions.names
+    attempts = []
 
     def unreachable(*args: Any, **kwargs: Any) -> Any:
+        attempts.append(args)
         raise StoreUnavailable(second, "unreachable in this test")
 
     monkeypatch.setattr(system.regions[second], "copy_from", unreachable)
@@ -102,6 +104,7 @@ def test_an_unreachable_region_does_not_hold_uploads_back(system: System, monkey
     report = system.indexer.run_once(check=False)
     assert sorted(report.indexed) == sorted(upload.digest for upload in uploads)
     assert report.replicated == []
+    assert len(attempts) == 1  # not tried again in the same pass
     for upload in uploads:
         assert indexed(system, upload.digest).instances == (first,)
         assert system.download(upload.digest) == (302, upload.data)
