@@ -280,26 +280,16 @@ def legacy_put(put_url: str, data: bytes) -> int:
         connection.close()
 
 
-@pytest.mark.parametrize("visibility", ["public", "internal"])
-def test_legacy_upload_is_downloadable_within_seconds(
-    deployment: Deployment, visibility: str
-) -> None:
-    data = os.urandom(70_000)
-    digest = hashlib.sha512(data).hexdigest()
-    body = json.dumps(
-        {
-            "message": "toolchain",
-            "files": {
-                "tool.tar.xz": {
-                    "size": len(data),
-                    "digest": digest,
-                    "algorithm": "sha512",
-                    "visibility": visibility,
-                }
-            },
-        }
-    ).encode()
-    url = f"{deployment.url}/upload"
+def post_upload(url: str, data: bytes, visibility: str) -> str:
+    """POST a batch of one file, tool.tar.xz, to `url` as the legacy client does; its
+    put_url."""
+    entry = {
+        "size": len(data),
+        "digest": hashlib.sha512(data).hexdigest(),
+        "algorithm": "sha512",
+        "visibility": visibility,
+    }
+    body = json.dumps({"message": "toolchain", "files": {"tool.tar.xz": entry}}).encode()
     status, _, answer = request(
         url,
         "POST",
@@ -312,8 +302,17 @@ def test_legacy_upload_is_downloadable_within_seconds(
         },
     )
     assert status == 200, answer
-    entry = json.loads(answer)["result"]["files"]["tool.tar.xz"]
-    assert legacy_put(entry["put_url"], data) == 200
+    return json.loads(answer)["result"]["files"]["tool.tar.xz"]["put_url"]
+
+
+@pytest.mark.parametrize("visibility", ["public", "internal"])
+def test_legacy_upload_is_downloadable_within_seconds(
+    deployment: Deployment, visibility: str
+) -> None:
+    data = os.urandom(70_000)
+    digest = hashlib.sha512(data).hexdigest()
+    put_url = post_upload(f"{deployment.url}/upload", data, visibility)
+    assert legacy_put(put_url, data) == 200
     complete = f"{deployment.url}/upload/complete/sha512/{digest}"
     status, _, _ = request(complete, headers={"Authorization": hawk("uploader", complete)})
     assert status == 202
@@ -347,22 +346,7 @@ def test_an_upload_reaches_every_local_region_over_http(
     server = live_server(create_app(settings, open_regions(settings.stores)), free_port())
     data = os.urandom(70_000)
     digest = hashlib.sha512(data).hexdigest()
-    entry = {"size": len(data), "digest": digest, "algorithm": "sha512", "visibility": "public"}
-    body = json.dumps({"message": "toolchain", "files": {"tool.tar.xz": entry}}).encode()
-    url = f"{server.url}/upload?region=west"
-    status, _, answer = request(
-        url,
-        "POST",
-        body=body,
-        headers={
-            "Content-Type": "application/json",
-            "Authorization": hawk(
-                "uploader", url, "POST", body=body, content_type="application/json"
-            ),
-        },
-    )
-    assert status == 200, answer
-    put_url = json.loads(answer)["result"]["files"]["tool.tar.xz"]["put_url"]
+    put_url = post_upload(f"{server.url}/upload?region=west", data, "public")
     assert urlsplit(put_url).path.startswith("/__store__/west/staging/")
     assert legacy_put(put_url, data) == 200
     complete = f"{server.url}/upload/complete/sha512/{digest}"
