@@ -205,7 +205,7 @@ def http_url(name: str, value: str | None) -> SplitResult | None:
 def open_regions(
     settings: StoreSettings, *, clock: Clock = time.time, bulk: bool = False
 ) -> Regions:
-    """The configured stores: one S3Store per region, or the local store.
+    """The configured stores: one S3Store per region, or a LocalStore per local region.
 
     `bulk` stores are the indexer's: they stream and copy whole blobs, so
     they wait longer for an answer than the gateway's, which answer requests.

@@ -1,7 +1,9 @@
 """The local directory store: the embedded default, one region (``local``) or several.
 
-Objects are files under the data directory at their keys. Every write goes to
-a temporary file first and is renamed into place, so readers never see a part.
+One store is one region: its objects are files at their keys under its
+directory (the data directory, or ``<data directory>/<region>/`` with
+TOOLTOOL_LOCAL_REGIONS). Every write goes to a temporary file first and is
+renamed into place, so readers never see a part.
 Conditional writes hold an exclusive lock on ``<root>/.lock``, which makes
 them atomic across processes sharing the directory. Its signed URLs point at
 the gateway's ``/__store__`` route (see :mod:`indexer.signing`).
