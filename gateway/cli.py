@@ -85,7 +85,7 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
         print(redact(f"StartupError: {format_exception(type(exc), exc, None)[0]}"), file=sys.stderr)
         return EXIT_SETTINGS
     if settings.stores.is_local:
-        logger.info("serving the local store at %s", settings.stores.data_dir.resolve())
+        logger.info("serving %s", settings.stores.described)
     try:
         sock = _bind(settings.server)
     except OSError as exc:  # the address is taken, or not this machine's

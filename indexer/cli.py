@@ -292,15 +292,9 @@ def _watch(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
     settings = StoreSettings.from_environ(environ)
     regions = open_regions(settings, bulk=True)
     indexer = Indexer(regions)
-    where = (
-        f"the local store at {settings.data_dir.resolve()}"
-        if settings.is_local
-        else "S3 regions "
-        + ", ".join(f"{region}:{bucket}" for region, bucket in settings.s3_regions)
-    )
     logger.info(
         "watching %s: a pass every %g s, a consistency check every %g s; Ctrl-C stops",
-        where,
+        settings.described,
         args.interval,
         args.check_interval,
     )

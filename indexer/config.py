@@ -40,6 +40,7 @@ class StoreSettings:
     s3_access_key_id: str | None = None
     s3_secret_access_key: str | None = None
     data_dir: Path = Path("tooltool-data")
+    local_regions: tuple[str, ...] = ()
     public_url: str | None = None
     url_signing_key: str | None = None
     s3_connect_timeout: float = 3.0
@@ -54,10 +55,26 @@ class StoreSettings:
         """True for the embedded default: no S3 configured, a local directory store."""
         return not self.s3_regions
 
+    @property
+    def described(self) -> str:
+        """Where the stores are, for operators."""
+        if self.s3_regions:
+            return "S3 regions " + ", ".join(f"{name}:{bucket}" for name, bucket in self.s3_regions)
+        where = f"the local store at {self.data_dir.resolve()}"
+        return where + (f" (regions {', '.join(self.local_regions)})" if self.local_regions else "")
+
     @classmethod
     def from_environ(cls, environ: Mapping[str, str]) -> StoreSettings:
+        s3_regions = parse_regions(environ.get("S3_REGIONS", ""))
+        local_regions = parse_local_regions(environ.get("TOOLTOOL_LOCAL_REGIONS", ""))
+        if s3_regions and local_regions:
+            raise SettingsError(
+                "TOOLTOOL_LOCAL_REGIONS: set together with S3_REGIONS; the regions are"
+                " either local directories or S3 buckets, not both"
+            )
         return cls(
-            s3_regions=parse_regions(environ.get("S3_REGIONS", "")),
+            s3_regions=s3_regions,
+            local_regions=local_regions,
             s3_endpoint_url=_endpoint(environ.get("S3_ENDPOINT_URL") or None),
             s3_access_key_id=environ.get("S3_REGIONS_ACCESS_KEY_ID") or None,
             s3_secret_access_key=environ.get("S3_REGIONS_SECRET_ACCESS_KEY") or None,
@@ -128,6 +145,25 @@ def parse_regions(value: str) -> tuple[tuple[str, str], ...]:
     return tuple(regions)
 
 
+def parse_local_regions(value: str) -> tuple[str, ...]:
+    """Parse ``TOOLTOOL_LOCAL_REGIONS="east,west"``: the local store's regions, named as
+    S3_REGIONS names them, the first holding the index; () when unset."""
+    if not value.strip():
+        return ()
+    names = [name.strip() for name in value.split(",")]
+    regions: list[str] = []
+    for name in names:
+        if not _REGION.fullmatch(name):
+            raise SettingsError(
+                f"TOOLTOOL_LOCAL_REGIONS: {name[:70]!r} is not a region name"
+                " (lowercase letters, digits, -; names separated by commas)"
+            )
+        if name in regions:
+            raise SettingsError(f"TOOLTOOL_LOCAL_REGIONS: region {name} is listed twice")
+        regions.append(name)
+    return tuple(regions)
+
+
 def _endpoint(value: str | None) -> str | None:
     parts = http_url("S3_ENDPOINT_URL", value)
     if parts is None:
@@ -173,27 +209,13 @@ def http_url(name: str, value: str | None) -> SplitResult | None:
 def open_regions(
     settings: StoreSettings, *, clock: Clock = time.time, bulk: bool = False
 ) -> Regions:
-    """The configured stores: one S3Store per region, or the local store.
+    """The configured stores: one S3Store per region, or a LocalStore per local region.
 
     `bulk` stores are the indexer's: they stream and copy whole blobs, so
     they wait longer for an answer than the gateway's, which answer requests.
     """
     if settings.is_local:
-        try:
-            settings.data_dir.mkdir(parents=True, exist_ok=True)
-            signer = UrlSigner(_signing_key(settings), clock=clock)
-            store = LocalStore(
-                settings.data_dir,
-                signer=signer,
-                region=LOCAL_REGION,
-                public_url=settings.public_url,
-                min_free_bytes=settings.min_free_bytes,
-            )
-        except OSError as exc:
-            raise SettingsError(
-                f"TOOLTOOL_DATA_DIR: cannot use {settings.data_dir}: {exc.strerror or exc}"
-            ) from None
-        return Regions([store])
+        return _local_regions(settings, clock)
     timeouts = Timeouts(
         connect=settings.s3_connect_timeout,
         read=settings.s3_bulk_read_timeout if bulk else settings.s3_read_timeout,
@@ -206,6 +228,31 @@ def open_regions(
         return _s3_regions(settings, timeouts)
     except botocore.exceptions.BotoCoreError as exc:  # a region or endpoint botocore refuses
         raise SettingsError(f"S3_REGIONS: {exc}") from None
+
+
+def _local_regions(settings: StoreSettings, clock: Clock) -> Regions:
+    """One region ``local`` at the data directory's root (the layout before regions), or
+    each of TOOLTOOL_LOCAL_REGIONS in a directory of its own there, sharing one signing key."""
+    try:
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        signer = UrlSigner(_signing_key(settings), clock=clock)
+        roots = {region: settings.data_dir / region for region in settings.local_regions} or {
+            LOCAL_REGION: settings.data_dir
+        }
+        return Regions(
+            LocalStore(
+                root,
+                signer=signer,
+                region=region,
+                public_url=settings.public_url,
+                min_free_bytes=settings.min_free_bytes,
+            )
+            for region, root in roots.items()
+        )
+    except OSError as exc:
+        raise SettingsError(
+            f"TOOLTOOL_DATA_DIR: cannot use {settings.data_dir}: {exc.strerror or exc}"
+        ) from None
 
 
 def _s3_regions(settings: StoreSettings, timeouts: Timeouts) -> Regions:

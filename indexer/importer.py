@@ -80,8 +80,13 @@ def import_file(
     existing = found[0] if found is not None else None
     if existing is not None and existing.visibility != visibility:
         raise VisibilityConflict(path, hashed.digest, existing.visibility, visibility)
-    for store in regions:
-        _ensure_blob(store, path, hashed.digest, hashed.size)
+    recorded = existing.etags if existing is not None else {}
+    etags = {
+        store.region: _ensure_blob(
+            store, path, hashed.digest, hashed.size, etag=recorded.get(store.region)
+        )
+        for store in regions
+    }
 
     now = utc_timestamp(clock())
 
@@ -97,27 +102,27 @@ def import_file(
                 uploads=(upload,),
                 verified_at=now,
                 updated_at=now,
+                etags=etags,
             )
         if current.visibility != visibility:
             raise VisibilityConflict(path, hashed.digest, current.visibility, visibility)
-        instances = tuple(sorted(set(current.instances) | set(regions.names)))
+        stored = current
+        for region, etag in etags.items():
+            stored = stored.with_copy(region, etag)
         uploads = current.uploads if batch_id is None else with_uploads(current.uploads, [upload])
-        if (
-            instances == tuple(sorted(current.instances))
-            and current.deleted is None
-            and uploads == current.uploads
-        ):
-            return current
-        return current.with_changes(
-            instances=instances,
+        if uploads == current.uploads and current.deleted is None:
+            return stored  # at most copies changed (made, or their ETags recorded): no arrival
+        return stored.with_changes(
             uploads=uploads,
             deleted=None,
             verified_at=current.verified_at if current.deleted is None else now,
             updated_at=now,
         )
 
-    if change(existing) != existing:
-        # The record first, as every change to a file: a rebuild follows the log.
+    after = change(existing)
+    if existing is None or (after.uploads, after.deleted) != (existing.uploads, existing.deleted):
+        # The record first, as every arrival: a rebuild follows the log (copies alone
+        # are no arrival: the rebuild finds them in the regions).
         AuditLog(regions.index, clock=clock).append(
             "import",
             who=author,
@@ -130,11 +135,14 @@ def import_file(
     return Imported(hashed.digest, hashed.size, path.name)
 
 
-def _ensure_blob(store: Store, path: Path, digest: str, size: int) -> None:
+def _ensure_blob(store: Store, path: Path, digest: str, size: int, *, etag: str | None) -> str:
+    """Store the file in `store` unless its copy is there (of that size, and the version
+    `etag` when one is recorded); the ETag of the copy."""
     key = blob_key(digest)
     try:
-        if store.head(key).size == size:
-            return
+        info = store.head(key)
+        if info.size == size and etag in (None, info.etag):
+            return info.etag
     except ObjectNotFound:
         pass
     with path.open("rb") as stream:
@@ -144,6 +152,7 @@ def _ensure_blob(store: Store, path: Path, digest: str, size: int) -> None:
         store.delete(key)
         raise FileChanged(path)
     logger.info("stored blob", extra={"digest": digest, "region": store.region, "size": size})
+    return store.head(key).etag
 
 
 class _HashingReader:

@@ -10,9 +10,14 @@ any two steps leaves the store consistent, and the next pass finishes the work:
 2. copy the verified copy to ``sha512/<digest>``, so bytes the uploader PUTs
    after verification are never copied;
 3. create or update the index object (conditional writes, retried);
-4. update the catalog, then delete the staged bytes, then the pending record.
+4. copy the file to every other configured region, verify each copy, and list
+   the good ones (:mod:`indexer.replication`);
+5. update the catalog, then delete the staged bytes, then the pending record.
 
-Nothing is downloadable before step 3, and step 3 names only verified bytes.
+Nothing is downloadable before step 3, and the index names only verified
+copies. A pass killed before step 4 ends leaves the pending record: the next
+pass finds the file stored and copies it where it is missing (as the
+consistency check, :mod:`indexer.consistency`, does for every file).
 """
 
 from __future__ import annotations
@@ -21,13 +26,14 @@ import json
 import logging
 import secrets
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 
 from indexer.audit import AuditLog
 from indexer.catalog import Catalog
+from indexer.consistency import ConsistencyCheck
 from indexer.digests import hash_stream_read_ahead
-from indexer.index import holds_blob, is_stored, read_index, update_index
+from indexer.index import is_stored, read_index, update_index
 from indexer.intake import (
     FAILURES,
     PENDING,
@@ -38,7 +44,8 @@ from indexer.intake import (
     failure_key,
     read_batch,
 )
-from indexer.progress import QUIET, Phase, Progress
+from indexer.progress import QUIET, Progress
+from indexer.replication import Replicator
 from indexer.schema import (
     INDEX_PREFIX,
     IndexObject,
@@ -69,8 +76,11 @@ class PassReport:
     waiting: list[str] = field(default_factory=list)
     repaired: list[str] = field(default_factory=list)
     malformed: list[str] = field(default_factory=list)
+    replicated: list[tuple[str, str]] = field(default_factory=list)  # (digest, region)
+    restored: list[tuple[str, str]] = field(default_factory=list)  # (digest, region)
     removed_staging: int = 0
     verified_bytes: int = 0
+    removed_blobs: int = 0
     batches: set[int] = field(default_factory=set)
 
     @property
@@ -80,7 +90,8 @@ class PassReport:
 
     @property
     def changed(self) -> set[str]:
-        return set(self.indexed + self.recorded + self.repaired)
+        copied = [digest for digest, _ in self.replicated + self.restored]
+        return set(self.indexed + self.recorded + self.repaired + copied)
 
     def summary(self) -> dict[str, int]:
         return {
@@ -90,9 +101,12 @@ class PassReport:
             "expired": len(self.expired),
             "waiting": len(self.waiting),
             "repaired": len(self.repaired),
+            "replicated": len(self.replicated),
+            "restored": len(self.restored),
             "malformed": len(self.malformed),
             "removed_staging": self.removed_staging,
             "verified_bytes": self.verified_bytes,
+            "removed_blobs": self.removed_blobs,
         }
 
 
@@ -115,6 +129,8 @@ class Indexer:
         self._known_pending: dict[str, Pending] = {}
         self.audit = AuditLog(regions.index, clock=clock)
         self.catalog = Catalog(regions.index)
+        self._replicator = Replicator(regions)
+        self._consistency = ConsistencyCheck(regions, self._replicator)
 
     def run_once(self, *, check: bool = True) -> PassReport:
         """One pass: pending uploads, then (with `check`) the consistency check.
@@ -124,6 +140,7 @@ class Indexer:
         pass finds the work done and brings the catalog up to date.
         """
         report = PassReport()
+        self._replicator.start_pass()
         finished = self.process_pending(report)
         if check:
             self.check_consistency(report)
@@ -239,15 +256,29 @@ class Indexer:
         if is_waiting:  # and expired, or it would have waited above
             reason = "no upload arrived before the pending record expired"
             return self._fail(pending, reason, report, expired=True)
-        refusal = self._store_verified(store, pending)
-        if refusal is not None:
-            return self._fail(pending, refusal, report)
+        try:
+            etag = self._store_verified(store, pending)
+        except _Refused as refused:
+            return self._fail(pending, str(refused), report)
+        return self._index_verified(pending, _Copy(store.region, etag), current, batches, report)
+
+    def _index_verified(
+        self,
+        pending: Pending,
+        copy: _Copy,
+        current: IndexObject | None,
+        batches: _BatchMessages,
+        report: PassReport,
+    ) -> bool:
+        """List the verified upload in the index, then copy it to the other regions."""
+        # The configured regions `current` lists hold no copy (is_stored said so).
+        lost = {} if current is None else _configured_etags(current, self.regions.names)
         uploads = _uploads(pending, batches)
         now = utc_timestamp(self._clock())
         indexed = update_index(
             self._index,
             pending.digest,
-            lambda existing: self._indexed(existing, pending, uploads, store.region, now),
+            lambda existing: self._indexed(existing, pending, uploads, copy, lost, now),
         )
         if indexed is None or not _agrees(indexed, pending):
             reason = "the digest was indexed meanwhile with another visibility or size"
@@ -260,7 +291,7 @@ class Indexer:
             digest=pending.digest,
             batch_id=pending.batch_id,
             details={
-                "region": store.region,
+                "region": copy.region,
                 "size": pending.size,
                 "visibility": pending.visibility,
             },
@@ -268,12 +299,21 @@ class Indexer:
         )
         logger.info(
             "indexed upload",
-            extra={"digest": pending.digest, "region": store.region, "batch": pending.batch_id},
+            extra={"digest": pending.digest, "region": copy.region, "batch": pending.batch_id},
         )
+        self._replicate(indexed, report)
         return True
 
-    def _store_verified(self, store: Store, pending: Pending) -> str | None:
-        """Put the staged upload at ``sha512/<digest>`` if it is the declared file; else why not.
+    def _replicate(self, index_object: IndexObject, report: PassReport) -> None:
+        """Copy a stored file to the configured regions it is missing from."""
+        targets = [name for name in self.regions.names if name not in index_object.instances]
+        if targets and index_object.deleted is None:
+            copies = self._replicator.fill(index_object, targets)
+            report.replicated.extend((index_object.digest, region) for region in copies)
+
+    def _store_verified(self, store: Store, pending: Pending) -> str:
+        """Put the staged upload at ``sha512/<digest>`` if it is the declared file, and
+        return the ETag of that copy; else raise :class:`_Refused` saying why not.
 
         A private copy no signed URL can write to is verified and then copied:
         what is verified is exactly what is stored, whatever the uploader PUTs
@@ -286,11 +326,12 @@ class Indexer:
             with store.open(private) as stream:
                 hashed = hash_stream_read_ahead(stream)
             if hashed.size != pending.size:
-                return f"size mismatch: expected {pending.size} bytes, received {hashed.size}"
+                raise _Refused(
+                    f"size mismatch: expected {pending.size} bytes, received {hashed.size}"
+                )
             if hashed.digest != pending.digest:
-                return f"sha512 mismatch: received bytes hash to {hashed.digest}"
-            store.copy(private, blob_key(pending.digest))
-            return None
+                raise _Refused(f"sha512 mismatch: received bytes hash to {hashed.digest}")
+            return store.copy(private, blob_key(pending.digest)).etag
         finally:
             store.delete(private)
 
@@ -299,26 +340,34 @@ class Indexer:
         existing: IndexObject | None,
         pending: Pending,
         uploads: tuple[Upload, ...],
-        region: str,
+        copy: _Copy,
+        lost: Mapping[str, str | None],
         now: str,
     ) -> IndexObject | None:
-        """The index object after verifying `pending`: verified now when new or deleted
-        before (a rebuild takes the same times from the audit log)."""
+        """The index object naming the verified `copy`; regions found without a copy
+        (`lost`, with the ETag they were listed with) are no longer listed, unless copied
+        again meanwhile. Verified now when new or deleted before (a rebuild takes the
+        same times from the audit log)."""
         if existing is None:
             return IndexObject(
                 digest=pending.digest,
                 size=pending.size,
                 visibility=pending.visibility,  # type: ignore[arg-type]
-                instances=(region,),
+                instances=(copy.region,),
                 uploads=uploads,
                 verified_at=now,
                 updated_at=now,
+                etags={copy.region: copy.etag},
             )
         if not _agrees(existing, pending):
             return existing
-        instances = tuple(sorted({*existing.instances, region}))
-        return existing.with_changes(
-            instances=instances,
+        gone = [
+            region
+            for region, etag in lost.items()
+            if region in existing.instances and existing.etags.get(region) == etag
+        ]
+        remaining = existing.without_regions(gone)
+        return remaining.with_copy(copy.region, copy.etag).with_changes(
             uploads=_with_uploads(existing, uploads),
             deleted=None,
             verified_at=existing.verified_at if existing.deleted is None else now,
@@ -337,8 +386,11 @@ class Indexer:
                 return existing
             return existing.with_changes(uploads=_with_uploads(existing, uploads))
 
-        update_index(self._index, pending.digest, change)
+        recorded = update_index(self._index, pending.digest, change)
         report.recorded.append(pending.digest)
+        if recorded is not None:
+            # Regions configured since, or a pass killed before it copied the file.
+            self._replicate(recorded, report)
         return True
 
     def _fail(
@@ -389,35 +441,16 @@ class Indexer:
     # -- consistency -------------------------------------------------------
 
     def check_consistency(self, report: PassReport) -> None:
-        """Every instance an index object names must hold the blob; staged bytes no pending
+        """Every configured region holds a verified copy of every file the index lists, and
+        the index lists only those (:mod:`indexer.consistency`); staged bytes no pending
         record names are removed."""
-        for index_object in self._index_objects(report):
-            missing = [
-                region for region in index_object.instances if not self._holds(region, index_object)
-            ]
-            if missing:
-                self._drop_instances(index_object.digest, missing)
-                report.repaired.append(index_object.digest)
+        repairs = self._consistency.run(self._each_index_object(report))
+        report.repaired.extend(repairs.repaired)
+        report.replicated.extend(repairs.replicated)
+        report.restored.extend(repairs.restored)
+        report.removed_blobs += repairs.removed_blobs
+        report.malformed.extend(key for key in repairs.malformed if key not in report.malformed)
         report.removed_staging += self._remove_orphaned_staging()
-
-    def _holds(self, region: str, index_object: IndexObject) -> bool:
-        if region not in self.regions:
-            return True  # not configured here: not ours to judge
-        return holds_blob(self.regions[region], index_object)
-
-    def _drop_instances(self, digest: str, missing: Iterable[str]) -> None:
-        gone = set(missing)
-        logger.error(
-            "index named regions without the blob: %s", sorted(gone), extra={"digest": digest}
-        )
-
-        def change(existing: IndexObject | None) -> IndexObject | None:
-            if existing is None or not gone & set(existing.instances):
-                return existing
-            instances = tuple(region for region in existing.instances if region not in gone)
-            return existing.with_changes(instances=instances)
-
-        update_index(self._index, digest, change)
 
     def _remove_orphaned_staging(self) -> int:
         # Staging is listed before pending: a staged upload seen here whose
@@ -438,24 +471,23 @@ class Indexer:
         return removed
 
     def _index_objects(self, report: PassReport | None = None) -> list[IndexObject]:
-        with self._progress.phase("index objects") as phase:
-            return self._read_index_objects(report, phase)
+        return list(self._each_index_object(report))
 
-    def _read_index_objects(self, report: PassReport | None, phase: Phase) -> list[IndexObject]:
-        objects = []
-        for info in self._index.list(INDEX_PREFIX):
-            phase.advance(1, info.size)
-            digest = info.key.removeprefix(INDEX_PREFIX).removesuffix(".json")
-            try:
-                found = read_index(self._index, digest)
-            except (MalformedIndexObject, InvalidKey) as exc:  # set aside; the pass goes on
-                logger.error("skipping index object %s: %s", info.key, exc)
-                if report is not None and info.key not in report.malformed:
-                    report.malformed.append(info.key)
-                continue
-            if found is not None:
-                objects.append(found[0])
-        return objects
+    def _each_index_object(self, report: PassReport | None = None) -> Iterator[IndexObject]:
+        """Every readable index object, each read when the iteration reaches it."""
+        with self._progress.phase("index objects") as phase:
+            for info in self._index.list(INDEX_PREFIX):
+                phase.advance(1, info.size)
+                digest = info.key.removeprefix(INDEX_PREFIX).removesuffix(".json")
+                try:
+                    found = read_index(self._index, digest)
+                except (MalformedIndexObject, InvalidKey) as exc:  # set aside; the pass goes on
+                    logger.error("skipping index object %s: %s", info.key, exc)
+                    if report is not None and info.key not in report.malformed:
+                        report.malformed.append(info.key)
+                    continue
+                if found is not None:
+                    yield found[0]
 
     def failures(self) -> list[dict[str, object]]:
         """Uploads refused so far, for operators."""
@@ -471,6 +503,29 @@ class Indexer:
         return sorted(
             records, key=lambda record: (str(record.get("at")), str(record.get("digest")))
         )
+
+
+class _Refused(Exception):
+    """The staged upload is not the declared file; the message says why."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Copy:
+    """A verified copy of a file: its region and ETag."""
+
+    region: str
+    etag: str
+
+
+def _configured_etags(
+    index_object: IndexObject, configured: tuple[str, ...]
+) -> dict[str, str | None]:
+    """The configured regions the object lists, with the ETags it records for them."""
+    return {
+        region: index_object.etags.get(region)
+        for region in index_object.instances
+        if region in configured
+    }
 
 
 class _Staged:

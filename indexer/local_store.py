@@ -1,7 +1,9 @@
-"""The local directory store: the embedded default, one region named ``local``.
+"""The local directory store: the embedded default, one region (``local``) or several.
 
-Objects are files under the data directory at their keys. Every write goes to
-a temporary file first and is renamed into place, so readers never see a part.
+One store is one region: its objects are files at their keys under its
+directory (the data directory, or ``<data directory>/<region>/`` with
+TOOLTOOL_LOCAL_REGIONS). Every write goes to a temporary file first and is
+renamed into place, so readers never see a part.
 Conditional writes hold an exclusive lock on ``<root>/.lock``, which makes
 them atomic across processes sharing the directory. Its signed URLs point at
 the gateway's ``/__store__`` route (see :mod:`indexer.signing`).
@@ -27,9 +29,11 @@ from indexer.stores import (
     ObjectInfo,
     ObjectNotFound,
     PreconditionFailed,
+    Store,
     StoreFull,
     StoreUnavailable,
     check_key,
+    stream_copy,
 )
 
 LOCAL_REGION = "local"
@@ -164,6 +168,11 @@ class LocalStore:
                     raise PreconditionFailed(self.region, source)
             self.commit(snapshot, destination)
         return self.head(destination)
+
+    def copy_from(self, source: Store, key: str, *, if_match: str | None = None) -> ObjectInfo:
+        # Another region's directory is another store: its bytes are copied (temp file,
+        # then rename), never linked, so a copy damaged in one region is not in the other.
+        return stream_copy(source, self, key, if_match=if_match)
 
     def delete(self, key: str) -> None:
         path = self.path(key)

@@ -142,7 +142,7 @@ def _delete_instances(
         tombstone = Tombstone(
             by=by[:1024], at=now, reason=operation.reason, regions=tuple(existing.instances)
         )
-        return existing.with_changes(instances=(), deleted=tombstone, updated_at=now)
+        return existing.with_changes(instances=(), etags={}, deleted=tombstone, updated_at=now)
 
     updated = update_index(regions.index, digest, change)
     if updated is None:

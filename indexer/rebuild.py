@@ -15,8 +15,8 @@ bytes the indexer wrote as it went. For one digest:
   after the last deletion; ``updated_at``: the latest event in the log
   (verification, import, visibility change, deletion);
 - ``deleted``: the last deletion, unless a verification or import came after;
-- ``instances``: the configured regions holding the blob at that size (none
-  when deleted).
+- ``instances`` and ``etags``: the configured regions holding the blob at that
+  size, with their copies' ETags (none when deleted).
 
 A blob no batch and no log record explains (bytes put into a bucket by hand)
 is left out and counted as ``unexplained``. Before an object is rewritten, the
@@ -209,6 +209,7 @@ def derive(
         verified_at=verified_at,
         updated_at=updated_at or verified_at,
         deleted=deleted,
+        etags={region: blobs[region].etag for region in instances},
     )
 
 

@@ -22,9 +22,11 @@ from indexer.stores import (
     ObjectInfo,
     ObjectNotFound,
     PreconditionFailed,
+    Store,
     StoreError,
     StoreUnavailable,
     check_key,
+    stream_copy,
 )
 
 SINGLE_COPY_LIMIT = 5 * 1024**3  # S3's CopyObject limit
@@ -171,13 +173,24 @@ class S3Store:
             )
 
     def copy(self, source: str, destination: str, *, if_match: str | None = None) -> ObjectInfo:
-        copy_source = {"Bucket": self.bucket, "Key": check_key(source)}
+        return self._copy(self, source, destination, if_match)
+
+    def copy_from(self, source: Store, key: str, *, if_match: str | None = None) -> ObjectInfo:
+        if not isinstance(source, S3Store):
+            return stream_copy(source, self, key, if_match=if_match)
+        # This region's client copies from the other region's bucket: S3 copies across
+        # regions (and SeaweedFS across buckets) within its own servers.
+        return self._copy(source, key, key, if_match)
+
+    def _copy(
+        self, origin: S3Store, source: str, destination: str, if_match: str | None
+    ) -> ObjectInfo:
+        copy_source = {"Bucket": origin.bucket, "Key": check_key(source)}
         conditions = {"CopySourceIfMatch": if_match} if if_match is not None else {}
+        with origin._translated(source):
+            head = origin.client.head_object(**copy_source, **_head_conditions(if_match))
         with self._translated(source):
-            size = self.client.head_object(**copy_source, **_head_conditions(if_match))[
-                "ContentLength"
-            ]
-            if size <= self.copy_threshold:
+            if head["ContentLength"] <= self.copy_threshold:
                 self.client.copy_object(
                     Bucket=self.bucket,
                     Key=check_key(destination),
@@ -192,6 +205,7 @@ class S3Store:
                     self.bucket,
                     check_key(destination),
                     ExtraArgs=conditions,
+                    SourceClient=origin.client,
                     Config=TransferConfig(
                         multipart_threshold=self.copy_threshold,
                         multipart_chunksize=max(self.copy_threshold, 5 * 1024**2),

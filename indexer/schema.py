@@ -9,7 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import sys
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
@@ -61,9 +61,12 @@ def index_key(digest: str) -> str:
     return f"{INDEX_PREFIX}{digest}.json"
 
 
+BLOB_PREFIX = f"{ALGORITHM}/"
+
+
 def blob_key(digest: str) -> str:
     """The store key of a digest's bytes, as the legacy service stored them."""
-    return f"{ALGORITHM}/{digest}"
+    return f"{BLOB_PREFIX}{digest}"
 
 
 MAX_UPLOADS = 50
@@ -143,6 +146,14 @@ class IndexObject:
     updated_at: str
     deleted: Tombstone | None = None
     algorithm: str = field(default=ALGORITHM)
+    # The ETag of the verified copy in each listed region (older objects may lack
+    # some): a listing tells a copy replaced or corrupted behind the indexer's back.
+    etags: Mapping[str, str] = field(default_factory=dict, hash=False)
+
+    def __post_init__(self) -> None:
+        # Only listed regions have a verified copy: dropping a region drops its ETag.
+        listed = {region: etag for region, etag in self.etags.items() if region in self.instances}
+        object.__setattr__(self, "etags", dict(sorted(listed.items())))
 
     @property
     def has_instances(self) -> bool:
@@ -150,6 +161,20 @@ class IndexObject:
 
     def with_changes(self, **changes: Any) -> IndexObject:
         return replace(self, **changes)
+
+    def with_copy(self, region: str, etag: str) -> IndexObject:
+        """Listed in `region`, whose verified copy has `etag`."""
+        return replace(
+            self,
+            instances=tuple(sorted({*self.instances, region})),
+            etags={**self.etags, region: etag},
+        )
+
+    def without_regions(self, regions: Collection[str]) -> IndexObject:
+        """No longer listed in `regions`."""
+        return replace(
+            self, instances=tuple(region for region in self.instances if region not in regions)
+        )
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -163,6 +188,7 @@ class IndexObject:
             "verified_at": self.verified_at,
             "updated_at": self.updated_at,
             "deleted": None if self.deleted is None else _tombstone_dict(self.deleted),
+            "etags": dict(self.etags),
         }
 
     def to_json(self) -> bytes:
@@ -203,6 +229,7 @@ class IndexObject:
                 reason=deleted["reason"],
                 regions=tuple(deleted["regions"]),
             ),
+            etags=data.get("etags", {}),
         )
 
 

@@ -141,6 +141,12 @@ class Store(Protocol):
         """Server-side copy within this store; `if_match` conditions on the source's ETag."""
         ...
 
+    def copy_from(self, source: Store, key: str, *, if_match: str | None = None) -> ObjectInfo:
+        """Copy `key` from another region's store to the same key in this one, whole;
+        `if_match` conditions on the source's ETag. Server-side between two stores of
+        this kind; streamed through this process from a store of another kind."""
+        ...
+
     def presign_get(self, key: str, *, expires_in: int) -> str:
         """A URL anyone may GET the object from for `expires_in` seconds."""
         ...
@@ -176,6 +182,17 @@ def put_over(
     return store.put(
         key, data, if_none_match=etag is None, if_match=etag, content_type=content_type
     )
+
+
+def stream_copy(
+    source: Store, destination: Store, key: str, *, if_match: str | None = None
+) -> ObjectInfo:
+    """Copy `key` from `source` to `destination` through this process, streamed: between
+    stores that cannot copy from each other server-side (and for the local store, whose
+    "server" is this process)."""
+    with source.open(key, if_match=if_match) as stream:
+        destination.put_stream(key, stream)
+    return destination.head(key)
 
 
 class Regions:

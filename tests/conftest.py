@@ -30,7 +30,7 @@ from starlette.testclient import TestClient
 from gateway.app import create_app
 from gateway.cli import server_options
 from gateway.settings import AuthSettings, ServerSettings, Settings
-from indexer.config import StoreSettings
+from indexer.config import StoreSettings, open_regions
 from indexer.job import Indexer
 from indexer.local_store import LocalStore
 from indexer.s3_store import S3Store, Timeouts, make_client
@@ -333,10 +333,28 @@ def system(request: pytest.FixtureRequest, tmp_path: Path) -> Any:
     return make_system(store, tmp_path)
 
 
+@pytest.fixture(params=["local", "s3"])
+def two_regions(request: pytest.FixtureRequest, tmp_path: Path) -> Regions:
+    """Two regions of one kind, as configured: ``TOOLTOOL_LOCAL_REGIONS=east,west``, or
+    two SeaweedFS buckets in ``S3_REGIONS``."""
+    if request.param == "local":
+        environ = {
+            "TOOLTOOL_DATA_DIR": str(tmp_path / "data"),
+            "TOOLTOOL_LOCAL_REGIONS": "east,west",
+        }
+    else:
+        seaweedfs = request.getfixturevalue("seaweedfs")
+        environ = seaweedfs.environ(
+            ("us-east-1", seaweedfs.new_bucket()), ("us-west-2", seaweedfs.new_bucket())
+        )
+    return open_regions(StoreSettings.from_environ(environ), bulk=True)
+
+
 def make_system(store: Any, tmp_path: Path, **settings: Any) -> System:
-    """A gateway (uncached, no embedded indexer) and an indexer over `store`, clients from
-    a file; `settings` change the gateway's."""
-    regions = Regions([store])
+    """A gateway (uncached, no embedded indexer) and an indexer over `store` (or over
+    every store of a :class:`Regions`), clients from a file; `settings` change the
+    gateway's."""
+    regions = store if isinstance(store, Regions) else Regions([store])
     clients = tmp_path / "clients.json"
     clients.write_text(json.dumps(clients_file_entries()))
     defaults: dict[str, Any] = {

@@ -93,6 +93,15 @@ class System:
         finally:
             connection.close()
 
+    def redirect(
+        self, digest: str, *, client_id: str | None = None, region: str | None = None
+    ) -> Any:
+        """The answer to GET /sha512/<digest> (with `?region=`), not followed."""
+        path = f"/sha512/{digest}"
+        query = "" if region is None else f"?region={region}"
+        headers = {"Authorization": hawk(client_id, BASE + path + query)} if client_id else {}
+        return self.client.get(path + query, headers=headers)
+
     def complete(self, digest: str, *, client_id: str = "uploader") -> Any:
         path = f"/upload/complete/sha512/{digest}"
         return self.client.get(path, headers={"Authorization": hawk(client_id, BASE + path)})
@@ -109,10 +118,11 @@ class System:
                 assert self.complete(entry["digest"]).status_code == 202
         return result
 
-    def download(self, digest: str, *, client_id: str | None = None) -> tuple[int, bytes]:
-        path = f"/sha512/{digest}"
-        headers = {"Authorization": hawk(client_id, BASE + path)} if client_id else {}
-        response = self.client.get(path, headers=headers)
+    def download(
+        self, digest: str, *, client_id: str | None = None, region: str | None = None
+    ) -> tuple[int, bytes]:
+        """GET /sha512/<digest> (with `?region=`), following a 302: its status and bytes."""
+        response = self.redirect(digest, client_id=client_id, region=region)
         if response.status_code != 302:
             return response.status_code, b""
         location = urlsplit(response.headers["location"])

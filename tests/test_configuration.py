@@ -87,6 +87,14 @@ def assert_one_line(result: subprocess.CompletedProcess[str], starts: str) -> No
         ({"TOOLTOOL_PUBLIC_URL": "http://h:99999"}, "SettingsError: TOOLTOOL_PUBLIC_URL: "),
         ({"S3_READ_TIMEOUT": "1e10"}, "SettingsError: S3_READ_TIMEOUT: must be between"),
         (
+            {"TOOLTOOL_LOCAL_REGIONS": "east,West"},
+            "SettingsError: TOOLTOOL_LOCAL_REGIONS: 'West' is not a region name",
+        ),
+        (
+            {"TOOLTOOL_LOCAL_REGIONS": "east", "S3_REGIONS": "us-east-1:bucket-a"},
+            "SettingsError: TOOLTOOL_LOCAL_REGIONS: set together with S3_REGIONS",
+        ),
+        (
             {"UPLOAD_EXPIRES_IN": "172800"},
             "SettingsError: UPLOAD_EXPIRES_IN: must be at least 1 and at most 82800",
         ),
@@ -125,6 +133,14 @@ def test_the_indexer_names_an_unreachable_endpoint() -> None:
         result = run("indexer.cli", environ, command)
         assert_one_line(result, "StoreUnavailable: us-east-1: store unavailable: ")
         assert f"{endpoint}/bucket-a" in result.stderr
+
+
+@pytest.mark.parametrize("command", ["run", "watch", "import"])
+def test_the_indexer_names_bad_local_regions(tmp_path: Path, command: str) -> None:
+    environ = {"TOOLTOOL_DATA_DIR": str(tmp_path), "TOOLTOOL_LOCAL_REGIONS": "east,east"}
+    arguments = [command] + (["--visibility", "public", __file__] if command == "import" else [])
+    result = run("indexer.cli", environ, *arguments)
+    assert_one_line(result, "SettingsError: TOOLTOOL_LOCAL_REGIONS: region east is listed twice")
 
 
 def test_the_indexer_refuses_an_unknown_log_format(tmp_path: Path) -> None:

@@ -280,26 +280,16 @@ def legacy_put(put_url: str, data: bytes) -> int:
         connection.close()
 
 
-@pytest.mark.parametrize("visibility", ["public", "internal"])
-def test_legacy_upload_is_downloadable_within_seconds(
-    deployment: Deployment, visibility: str
-) -> None:
-    data = os.urandom(70_000)
-    digest = hashlib.sha512(data).hexdigest()
-    body = json.dumps(
-        {
-            "message": "toolchain",
-            "files": {
-                "tool.tar.xz": {
-                    "size": len(data),
-                    "digest": digest,
-                    "algorithm": "sha512",
-                    "visibility": visibility,
-                }
-            },
-        }
-    ).encode()
-    url = f"{deployment.url}/upload"
+def post_upload(url: str, data: bytes, visibility: str) -> str:
+    """POST a batch of one file, tool.tar.xz, to `url` as the legacy client does; its
+    put_url."""
+    entry = {
+        "size": len(data),
+        "digest": hashlib.sha512(data).hexdigest(),
+        "algorithm": "sha512",
+        "visibility": visibility,
+    }
+    body = json.dumps({"message": "toolchain", "files": {"tool.tar.xz": entry}}).encode()
     status, _, answer = request(
         url,
         "POST",
@@ -312,8 +302,17 @@ def test_legacy_upload_is_downloadable_within_seconds(
         },
     )
     assert status == 200, answer
-    entry = json.loads(answer)["result"]["files"]["tool.tar.xz"]
-    assert legacy_put(entry["put_url"], data) == 200
+    return json.loads(answer)["result"]["files"]["tool.tar.xz"]["put_url"]
+
+
+@pytest.mark.parametrize("visibility", ["public", "internal"])
+def test_legacy_upload_is_downloadable_within_seconds(
+    deployment: Deployment, visibility: str
+) -> None:
+    data = os.urandom(70_000)
+    digest = hashlib.sha512(data).hexdigest()
+    put_url = post_upload(f"{deployment.url}/upload", data, visibility)
+    assert legacy_put(put_url, data) == 200
     complete = f"{deployment.url}/upload/complete/sha512/{digest}"
     status, _, _ = request(complete, headers={"Authorization": hawk("uploader", complete)})
     assert status == 202
@@ -327,3 +326,44 @@ def test_legacy_upload_is_downloadable_within_seconds(
     assert status == 302
     with urllib.request.urlopen(headers["location"], timeout=10) as response:
         assert response.read() == data
+
+
+def test_an_upload_reaches_every_local_region_over_http(
+    tmp_path: Path, live_server: Callable[[Any, int], LiveServer]
+) -> None:
+    """TOOLTOOL_LOCAL_REGIONS=east,west on the embedded default: an upload to west is
+    copied to east by the gateway's own indexer loop, and each region serves its copy."""
+    clients = tmp_path / "clients.json"
+    clients.write_text(json.dumps(clients_file_entries()))
+    environ = {
+        "TOOLTOOL_DATA_DIR": str(tmp_path / "data"),
+        "TOOLTOOL_LOCAL_REGIONS": "east,west",
+        "TOOLTOOL_INDEXER_INTERVAL": "1",
+        "TOOLTOOL_CLIENTS_FILE": str(clients),
+        "TOOLTOOL_JWT_SECRET": "x" * 32,
+    }
+    settings = Settings.from_environ(environ)
+    server = live_server(create_app(settings, open_regions(settings.stores)), free_port())
+    data = os.urandom(70_000)
+    digest = hashlib.sha512(data).hexdigest()
+    put_url = post_upload(f"{server.url}/upload?region=west", data, "public")
+    assert urlsplit(put_url).path.startswith("/__store__/west/staging/")
+    assert legacy_put(put_url, data) == 200
+    complete = f"{server.url}/upload/complete/sha512/{digest}"
+    assert request(complete, headers={"Authorization": hawk("uploader", complete)})[0] == 202
+    started = time.monotonic()
+    while True:
+        status, _, answer = request(f"{server.url}/file/sha512/{digest}")
+        if status == 200 and json.loads(answer)["instances"] == ["east", "west"]:
+            break
+        assert time.monotonic() - started < 20, answer
+        time.sleep(0.1)
+    for region in ("east", "west"):
+        status, headers, _ = request(f"{server.url}/sha512/{digest}?region={region}")
+        assert status == 302
+        location = headers["location"]
+        assert urlsplit(location).path == f"/__store__/{region}/sha512/{digest}"
+        with urllib.request.urlopen(location, timeout=10) as response:
+            assert response.read() == data
+        copy = tmp_path / "data" / region / "sha512" / digest
+        assert copy.read_bytes() == data

@@ -142,6 +142,40 @@ class StoreContract:
         with pytest.raises(ObjectNotFound):
             store.copy("staging/absent", "final/absent")
 
+    def test_copy_from_another_region(self, store: Store, other_region: Store) -> None:
+        source = other_region.put("sha512/replicated", b"replicated bytes")
+        copied = store.copy_from(other_region, "sha512/replicated", if_match=source.etag)
+        assert store.get("sha512/replicated")[0] == b"replicated bytes"
+        assert copied == store.head("sha512/replicated")
+        assert copied.size == 16
+        assert other_region.get("sha512/replicated")[0] == b"replicated bytes"
+        store.put("sha512/replicated", b"damaged")  # one region's copy is its own
+        assert other_region.get("sha512/replicated")[0] == b"replicated bytes"
+
+    def test_copy_from_conditioned_on_source_etag(self, store: Store, other_region: Store) -> None:
+        stale = other_region.put("sha512/changing", b"verified bytes")
+        other_region.put("sha512/changing", b"replaced bytes")
+        with pytest.raises(PreconditionFailed):
+            store.copy_from(other_region, "sha512/changing", if_match=stale.etag)
+        with pytest.raises(ObjectNotFound):
+            store.head("sha512/changing")
+        with pytest.raises(ObjectNotFound):
+            store.copy_from(other_region, "sha512/absent")
+
+    def test_listings_name_versions_as_head_and_copies_do(
+        self, store: Store, other_region: Store
+    ) -> None:
+        """The consistency check compares listed ETags with the ones copies returned."""
+        big = os.urandom(17 * 1024 * 1024)  # past the local store's content-named size
+        other_region.put_stream("sha512/big", io.BytesIO(big))
+        copies = {
+            "sha512/small": store.put("sha512/small", b"small"),
+            "sha512/big": store.copy_from(other_region, "sha512/big"),
+        }
+        listed = {info.key: info for info in store.list("sha512/")}
+        assert listed == copies
+        assert {key: store.head(key) for key in copies} == copies
+
     @pytest.mark.parametrize(
         "key",
         [
@@ -277,6 +311,10 @@ class TestLocalStore(StoreContract):
         live_server(create_app(settings, Regions([store])), port)
         return store
 
+    @pytest.fixture
+    def other_region(self, tmp_path: Path) -> Store:
+        return make_local_store(tmp_path / "west", region="west")
+
     def test_internal_files_are_not_listed(self, store: Store) -> None:
         store.put("a", b"x")
         assert [info.key for info in store.list("")] == ["a"]
@@ -290,6 +328,12 @@ class TestS3Store(StoreContract):
     @pytest.fixture
     def store(self, s3_store: Store) -> Store:
         return s3_store
+
+    @pytest.fixture
+    def other_region(self, seaweedfs: SeaweedFS) -> Store:
+        from indexer.s3_store import S3Store
+
+        return S3Store(seaweedfs.client("us-west-2"), seaweedfs.new_bucket(), region="us-west-2")
 
     def test_signed_urls_carry_an_explicit_port(self, store: Store) -> None:
         assert urlsplit(store.presign_get("sha512/x", expires_in=5)).port is not None
@@ -314,6 +358,25 @@ class TestS3Store(StoreContract):
         with pytest.raises(ObjectNotFound):
             small_limit.head("sha512/other")
 
+    def test_multipart_copy_from_another_region(self, store: Store, other_region: Store) -> None:
+        from indexer.s3_store import S3Store
+
+        assert isinstance(store, S3Store)
+        small_limit = S3Store(
+            store.client, store.bucket, region=store.region, copy_threshold=5 * 1024 * 1024
+        )
+        payload = os.urandom(12 * 1024 * 1024 + 3)
+        source = other_region.put("sha512/big", payload)
+        small_limit.copy_from(other_region, "sha512/big", if_match=source.etag)
+        with small_limit.open("sha512/big") as stream:
+            assert hash_stream(stream).digest == hashlib.sha512(payload).hexdigest()
+        other_region.put("sha512/big", payload[::-1])
+        small_limit.delete("sha512/big")
+        with pytest.raises(PreconditionFailed):
+            small_limit.copy_from(other_region, "sha512/big", if_match=source.etag)
+        with pytest.raises(ObjectNotFound):
+            small_limit.head("sha512/big")
+
     def test_errors_are_translated(self, seaweedfs: SeaweedFS) -> None:
         from indexer.s3_store import S3Store
 
@@ -325,6 +388,7 @@ class TestS3Store(StoreContract):
             lambda: missing.put_stream("k", io.BytesIO(b"x")),
             lambda: list(missing.list("")),
             lambda: missing.copy("k", "l"),
+            lambda: missing.copy_from(missing, "k"),
             missing.check,
         ]
         for number, call in enumerate(calls):

@@ -17,10 +17,16 @@ from indexer.schema import blob_key, index_key
 from tests.conftest import SeaweedFS
 
 
-@pytest.fixture(params=["local", "s3"])
+@pytest.fixture(params=["local", "local-regions", "s3"])
 def environ(request: pytest.FixtureRequest, tmp_path: Path) -> dict[str, str]:
     if request.param == "local":
         return {"TOOLTOOL_DATA_DIR": str(tmp_path / "data"), "USER": "operator"}
+    if request.param == "local-regions":
+        return {
+            "TOOLTOOL_DATA_DIR": str(tmp_path / "data"),
+            "TOOLTOOL_LOCAL_REGIONS": "east,west",
+            "USER": "operator",
+        }
     seaweedfs: SeaweedFS = request.getfixturevalue("seaweedfs")
     regions = [("us-east-1", seaweedfs.new_bucket()), ("us-west-2", seaweedfs.new_bucket())]
     return {**seaweedfs.environ(*regions), "USER": "operator"}
@@ -62,6 +68,7 @@ def test_import_prints_and_stores_everywhere(
     assert index["visibility"] == "internal"
     assert index["size"] == 3000
     assert index["instances"] == sorted(regions.names)
+    assert index["etags"] == {store.region: store.head(blob_key(digest)).etag for store in regions}
     assert index["uploads"][0]["filename"] == "first.tar.gz"
     assert index["uploads"][0]["author"] == f"operator@{socket.gethostname()}"
     assert index["uploads"][0]["message"] == "toolchain"
@@ -82,6 +89,19 @@ def test_reimport_stores_nothing_new(environ: dict[str, str], tmp_path: Path) ->
     assert after["instances"] == before["instances"]
     assert after["verified_at"] == before["verified_at"]
     assert [upload["batch_id"] for upload in after["uploads"]] == [1, 2]
+
+
+def test_reimport_restores_a_damaged_copy(environ: dict[str, str], tmp_path: Path) -> None:
+    path = write(tmp_path, "same.bin", b"same bytes")
+    assert main(["import", "--visibility", "public", str(path)], environ) == 0
+    regions = regions_of(environ)
+    digest = hashlib.sha512(b"same bytes").hexdigest()
+    damaged = regions[regions.names[-1]]
+    damaged.put(blob_key(digest), b"same size!")
+    assert main(["import", "--visibility", "public", str(path)], environ) == 0
+    assert damaged.get(blob_key(digest))[0] == b"same bytes"
+    index = json.loads(regions.index.get(index_key(digest))[0])
+    assert index["etags"][damaged.region] == damaged.head(blob_key(digest)).etag
 
 
 def test_other_visibility_is_refused(

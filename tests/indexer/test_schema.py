@@ -35,6 +35,7 @@ def sample(**changes) -> IndexObject:
         uploads=(Upload(7, "clang.tar.xz", "project/releng/bug1", "clang 17", NOW),),
         verified_at=NOW,
         updated_at=NOW,
+        etags={"us-west-2": '"5d41402abc4b2a76b9719d911017c592"', "us-east-1": '"abc-2"'},
     )
     return obj.with_changes(**changes)
 
@@ -65,8 +66,26 @@ def test_written_objects_follow_the_schema_file(obj: IndexObject) -> None:
     )
 
 
+def test_etags_are_kept_for_listed_regions_only() -> None:
+    one = sample(instances=("us-east-1",))
+    assert one.etags == {"us-east-1": '"abc-2"'}
+    assert json.loads(one.to_json())["etags"] == {"us-east-1": '"abc-2"'}
+    assert sample().without_regions(["us-east-1"]).etags == {
+        "us-west-2": '"5d41402abc4b2a76b9719d911017c592"'
+    }
+    added = sample(instances=()).with_copy("eu-west-1", '"e"')
+    assert (added.instances, added.etags) == (("eu-west-1",), {"eu-west-1": '"e"'})
+
+
+def test_objects_written_before_etags_are_read() -> None:
+    raw = _mutated(lambda data: data.pop("etags"))
+    assert IndexObject.from_json(raw, key=index_key(DIGEST)).etags == {}
+
+
 def test_output_is_deterministic() -> None:
     assert sample().to_json() == sample(instances=("us-east-1", "us-west-2")).to_json()
+    reordered = dict(reversed(list(sample().etags.items())))
+    assert sample().to_json() == sample(etags=reordered).to_json()
     assert list(json.loads(sample().to_json())) == sorted(json.loads(sample().to_json()))
 
 
@@ -79,6 +98,8 @@ def test_output_is_deterministic() -> None:
         {"instances": ("us-east-1", "us-east-1")},
         {"uploads": (Upload(0, "f", "a", "m", NOW),)},
         {"verified_at": "yesterday"},
+        {"etags": {"us-east-1": ""}},
+        {"etags": {"us-east-1": '"has a space"'}},
     ],
 )
 def test_the_writer_refuses_invalid_objects(invalid: dict) -> None:
@@ -107,6 +128,9 @@ def _mutated(change) -> bytes:
         _mutated(lambda data: data.update(digest="cd" * 64)),  # not the key's digest
         _mutated(lambda data: data.update(instances=["../us-east-1"])),
         _mutated(lambda data: data.update(deleted={"by": "x"})),
+        _mutated(lambda data: data.update(etags=[])),
+        _mutated(lambda data: data.update(etags={"us-east-1": 5})),
+        _mutated(lambda data: data.update(etags={"../us-east-1": '"x"'})),
     ],
 )
 def test_the_reader_refuses_malformed_objects(raw: bytes) -> None:

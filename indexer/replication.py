@@ -1,0 +1,148 @@
+"""Replication: every verified file copied to every configured region, server-side.
+
+A copy is listed by the index only once it is verified: it is copied straight
+to ``sha512/<digest>`` in its region (nothing downloads from a region the
+index does not list), streamed through sha512 there, and deleted when it is
+not the file. The index records the ETag of each listed copy, so that the
+consistency check notices from a listing alone a copy replaced or corrupted
+behind the indexer's back (:mod:`indexer.consistency`).
+
+Listing copies changes only ``instances`` and ``etags``: ``updated_at`` and
+``verified_at`` say when the file changed, which a copy does not.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+
+from indexer.digests import Hashed, hash_stream_read_ahead
+from indexer.index import update_index
+from indexer.schema import IndexObject, blob_key
+from indexer.stores import ObjectNotFound, PreconditionFailed, Regions, Store, StoreUnavailable
+
+logger = logging.getLogger(__name__)
+
+
+def copy_verified(
+    source: Store, destination: Store, index_object: IndexObject, *, etag: str | None
+) -> str | None:
+    """Copy the file's blob from `source` (only the version `etag`, when known) to
+    `destination` and verify the copy; the copy's ETag, or None when no good copy was
+    made. A copy that is not the file is deleted."""
+    digest = index_object.digest
+    key = blob_key(digest)
+    try:
+        copied = destination.copy_from(source, key, if_match=etag)
+        with destination.open(key, if_match=copied.etag) as stream:
+            hashed = hash_stream_read_ahead(stream)
+    except (ObjectNotFound, PreconditionFailed) as exc:
+        # The source changed or went (the consistency check judges it), or another
+        # writer replaced the copy while it was read: not a copy to list.
+        logger.warning(
+            "no copy from %s to %s: %s",
+            source.region,
+            destination.region,
+            exc,
+            extra={"digest": digest},
+        )
+        return None
+    if hashed != Hashed(digest, index_object.size):
+        destination.delete(key)
+        logger.error(
+            "the copy from %s to %s was not the file (%d bytes hashing to %s); deleted it",
+            source.region,
+            destination.region,
+            hashed.size,
+            hashed.digest,
+            extra={"digest": digest},
+        )
+        return None
+    return copied.etag
+
+
+class Replicator:
+    """Copies files to the configured regions that lack them, and lists the copies.
+
+    A region found unreachable is not tried again until the next pass
+    (:meth:`start_pass`): one region down costs a pass its timeouts once, not once
+    a file, and the uploads go on.
+    """
+
+    def __init__(self, regions: Regions) -> None:
+        self._regions = regions
+        self._unreachable: set[str] = set()
+
+    def start_pass(self) -> None:
+        """Try every region again."""
+        self._unreachable.clear()
+
+    def fill(self, index_object: IndexObject, targets: Sequence[str]) -> dict[str, str]:
+        """Copy the file from a listed region to each of `targets` and list the verified
+        copies; the copies listed (region: ETag).
+
+        A region that cannot be reached is skipped (logged): the next consistency
+        check fills it. Copies of a file deleted meanwhile are deleted, not listed.
+        """
+        copies: dict[str, str] = {}
+        for target in targets:
+            etag = self._copy_to(index_object, self._regions[target])
+            if etag is not None:
+                copies[target] = etag
+        return self._list(index_object.digest, copies) if copies else {}
+
+    def _copy_to(self, index_object: IndexObject, destination: Store) -> str | None:
+        """A verified copy in `destination` from the first listed region that gives one."""
+        sources = [
+            region
+            for region in self._regions.names
+            if region in index_object.instances and region != destination.region
+        ]
+        for region in sources:
+            if destination.region in self._unreachable:
+                return None
+            if region in self._unreachable:
+                continue
+            try:
+                etag = copy_verified(
+                    self._regions[region],
+                    destination,
+                    index_object,
+                    etag=index_object.etags.get(region),
+                )
+            except StoreUnavailable as exc:
+                logger.error(
+                    "no copy from %s to %s: %s; not tried again this pass",
+                    region,
+                    destination.region,
+                    exc,
+                    extra={"digest": index_object.digest},
+                )
+                self._unreachable.add(exc.region)
+                continue
+            if etag is not None:
+                return etag
+        return None
+
+    def _list(self, digest: str, copies: Mapping[str, str]) -> dict[str, str]:
+        listed: dict[str, str] = {}
+
+        def change(existing: IndexObject | None) -> IndexObject | None:
+            listed.clear()
+            if existing is None or existing.deleted is not None:
+                return existing
+            updated = existing
+            for region, etag in copies.items():
+                if region not in existing.instances:  # another writer's copy stays listed
+                    updated = updated.with_copy(region, etag)
+                    listed[region] = etag
+            return updated
+
+        after = update_index(self._regions.index, digest, change)
+        if after is None or after.deleted is not None:
+            for region in copies:  # deleted meanwhile: its bytes go
+                self._regions[region].delete(blob_key(digest))
+            return {}
+        if listed:
+            logger.info("replicated to %s", ", ".join(listed), extra={"digest": digest})
+        return listed
