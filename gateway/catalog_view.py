@@ -38,6 +38,9 @@ logger = logging.getLogger(__name__)
 MAX_RESULTS = 1000  # a search answers at most this many entries
 MAX_FOLLOWED = 1000  # feed entries applied in one refresh; further behind, reload everything
 MAX_SCANS = 4  # searches scanning at once; more wait their turn
+MAX_EXAMINED = 5000  # matching batches one upload search looks at
+MAX_ANSWER_BYTES = 16 * 1024 * 1024  # an upload search stops adding batches past this
+CHECK_BEHIND = 20  # feed entries followed before asking how far behind the copy is
 LOAD_THREADS = 8
 _FILE_FIELDS = ("algorithm", "digest", "size", "visibility", "has_instances", "instances")
 _ENTRY_END = "\x00"  # between entries' texts: no query holds it (queries are single-line text)
@@ -54,20 +57,18 @@ def legacy_file(entry: dict[str, Any]) -> dict[str, Any]:
 
 
 @dataclass(frozen=True, slots=True)
-class _Shard:
-    """One shard: keys (sorted), each entry's answer and visibilities, and its text."""
+class _Part:
+    """Entries of one shard (of one visibility, for files): keys (sorted), each entry's
+    answer, and their searchable text in one string."""
 
     keys: list[Any]
     answers: list[bytes]
-    visibilities: list[frozenset[str]]
     stored: list[bool]
     text: str
     starts: array  # where each entry's text starts in `text`
 
     @classmethod
-    def of(cls, shard: str, entries: list[dict[str, Any]]) -> _Shard:
-        is_files = shard.startswith("files/")
-        entries = sorted(entries, key=lambda entry: entry["digest" if is_files else "id"])
+    def of(cls, entries: list[dict[str, Any]], *, is_files: bool) -> _Part:
         texts, starts, position = [], array("L"), 0
         for entry in entries:
             text = (
@@ -81,7 +82,6 @@ class _Shard:
         return cls(
             keys=[entry["digest" if is_files else "id"] for entry in entries],
             answers=[dumps(legacy_file(entry) if is_files else entry) for entry in entries],
-            visibilities=[_visibilities(entry, is_files) for entry in entries],
             stored=[bool(entry.get("has_instances")) for entry in entries],
             text="".join(texts),
             starts=starts,
@@ -110,34 +110,43 @@ class _Shard:
             yield position
 
 
-_VISIBILITIES: dict[frozenset[str], frozenset[str]] = {}
+_ALL = "all"  # batches are one part: who may see one depends on its files, looked up
 
 
-def _visibilities(entry: dict[str, Any], is_files: bool) -> frozenset[str]:
-    found = (
-        frozenset((entry["visibility"],))
-        if is_files
-        else frozenset(file["visibility"] for file in entry["files"].values())
-    )
-    return _VISIBILITIES.setdefault(found, found)  # one object for each combination
+def _shard(name: str, entries: list[dict[str, Any]]) -> dict[str, _Part]:
+    """A shard's parts: files by visibility (a caller scans only what it may see)."""
+    if not name.startswith("files/"):
+        return {_ALL: _Part.of(sorted(entries, key=lambda e: e["id"]), is_files=False)}
+    parts: dict[str, list[dict[str, Any]]] = {}
+    for entry in sorted(entries, key=lambda e: e["digest"]):
+        parts.setdefault(entry["visibility"], []).append(entry)
+    return {visibility: _Part.of(found, is_files=True) for visibility, found in parts.items()}
 
 
 @dataclass(frozen=True, slots=True)
 class _Copy:
     """Every shard, and each kind's shards in order: replaced whole, never changed."""
 
-    shards: dict[str, _Shard]
-    files: list[_Shard]
-    batches: list[_Shard]
+    shards: dict[str, dict[str, _Part]]
+    files: list[dict[str, _Part]]
+    batches: list[_Part]
 
     @classmethod
-    def of(cls, shards: dict[str, _Shard]) -> _Copy:
+    def of(cls, shards: dict[str, dict[str, _Part]]) -> _Copy:
         ordered = sorted(shards.items())
         return cls(
             shards,
-            [shard for name, shard in ordered if name.startswith("files/")],
-            [shard for name, shard in ordered if name.startswith("batches/")],
+            [parts for name, parts in ordered if name.startswith("files/")],
+            [parts[_ALL] for name, parts in ordered if name.startswith("batches/")],
         )
+
+    def file(self, digest: str) -> tuple[str, bool] | None:
+        """A file's visibility and whether it is stored; None when it is not indexed."""
+        for visibility, part in self.shards.get(file_shard(digest), {}).items():
+            position = part.find(digest)
+            if position is not None:
+                return visibility, part.stored[position]
+        return None
 
 
 Allowed = Callable[[frozenset[str]], bool]
@@ -155,31 +164,36 @@ class CatalogView:
         self._copy = _Copy.of({})
         self._seq: int | None = None  # the last feed entry applied; None before loading
         self._fresh_until = float("-inf")
+        self._generation = 0  # moved by every invalidate()
         self._lock = asyncio.Lock()
         self._scans = anyio.Semaphore(MAX_SCANS)
 
     def invalidate(self) -> None:
         """This replica changed the catalog: the next read follows the feed at once."""
+        self._generation += 1
         self._fresh_until = float("-inf")
 
     def write(self, digests: list[str], batch_ids: list[int]) -> None:
         """Bring these entries up to date in the store (in a worker thread), and see them
         at the next read."""
-        self._catalog.update(digests, batch_ids)
-        self.invalidate()
+        try:
+            self._catalog.update(digests, batch_ids)
+        finally:
+            self.invalidate()
 
     async def refresh(self) -> None:
         """Bring the copy up to date when it is older than `ttl`."""
         if self._clock() < self._fresh_until:
             return
         async with self._lock:
-            now = self._clock()
+            now, generation = self._clock(), self._generation
             if now < self._fresh_until:
                 return  # another search refreshed it meanwhile
             await run_in_threadpool(self._catch_up)
-            self._fresh_until = now + self._ttl
+            if generation == self._generation:  # else a write came in meanwhile: not fresh
+                self._fresh_until = now + self._ttl
 
-    # -- searches ----------------------------------------------------------
+    # -- reads -------------------------------------------------------------
 
     async def files(self, query: str, *, is_prefix: bool, allowed: Allowed) -> list[bytes]:
         """The answers of the files whose digest starts with `query` (`is_prefix`) or with
@@ -187,31 +201,23 @@ class CatalogView:
         await self.refresh()
         copy = self._copy
         if is_prefix:
-            shard = copy.shards.get(file_shard(query))
-            return _allowed(shard, shard.from_prefix(query), allowed) if shard else []
-        return await self._scan(copy.files, query, allowed)
+            parts = copy.shards.get(file_shard(query), {})
+            return _prefixed(parts, query, allowed)
+        async with self._scans:
+            return await run_in_threadpool(_search_files, copy.files, query, allowed)
 
     async def batches(self, query: str, *, allowed: Allowed) -> list[dict[str, Any]]:
-        """The batches whose author or message holds `query` (lowercase), as the legacy API
-        shows them (each file says whether it is stored); at most MAX_RESULTS."""
+        """The batches whose author or message holds `query` (lowercase) that `allowed`
+        lets through, as the legacy API shows them; at most MAX_RESULTS."""
         await self.refresh()
         copy = self._copy
-        found = await self._scan(copy.batches, query, allowed)
-        return [self._with_instances(copy, json.loads(answer)) for answer in found]
-
-    async def _scan(self, shards: list[_Shard], query: str, allowed: Allowed) -> list[bytes]:
         async with self._scans:
-            return await run_in_threadpool(_search, shards, query, allowed)
+            return await run_in_threadpool(_search_batches, copy, query, allowed)
 
-    @staticmethod
-    def _with_instances(copy: _Copy, batch: dict[str, Any]) -> dict[str, Any]:
-        for entry in batch["files"].values():
-            shard = copy.shards.get(file_shard(entry["digest"]))
-            position = shard.find(entry["digest"]) if shard is not None else None
-            entry["has_instances"] = (
-                shard is not None and position is not None and (shard.stored[position])
-            )
-        return batch
+    async def as_shown(self, batch: dict[str, Any]) -> dict[str, Any]:
+        """A batch as the legacy API shows it: each file as the index knows it now."""
+        await self.refresh()
+        return _as_shown(self._copy, batch)
 
     # -- following the feed (in a worker thread) ---------------------------
 
@@ -222,16 +228,16 @@ class CatalogView:
         named: set[str] = set()
         seq = self._seq
         try:
-            for _ in range(MAX_FOLLOWED):
+            for followed in range(MAX_FOLLOWED + 1):
+                if followed == MAX_FOLLOWED or (
+                    followed == CHECK_BEHIND and self._catalog.feed.head() - seq > MAX_FOLLOWED
+                ):
+                    raise FeedGap(f"over {MAX_FOLLOWED} changes behind")  # a reload reads less
                 change = self._catalog.feed.read(seq + 1)
                 if change is None:
                     break
                 named.update(change.shards)
                 seq = change.seq
-            else:
-                logger.warning("more than %d catalog changes behind: reloading", MAX_FOLLOWED)
-                self._reload()
-                return
         except FeedGap as exc:
             logger.warning("reloading the whole catalog: %s", exc)
             self._reload()
@@ -246,36 +252,75 @@ class CatalogView:
         self._copy = self._loaded(self._catalog.shards(), {})
         self._seq = seq
 
-    def _loaded(self, names: list[str], shards: dict[str, _Shard]) -> _Copy:
+    def _loaded(self, names: list[str], shards: dict[str, dict[str, _Part]]) -> _Copy:
         """`shards` with these shards read again: a new copy, installed in one assignment
         (searches running meanwhile keep the copy they started with)."""
         with ThreadPoolExecutor(max_workers=min(LOAD_THREADS, max(1, len(names)))) as pool:
             loaded = list(pool.map(self._catalog.shard, names))
         for name, entries in zip(names, loaded, strict=True):
             if entries:
-                shards[name] = _Shard.of(name, entries)
+                shards[name] = _shard(name, entries)
             else:
                 shards.pop(name, None)
         return _Copy.of(shards)
 
 
-def _search(shards: Iterable[_Shard], query: str, allowed: Allowed) -> list[bytes]:
+def _prefixed(parts: dict[str, _Part], prefix: str, allowed: Allowed) -> list[bytes]:
+    found: list[tuple[str, bytes]] = []
+    for visibility, part in parts.items():
+        if allowed(frozenset((visibility,))):
+            found.extend((part.keys[at], part.answers[at]) for at in part.from_prefix(prefix))
+    return [answer for _, answer in sorted(found)[:MAX_RESULTS]]
+
+
+def _search_files(shards: Iterable[dict[str, _Part]], query: str, allowed: Allowed) -> list[bytes]:
+    """Only the parts the caller may see are scanned: what it may not see costs nothing
+    and tells nothing (not even by the time it takes)."""
+    visible = {
+        visibility: allowed(frozenset((visibility,))) for visibility in ("public", "internal")
+    }
     found: list[bytes] = []
-    for shard in shards:
-        if query in shard.text:
-            found.extend(_allowed(shard, shard.matching(query), allowed, MAX_RESULTS - len(found)))
-            if len(found) >= MAX_RESULTS:
-                break
+    for parts in shards:
+        for visibility, part in parts.items():
+            if visible.get(visibility, False) and query in part.text:
+                for position in part.matching(query):
+                    found.append(part.answers[position])
+                    if len(found) >= MAX_RESULTS:
+                        return found
     return found
 
 
-def _allowed(
-    shard: _Shard, positions: Iterable[int], allowed: Allowed, limit: int = MAX_RESULTS
-) -> list[bytes]:
-    answers = []
-    for position in positions:
-        if allowed(shard.visibilities[position]):
-            answers.append(shard.answers[position])
-            if len(answers) >= limit:
-                break
-    return answers
+def _search_batches(copy: _Copy, query: str, allowed: Allowed) -> list[dict[str, Any]]:
+    """Batches are let through by what their files are now (a file made internal since
+    keeps its batch from those who may not see it); at most MAX_EXAMINED matches are
+    looked at, and answers stop at MAX_ANSWER_BYTES."""
+    found: list[dict[str, Any]] = []
+    examined = size = 0
+    for part in copy.batches:
+        if query not in part.text:
+            continue
+        for position in part.matching(query):
+            examined += 1
+            if examined > MAX_EXAMINED:
+                return found
+            batch = _as_shown(copy, json.loads(part.answers[position]))
+            visibilities = frozenset(entry["visibility"] for entry in batch["files"].values())
+            if allowed(visibilities):
+                size += len(part.answers[position])
+                if size > MAX_ANSWER_BYTES and found:
+                    return found
+                found.append(batch)
+                if len(found) >= MAX_RESULTS:
+                    return found
+    return found
+
+
+def _as_shown(copy: _Copy, batch: dict[str, Any]) -> dict[str, Any]:
+    """Each file of `batch` with the visibility the index gives it now (what it was
+    declared with, until it is indexed) and whether it is stored."""
+    for entry in batch["files"].values():
+        known = copy.file(entry["digest"])
+        if known is not None:
+            entry["visibility"] = known[0]
+        entry["has_instances"] = known is not None and known[1]
+    return batch

@@ -30,7 +30,7 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from indexer.feed import Feed
+from indexer.feed import Feed, is_shard
 from indexer.index import read_index
 from indexer.intake import BATCHES, Batch, MalformedRecord, read_batch
 from indexer.schema import IndexObject, MalformedIndexObject
@@ -44,6 +44,7 @@ FILE_SHARD_DIGITS = 3
 BATCHES_PER_SHARD = 100
 SWEPT_KEY = "feed/swept.json"
 MAX_ATTEMPTS = 20  # writers of one shard at once: batches posted together, say
+MAX_PAUSE = 0.25  # seconds, the longest wait between two attempts
 
 
 def file_shard(digest: str) -> str:
@@ -62,16 +63,7 @@ def shard_key(shard: str) -> str:
 def shard_of_key(key: str) -> str | None:
     """The shard a catalog key holds, or None for a key that is no shard."""
     name = key.removeprefix(CATALOG_PREFIX).removesuffix(".json")
-    kind, _, suffix = name.partition("/")
-    if kind == "files" and len(suffix) == FILE_SHARD_DIGITS and _is_hex(suffix):
-        return name
-    if kind == "batches" and len(suffix) == 6 and suffix.isdigit():
-        return name
-    return None
-
-
-def _is_hex(text: str) -> bool:
-    return all(char in "0123456789abcdef" for char in text)
+    return name if key.startswith(CATALOG_PREFIX) and is_shard(name) else None
 
 
 def file_entry(index_object: IndexObject) -> dict[str, Any]:
@@ -136,12 +128,17 @@ class Catalog:
             wanted[file_shard(digest)].append(digest)
         for batch_id in set(batch_ids):
             wanted[batch_shard(batch_id)].append(batch_id)
-        changed = [
-            shard
-            for shard, keys in sorted(wanted.items())
-            if self._swap(shard, functools.partial(self._refreshed, keys=keys))
-        ]
-        self.feed.append(changed)
+        announced = []
+        for shard, keys in sorted(wanted.items()):
+            changed = self._swap(shard, functools.partial(self._refreshed, keys=keys))
+            # A file shard is announced even when it was up to date: a pass finishing
+            # the work of one killed between its shard and its feed entry must tell the
+            # replicas, and file shards are small. A batch shard (a hundred batches) only
+            # changes when a batch is posted; the next post to it, or the consistency
+            # check's sweep, announces what a killed writer left unannounced.
+            if changed or _member(shard) == "files":
+                announced.append(shard)
+        self.feed.append(announced)
 
     def rebuild(self, index_objects: Iterable[IndexObject], batches: Iterable[Batch]) -> int:
         """Rewrite every shard that differs from what the index objects and batch records
@@ -267,8 +264,9 @@ class Catalog:
                 put_over(self._store, shard_key(shard), data, etag=etag)
                 return True
             except PreconditionFailed:
-                # Contended: back off a random while, growing with each attempt.
-                time.sleep(random.uniform(0, 0.002 * (attempt + 1)))  # noqa: S311 - jitter
+                # Contended: back off a random while, doubling with each attempt.
+                pause = min(MAX_PAUSE, 0.002 * 2**attempt)
+                time.sleep(random.uniform(0, pause))  # noqa: S311 - jitter, not a secret
                 continue
         logger.warning("the catalog shard %s kept changing; the next check rewrites it", shard)
         return False

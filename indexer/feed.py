@@ -4,8 +4,9 @@ Every writer of the catalog (the gateway creating a batch, the indexer, the
 management operations, imports) appends one entry after writing its shards:
 ``feed/<seq>.json`` holding ``{"seq", "at", "shards"}``, created only where
 absent, so concurrent writers make one sequence without gaps.
-``feed/head.json`` names a recent sequence number: a hint a writer starts
-probing from and a reader uses to notice entries trimmed before it read them.
+``feed/head.json`` names a recent sequence number, and only ever moves
+forward: where a writer starts probing, and how a reader notices entries
+trimmed before it read them.
 
 A replica that has applied entry ``n`` reads ``n + 1`` (one small object) to
 learn of a change, and then only the shards it names: it never re-reads the
@@ -23,7 +24,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from indexer.schema import utc_timestamp
-from indexer.stores import ObjectNotFound, PreconditionFailed, Store
+from indexer.stores import ObjectNotFound, PreconditionFailed, Store, StoreUnavailable, put_over
 from indexer.strict_json import StrictJsonError, loads_strict
 
 logger = logging.getLogger(__name__)
@@ -59,15 +60,19 @@ class Feed:
 
     def head(self) -> int:
         """The sequence number the head names (0 for an empty feed)."""
+        return self._head()[0]
+
+    def _head(self) -> tuple[int, str | None]:
         try:
-            raw, _ = self._store.get(HEAD_KEY)
-            seq = loads_strict(raw)["seq"]
+            raw, info = self._store.get(HEAD_KEY)
         except ObjectNotFound:
-            return 0
+            return 0, None
+        try:
+            seq = loads_strict(raw)["seq"]
         except (StrictJsonError, KeyError, TypeError):
-            logger.error("the feed head is malformed; starting from 0")
-            return 0
-        return seq if type(seq) is int and seq >= 0 else 0
+            logger.error("the feed head is malformed; it will be rewritten")
+            return 0, info.etag
+        return (seq if type(seq) is int and seq >= 0 else 0), info.etag
 
     def append(self, shards: Iterable[str]) -> int | None:
         """Record that `shards` changed; the entry's sequence number (None when none did)."""
@@ -75,7 +80,9 @@ class Feed:
         if not names:
             return None
         seq = self.head() + 1
-        for _ in range(MAX_PROBES):
+        for probes in range(2 * MAX_PROBES):
+            if probes == MAX_PROBES:
+                seq = self._last() + 1  # the head lags far behind: find the end once
             data = {"seq": seq, "at": utc_timestamp(self._clock()), "shards": list(names)}
             try:
                 self._store.put(
@@ -87,45 +94,81 @@ class Feed:
             except PreconditionFailed:
                 seq += 1  # another writer took it: the next one
                 continue
-            # A hint only: a slower writer may set it back a little, which readers allow for.
-            self._store.put(
-                HEAD_KEY, json.dumps({"seq": seq}).encode(), content_type="application/json"
-            )
+            self._advance_head(seq)
             return seq
-        logger.warning("the change feed kept moving; replicas see this change at their next reload")
-        return None
+        raise StoreUnavailable(self._store.region, "the change feed is too contended")
+
+    def _advance_head(self, seq: int) -> None:
+        """Move the head forward to `seq` (never back: a slower writer leaves it be)."""
+        for _ in range(MAX_PROBES):
+            current, etag = self._head()
+            if current >= seq:
+                return
+            try:
+                put_over(self._store, HEAD_KEY, json.dumps({"seq": seq}).encode(), etag=etag)
+                return
+            except PreconditionFailed:
+                continue
+
+    def _last(self) -> int:
+        """The last entry's sequence number, from a listing (the feed keeps at most KEEP)."""
+        numbers = [_seq_of(info.key) for info in self._store.list(FEED_PREFIX)]
+        return max((number for number in numbers if number is not None), default=0)
 
     def read(self, seq: int) -> Change | None:
         """Entry `seq`, or None when it is not written yet.
 
         Raises :class:`FeedGap` when it was trimmed (the head is past it), the
-        feed was started over (the head far behind it), or it cannot be read.
+        feed was started over (the entry before it is gone too), or it cannot
+        be read.
         """
         try:
             raw, _ = self._store.get(entry_key(seq))
         except ObjectNotFound:
             head = self.head()
-            if head > seq:
+            if head >= seq:
                 raise FeedGap(f"feed entry {seq} was trimmed") from None
-            if head < seq - 1 - MAX_PROBES:  # a head set back by slow writers lags less
-                raise FeedGap(f"the feed was started over at {head}") from None
+            # The head names the entry before: nothing new. Further behind, it lags (a
+            # writer between its entry and the head) or the feed was started over.
+            if head < seq - 1 and not self._exists(seq - 1):
+                raise FeedGap(f"the feed was started over before entry {seq}") from None
             return None
         try:
             data = loads_strict(raw)
             shards = data["shards"]
-            if data["seq"] != seq or not all(isinstance(shard, str) for shard in shards):
+            if data["seq"] != seq or not all(is_shard(shard) for shard in shards):
                 raise TypeError("wrong fields")
         except (StrictJsonError, KeyError, TypeError) as exc:
             raise FeedGap(f"feed entry {seq} is malformed: {exc}") from None
         return Change(seq, tuple(shards))
+
+    def _exists(self, seq: int) -> bool:
+        try:
+            self._store.head(entry_key(seq))
+        except ObjectNotFound:
+            return False
+        return True
 
     def trim(self, keep: int = KEEP) -> int:
         """Delete entries more than `keep` behind the head; how many."""
         floor = self.head() - keep
         removed = 0
         for info in self._store.list(FEED_PREFIX):
-            name = info.key.removeprefix(FEED_PREFIX).removesuffix(".json")
-            if name.isdigit() and int(name) < floor:
+            seq = _seq_of(info.key)
+            if seq is not None and seq < floor:
                 self._store.delete(info.key)
                 removed += 1
         return removed
+
+
+def _seq_of(key: str) -> int | None:
+    name = key.removeprefix(FEED_PREFIX).removesuffix(".json")
+    return int(name) if name.isdigit() else None
+
+
+def is_shard(name: object) -> bool:
+    """A shard name a catalog key can be made of (``files/abc``, ``batches/000012``)."""
+    kind, _, suffix = name.partition("/") if isinstance(name, str) else ("", "", "")
+    if kind == "files":
+        return len(suffix) == 3 and all(char in "0123456789abcdef" for char in suffix)
+    return kind == "batches" and len(suffix) == 6 and suffix.isdigit()

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from indexer.catalog import Catalog, file_shard, shard_key
-from indexer.feed import Feed
+from indexer.feed import Feed, entry_key
 from indexer.index import update_index
 from indexer.intake import Batch
 from tests.conftest import make_system
@@ -128,7 +128,7 @@ def test_an_update_writes_a_bounded_number_of_objects(system: System) -> None:
 
 def test_writers_of_one_shard_at_once_lose_nothing(system: System) -> None:
     store = system.regions.index
-    for batch_id in range(1, 25):
+    for batch_id in range(1, 49):
         batch = Batch(
             id=batch_id,
             author="uploader",
@@ -140,14 +140,14 @@ def test_writers_of_one_shard_at_once_lose_nothing(system: System) -> None:
         store.put(batch.key, batch.to_json())
     threads = [
         threading.Thread(target=Catalog(store).update, args=([], [batch_id]))
-        for batch_id in range(1, 25)
+        for batch_id in range(1, 49)
     ]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
     listed = [entry["id"] for entry in Catalog(store).shard("batches/000000")]
-    assert listed == list(range(1, 25))
+    assert listed == list(range(1, 49))
 
 
 def test_a_change_no_replica_was_told_of_is_swept_by_the_check(
@@ -172,3 +172,78 @@ def test_a_change_no_replica_was_told_of_is_swept_by_the_check(
 class SilentFeed(Feed):
     def append(self, shards: Any) -> int | None:
         return None
+
+
+def test_a_file_made_internal_takes_its_batch_out_of_sight(system: System) -> None:
+    from tests.gateway.test_manage import patch
+
+    upload = Uploaded("toolchain.tar.xz", os.urandom(30), "public")
+    batch_id = system.upload([upload], message="toolchain")["id"]
+    system.indexer.run_once(check=False)
+    anonymous = system.client
+    assert len(anonymous.get("/upload", params={"q": "toolchain"}).json()["result"]) == 1
+    flip = [{"op": "set_visibility", "visibility": "internal"}]
+    assert patch(system, upload.digest, flip).status_code == 200
+    assert anonymous.get("/upload", params={"q": "toolchain"}).json()["result"] == []
+    assert anonymous.get(f"/upload/{batch_id}").status_code == 403
+    [shown] = search(system, "/upload?q=toolchain")  # the reader may see internal files
+    assert shown["files"]["toolchain.tar.xz"]["visibility"] == "internal"
+    assert search_one(system, f"/upload/{batch_id}")["files"]["toolchain.tar.xz"] == {
+        "size": 30,
+        "digest": upload.digest,
+        "algorithm": "sha512",
+        "visibility": "internal",
+        "has_instances": True,
+    }
+
+
+def test_a_feed_entry_naming_no_shard_makes_the_replica_reload(
+    system: System, tmp_path: Path
+) -> None:
+    other = replica(system.regions.index, tmp_path / "replica")
+    assert search(other, "/upload?q=later") == []
+    store = system.regions.index
+    head = Feed(store).head()
+    store.put(entry_key(head + 1), b'{"seq": %d, "shards": ["files/.."]}' % (head + 1))
+    store.put("feed/head.json", b'{"seq": %d}' % (head + 1))
+    system.post([Uploaded("later.bin", os.urandom(10), "public")], message="later")
+    assert len(search(other, "/upload?q=later")) == 1
+
+
+def test_a_write_during_a_refresh_is_not_forgotten(system: System) -> None:
+    """A replica's own write while it refreshes: its next read follows the feed again."""
+    import asyncio
+
+    from gateway.catalog_view import CatalogView
+
+    view = CatalogView(Catalog(system.regions.index), ttl=60)
+
+    class Writing(Feed):
+        def read(self, seq: int) -> Any:
+            view.invalidate()  # a POST on this replica, meanwhile
+            return super().read(seq)
+
+    view._catalog.feed = Writing(system.regions.index)  # type: ignore[attr-defined]
+    asyncio.run(view.refresh())
+    assert view._fresh_until == float("-inf")
+
+
+def test_a_replica_far_behind_reloads_without_following_it_all(
+    system: System, monkeypatch: Any
+) -> None:
+    import asyncio
+
+    from gateway import catalog_view
+
+    monkeypatch.setattr(catalog_view, "MAX_FOLLOWED", 30)
+    recording = RecordingStore(system.regions.index)
+    view = catalog_view.CatalogView(Catalog(recording), ttl=0)
+    asyncio.run(view.refresh())
+    feed = Feed(system.regions.index)
+    for n in range(60):
+        feed.append([f"files/{n:03x}"])
+    recording.calls.clear()
+    asyncio.run(view.refresh())
+    entries = [key for key in recording.keys("get") if key.startswith("feed/0")]
+    assert len(entries) <= catalog_view.CHECK_BEHIND
+    assert "catalog/" in recording.keys("list")  # reloaded

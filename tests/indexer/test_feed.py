@@ -67,3 +67,21 @@ def test_a_malformed_entry_is_a_gap(store: Any) -> None:
     store.put(entry_key(1), b"not json")
     with pytest.raises(FeedGap):
         Feed(store).read(1)
+
+
+def test_a_head_far_behind_does_not_jam_writers(store: Any) -> None:
+    feed = Feed(store)
+    for n in range(100):
+        feed.append([f"files/{n:03x}"])
+    store.put(HEAD_KEY, b'{"seq": 3}')  # left behind: a writer stalled before its head
+    assert feed.append(["files/fff"]) == 101
+    assert feed.head() == 101
+    assert feed.read(102) is None
+
+
+def test_the_head_never_moves_back(store: Any) -> None:
+    feed = Feed(store)
+    for _ in range(3):
+        feed.append(["files/abc"])
+    feed._advance_head(1)  # a slower writer, done late
+    assert feed.head() == 3
