@@ -15,8 +15,11 @@ bytes the indexer wrote as it went. For one digest:
   after the last deletion; ``updated_at``: the latest event in the log
   (verification, import, visibility change, deletion);
 - ``deleted``: the last deletion, unless a verification or import came after;
-- ``instances`` and ``etags``: the configured regions holding the blob at that
-  size, with their copies' ETags (none when deleted).
+- ``instances`` and ``etags``: the configured regions holding the file's bytes,
+  with their copies' ETags (none when deleted). A copy the index object already
+  lists with that ETag was verified when it was listed; any other copy of the
+  right size is hashed first (``hashed_bytes`` in the summary), so a rebuild
+  never lists bytes nobody verified.
 
 A blob no batch and no log record explains (bytes put into a bucket by hand)
 is left out and counted as ``unexplained``. Before an object is rewritten, the
@@ -28,12 +31,13 @@ from __future__ import annotations
 
 import logging
 from collections import defaultdict
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from indexer.audit import AuditLog, AuditRecord
 from indexer.catalog import Catalog
-from indexer.digests import is_valid_digest
+from indexer.digests import hash_stream_read_ahead, is_valid_digest
 from indexer.index import read_index, update_index
 from indexer.intake import FAILURES, PENDING, Batch, BatchFile
 from indexer.progress import QUIET, Progress
@@ -43,11 +47,12 @@ from indexer.schema import (
     MalformedIndexObject,
     Tombstone,
     Upload,
+    blob_key,
     index_key,
     summary,
     with_uploads,
 )
-from indexer.stores import ObjectInfo, Regions
+from indexer.stores import ObjectInfo, ObjectNotFound, PreconditionFailed, Regions
 
 logger = logging.getLogger(__name__)
 
@@ -66,6 +71,7 @@ class RebuildReport:
     shards_written: int = 0
     blobs: int = 0
     bytes: int = 0
+    hashed_bytes: int = 0
 
     @property
     def is_partial(self) -> bool:
@@ -81,6 +87,7 @@ class RebuildReport:
             "shards_written": self.shards_written,
             "blobs": self.blobs,
             "bytes": self.bytes,
+            "hashed_bytes": self.hashed_bytes,
         }
 
 
@@ -111,14 +118,58 @@ class _Sources:
         for record in log.records_after(self.log_seq):
             self.add(record, report)
 
-    def derive(self, digest: str, configured: tuple[str, ...]) -> IndexObject | None:
+    def derive(
+        self, digest: str, configured: tuple[str, ...], is_good: GoodCopy
+    ) -> IndexObject | None:
         return derive(
             digest,
             self.blobs.get(digest, {}),
             self.events.get(digest, []),
             self.arrivals.get(digest, []),
             configured,
+            is_good,
         )
+
+
+GoodCopy = Callable[[str, ObjectInfo], bool]
+
+
+class _Copies:
+    """Which listed copies of one digest hold its bytes: a copy the index object already
+    names with that ETag was verified when it was listed; any other is hashed, once."""
+
+    def __init__(
+        self, regions: Regions, digest: str, known: Mapping[str, str], report: RebuildReport
+    ) -> None:
+        self._regions = regions
+        self._digest = digest
+        self._known = known
+        self._report = report
+        self._verdicts: dict[tuple[str, str], bool] = {}
+
+    def __call__(self, region: str, info: ObjectInfo) -> bool:
+        if self._known.get(region) == info.etag:
+            return True
+        verdict = self._verdicts.get((region, info.etag))
+        if verdict is None:
+            verdict = self._verdicts[(region, info.etag)] = self._hashes_right(region, info)
+        return verdict
+
+    def _hashes_right(self, region: str, info: ObjectInfo) -> bool:
+        store = self._regions[region]
+        try:
+            with store.open(blob_key(self._digest), if_match=info.etag) as stream:
+                hashed = hash_stream_read_ahead(stream)
+        except (ObjectNotFound, PreconditionFailed):
+            return False  # gone or changed since the listing: not listed
+        self._report.hashed_bytes += hashed.size
+        if hashed.digest != self._digest or hashed.size != info.size:
+            logger.error(
+                "a copy does not hold the file's bytes: left out",
+                extra={"digest": self._digest, "region": region},
+            )
+            return False
+        return True
 
 
 def rebuild(regions: Regions, *, progress: Progress = QUIET) -> RebuildReport:
@@ -130,7 +181,10 @@ def rebuild(regions: Regions, *, progress: Progress = QUIET) -> RebuildReport:
     with progress.phase("index objects", total=len(digests)) as phase:
         for digest in digests:
             phase.advance()
-            derived = sources.derive(digest, regions.names)
+            found = _existing(regions, digest)
+            known = found.etags if found is not None else {}
+            is_good = _Copies(regions, digest, known, report)
+            derived = sources.derive(digest, regions.names, is_good)
             if derived is None:
                 report.unexplained += 1
                 logger.warning(
@@ -138,10 +192,10 @@ def rebuild(regions: Regions, *, progress: Progress = QUIET) -> RebuildReport:
                 )
                 continue
             report.derived += 1
-            objects.append(_write(regions, sources, derived, report))
+            objects.append(_write(regions, sources, derived, found, is_good, report))
     with progress.phase("catalog") as phase:
-        known = {obj.digest for obj in objects}
-        objects.extend(_other_index_objects(regions, known))
+        derived_digests = {obj.digest for obj in objects}
+        objects.extend(_other_index_objects(regions, derived_digests))
         report.shards_written = Catalog(regions.index).rebuild(objects, sources.batches)
         phase.advance(report.shards_written)
     return report
@@ -153,8 +207,10 @@ def derive(
     events: list[AuditRecord],
     arrivals: list[tuple[Batch, str, BatchFile]],
     configured: tuple[str, ...],
+    is_good: GoodCopy = lambda region, info: True,
 ) -> IndexObject | None:
-    """The digest's index object as its sources say it, or None when they say nothing."""
+    """The digest's index object as its sources say it, or None when they say nothing;
+    `is_good` tells whether a listed copy of the right size holds the bytes."""
     stored = [event for event in events if event.event in ("verified", "import")]
     size = _first_int(event.details.get("size") for event in reversed(stored))
     if size is None:
@@ -197,7 +253,7 @@ def derive(
         else tuple(
             region
             for region in sorted(configured)
-            if region in blobs and blobs[region].size == size
+            if region in blobs and blobs[region].size == size and is_good(region, blobs[region])
         )
     )
     return IndexObject(
@@ -279,22 +335,33 @@ def _unfinished(regions: Regions) -> set[tuple[str, int]]:
     return found
 
 
+def _existing(regions: Regions, digest: str) -> IndexObject | None:
+    """The digest's index object now; a malformed one is deleted, to be replaced by what
+    the sources say."""
+    try:
+        found = read_index(regions.index, digest)
+    except MalformedIndexObject:
+        regions.index.delete(index_key(digest))
+        return None
+    return found[0] if found is not None else None
+
+
 def _write(
-    regions: Regions, sources: _Sources, derived: IndexObject, report: RebuildReport
+    regions: Regions,
+    sources: _Sources,
+    derived: IndexObject,
+    found: IndexObject | None,
+    is_good: GoodCopy,
+    report: RebuildReport,
 ) -> IndexObject:
     """Write `derived` where the index object differs, as the log says it last."""
-    try:
-        found = read_index(regions.index, derived.digest)
-    except MalformedIndexObject:
-        regions.index.delete(index_key(derived.digest))  # replaced by what the sources say
-        found = None
-    if found is not None and found[0] == derived:
+    if found == derived:
         return derived
     sources.catch_up(AuditLog(regions.index), report)
-    latest = sources.derive(derived.digest, regions.names) or derived
+    latest = sources.derive(derived.digest, regions.names, is_good) or derived
     written = update_index(regions.index, derived.digest, lambda existing: latest)
     assert written is not None
-    if found is None or written != found[0]:
+    if written != found:
         report.written += 1
     return written
 

@@ -177,3 +177,27 @@ def test_the_round_trip_over_two_regions(
     forget_derived_state(store)
     assert rebuild(system.regions).unexplained == 0
     assert derived_state(store) == before
+
+
+def test_a_copy_nobody_verified_is_not_listed(system: System) -> None:
+    upload = Uploaded("tool.bin", os.urandom(100), "public")
+    system.upload([upload])
+    system.indexer.run_once()
+    store = system.regions.index
+    good = derived_state(store)
+    store.put(blob_key(upload.digest), os.urandom(100))  # the same size, other bytes
+    forget_derived_state(store)
+    report = rebuild(system.regions)
+    assert report.hashed_bytes == 100
+    found, _ = read_index(store, upload.digest)
+    assert found.instances == ()
+    assert system.download(upload.digest)[0] == 404
+    store.put(blob_key(upload.digest), upload.data)  # the right bytes again
+    rebuild(system.regions)
+    assert derived_state(store) == good  # the same bytes, the same ETag: as before
+
+
+def test_copies_already_verified_are_not_read_again(system: System) -> None:
+    system.upload([Uploaded("tool.bin", os.urandom(100), "public")])
+    system.indexer.run_once()
+    assert rebuild(system.regions).hashed_bytes == 0
