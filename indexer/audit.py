@@ -20,6 +20,7 @@ import contextlib
 import hashlib
 import json
 import random
+import re
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
@@ -63,6 +64,39 @@ def _hash(record: AuditRecord) -> str:
     fields = {name: value for name, value in asdict(record).items() if name != "hash"}
     canonical = json.dumps(fields, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+
+_FIELDS: dict[str, tuple[type, ...]] = {
+    "seq": (int,),
+    "at": (str,),
+    "event": (str,),
+    "who": (str,),
+    "why": (str,),
+    "digest": (str, type(None)),
+    "batch_id": (int, type(None)),
+    "details": (dict,),
+    "prev": (str,),
+    "hash": (str,),
+}
+
+
+def _parsed(raw: bytes, key: str) -> AuditRecord | str:
+    """The record `raw` holds, or its key when it is not one every reader can use."""
+    try:
+        data = loads_strict(raw)
+    except StrictJsonError:
+        return key
+    if (
+        not isinstance(data, dict)
+        or data.keys() != _FIELDS.keys()
+        or not all(type(data[name]) in kinds for name, kinds in _FIELDS.items())
+        or _TIMESTAMP.fullmatch(data["at"]) is None
+    ):
+        return key
+    return AuditRecord(**data)
+
+
+_TIMESTAMP = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z")
 
 
 def record_key(seq: int) -> str:
@@ -126,11 +160,9 @@ class AuditLog:
         for key in keys:
             try:
                 raw, _ = self._store.get(key)
-                yield AuditRecord(**loads_strict(raw))
             except ObjectNotFound:
                 continue
-            except (StrictJsonError, TypeError):
-                yield key
+            yield _parsed(raw, key)
 
     def records_after(self, seq: int) -> Iterator[AuditRecord | str]:
         """The records after record `seq`, oldest first (a read each, and one more)."""
@@ -141,10 +173,7 @@ class AuditLog:
                 raw, _ = self._store.get(key)
             except ObjectNotFound:
                 return
-            try:
-                yield AuditRecord(**loads_strict(raw))
-            except (StrictJsonError, TypeError):
-                yield key
+            yield _parsed(raw, key)
 
     def verify(self) -> list[str]:
         """What breaks the chain: altered, removed or unreadable records; empty when whole."""
@@ -183,11 +212,11 @@ class AuditLog:
         """Move the head to record `seq`, written by a writer that has not moved it (yet)."""
         try:
             raw, _ = self._store.get(record_key(seq))
-            record = AuditRecord(**loads_strict(raw))
         except ObjectNotFound:
             return
-        except (StrictJsonError, TypeError):
-            raise StoreUnavailable(self._store.region, f"{record_key(seq)} is malformed") from None
+        record = _parsed(raw, record_key(seq))
+        if isinstance(record, str):
+            raise StoreUnavailable(self._store.region, f"{record} is malformed")
         self._move_head(record, etag)
 
     def _move_head(self, record: AuditRecord, etag: str | None) -> None:

@@ -195,8 +195,8 @@ class Catalog:
             put_over(self._store, SWEPT_KEY, data, etag=etag)
         return len(changed)
 
-    def batch_records(self) -> list[Batch]:
-        """Every batch record in the store."""
+    def batch_records(self, on_error: Callable[[str], None] | None = None) -> list[Batch]:
+        """Every batch record in the store (`on_error` is told of each unreadable one)."""
         batches = []
         for info in self._store.list(BATCHES):
             name = info.key.removeprefix(BATCHES).removesuffix(".json")
@@ -206,6 +206,8 @@ class Catalog:
                 batch = read_batch(self._store, int(name))
             except MalformedRecord as exc:
                 logger.error("skipping %s", exc)
+                if on_error is not None:
+                    on_error(info.key)
                 continue
             if batch is not None:
                 batches.append(batch)

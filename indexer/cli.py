@@ -5,20 +5,23 @@ Exit codes: 0 success, 1 an unexpected error, 2 usage, 3 a file refused (conflic
 pass (something malformed was set aside: see the log; the rest was done),
 7 no such file (set-visibility, delete), 8 the audit log's chain is broken
 (audit --verify), 75 another run holds the lease (EX_TEMPFAIL: try again later),
-130 interrupted.
+130 interrupted (Ctrl-C), 143 terminated (SIGTERM).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
 import json
 import logging
 import os
+import signal
 import socket
 import sys
+import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 
 from indexer.audit import AuditLog
@@ -75,7 +78,10 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
         stream=sys.stderr,
     )
     try:
-        return int(args.command(args, environ))
+        with _terminated_on_sigterm():
+            return int(args.command(args, environ))
+    except Terminated:
+        return _fail("Terminated", "stopped before the end; a later run finishes the work", 143)
     except SettingsError as exc:
         return _fail("SettingsError", exc, EXIT_UNAVAILABLE)
     except StoreError as exc:
@@ -87,6 +93,27 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
     except Exception as exc:  # one line, never a traceback; the frames at DEBUG
         logger.debug("unexpected error", exc_info=True)
         return _fail("InternalError", format_exception(type(exc), exc, None)[0], EXIT_INTERNAL)
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (how cron's kill, Kubernetes and Taskcluster stop a job): unwound like
+    Ctrl-C, so the lease is given up and no step is left half-made."""
+
+
+@contextlib.contextmanager
+def _terminated_on_sigterm() -> Iterator[None]:
+    if threading.current_thread() is not threading.main_thread():
+        yield  # signals reach the main thread only
+        return
+
+    def terminate(signum: int, frame: object) -> None:
+        raise Terminated
+
+    previous = signal.signal(signal.SIGTERM, terminate)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -201,7 +228,12 @@ def _wait_argument(parser: argparse.ArgumentParser) -> None:
 
 
 def _seconds(value: str) -> float:
-    return 0.0 if value.strip() in ("0", "0.0") else _positive(value)
+    try:
+        if float(value) == 0:
+            return 0.0
+    except ValueError:
+        pass
+    return _positive(value)
 
 
 def _management_arguments(parser: argparse.ArgumentParser) -> None:
@@ -318,7 +350,7 @@ def _watched_pass(indexer: Indexer, lease: Lease, *, check: bool) -> bool:
         with lease:
             report = indexer.run_once(check=check)
     except LeaseHeld as exc:
-        logger.info("skipping this pass: %s", exc)
+        logger.debug("skipping this pass: %s", exc)
         return False
     except StoreError as exc:
         logger.error("indexer pass failed: %s: %s", type(exc).__name__, exc)
@@ -341,6 +373,11 @@ def _failures(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
 
 def _import(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
     """Import the files as one batch, recorded like an upload's."""
+    names = [path.name for path in args.files]
+    doubled = sorted({name for name in names if names.count(name) > 1})
+    if doubled:
+        # A batch names each file once: two files of one name would be one entry.
+        return _fail("UsageError", f"two files named {doubled[0]!r}: import them apart", 2)
     regions = open_regions(StoreSettings.from_environ(environ), bulk=True)
     author = args.author or _operator(environ)
     batch_id = next_batch_id(regions.index)

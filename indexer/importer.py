@@ -119,19 +119,24 @@ def import_file(
             updated_at=now,
         )
 
-    after = change(existing)
-    if existing is None or (after.uploads, after.deleted) != (existing.uploads, existing.deleted):
-        # The record first, as every arrival: a rebuild follows the log (copies alone
-        # are no arrival: the rebuild finds them in the regions).
-        AuditLog(regions.index, clock=clock).append(
-            "import",
-            who=author,
-            why=summary(message),
-            digest=hashed.digest,
-            details={"filename": path.name, "size": hashed.size, "visibility": visibility},
-            at=now,
-        )
-    update_index(regions.index, hashed.digest, change)
+    def record(current: IndexObject | None, updated: IndexObject) -> None:
+        # The record first, of the very write about to land, when it is an arrival (copies
+        # alone are none: a rebuild finds them in the regions).
+        if current is None or (updated.uploads, updated.deleted) != (
+            current.uploads,
+            current.deleted,
+        ):
+            AuditLog(regions.index, clock=clock).append(
+                "import",
+                who=author,
+                why=summary(message),
+                digest=hashed.digest,
+                batch_id=batch_id,
+                details={"filename": path.name, "size": hashed.size, "visibility": visibility},
+                at=now,
+            )
+
+    update_index(regions.index, hashed.digest, change, before_write=record)
     return Imported(hashed.digest, hashed.size, path.name)
 
 
@@ -200,6 +205,14 @@ def record_import(
     )
     regions.index.put(
         batch.key, batch.to_json(), if_none_match=True, content_type="application/json"
+    )
+    AuditLog(regions.index, clock=clock).append(
+        "batch",
+        who=author,
+        why=summary(message),
+        batch_id=batch_id,
+        details={"files": len(batch.files), "region": batch.region, "import": True},
+        at=batch.uploaded,
     )
     Catalog(regions.index).update([item.digest for item in imported], [batch_id])
     return batch

@@ -41,6 +41,7 @@ def update_index(
     change: Callable[[IndexObject | None], IndexObject | None],
     *,
     attempts: int = MAX_ATTEMPTS,
+    before_write: Callable[[IndexObject | None, IndexObject], None] | None = None,
 ) -> IndexObject | None:
     """Read-modify-write the digest's index object, retrying on concurrent writes.
 
@@ -48,6 +49,11 @@ def update_index(
     one, or the current one unchanged (or None) to write nothing. Creation is
     conditioned on absence and replacement on the ETag read, so two writers
     at once never lose each other's change.
+
+    `before_write` is called with the object read and the one about to replace it,
+    before each attempt's write: where a change is recorded (the audit log) first, so
+    the record of every write that lands is in the log before it, and the last record
+    of a file is the last write's.
     """
     for _ in range(attempts):
         current = read_index(store, digest)
@@ -57,6 +63,8 @@ def update_index(
             return existing
         if updated.digest != digest:
             raise ValueError(f"an update of {digest} may not change its digest")
+        if before_write is not None:
+            before_write(existing, updated)
         try:
             put_over(store, index_key(digest), updated.to_json(), etag=etag)
         except PreconditionFailed:

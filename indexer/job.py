@@ -141,7 +141,7 @@ class Indexer:
         """
         report = PassReport()
         self._replicator.start_pass()
-        finished = self.process_pending(report)
+        finished = self.process_pending(report, every=check)
         if check:
             self.check_consistency(report)
             self.catalog.rebuild(self._index_objects(), self.catalog.batch_records())
@@ -159,13 +159,21 @@ class Indexer:
 
     # -- pending uploads ---------------------------------------------------
 
-    def process_pending(self, report: PassReport) -> list[Pending]:
+    def process_pending(self, report: PassReport, *, every: bool = True) -> list[Pending]:
         """Handle every pending record, oldest batch first within a digest; the ones whose
-        work is done (indexed, recorded or refused), to forget."""
+        work is done (indexed, recorded or refused), to forget.
+
+        Without `every` (a frequent pass), a record this process has not read yet whose
+        bytes are not staged is not read either: it waits, and costs nothing (checking
+        passes read it, and expire it when its day is out).
+        """
         finished: list[Pending] = []
         batches = _BatchMessages(self._index)
         staged = _Staged()
-        records = sorted(self._pending(report), key=lambda item: (item.digest, item.batch_id))
+        skipped = None if every else staged.digests(self.regions)
+        records = sorted(
+            self._pending(report, staged=skipped), key=lambda item: (item.digest, item.batch_id)
+        )
         with self._progress.phase("pending uploads", total=len(records)) as phase:
             for pending in records:
                 phase.advance(1, pending.size)
@@ -209,13 +217,20 @@ class Indexer:
             finished.append(pending)
             report.batches.add(pending.batch_id)
 
-    def _pending(self, report: PassReport | None = None) -> list[Pending]:
+    def _pending(
+        self, report: PassReport | None = None, *, staged: set[str] | None = None
+    ) -> list[Pending]:
         """Every pending record: one listing, and a read only for records this indexer has
-        not seen before (a record never changes once written)."""
+        not seen before (a record never changes once written). With `staged` (the digests
+        with staged bytes), a record waiting for bytes that are not there is not read."""
         records = []
         known, self._known_pending = self._known_pending, {}
         for info in self._index.list(PENDING):
             pending = known.get(info.key)
+            if pending is None and staged is not None and _awaits(info.key, staged):
+                if report is not None:
+                    report.waiting.append(_digest_of(info.key))
+                continue
             if pending is None:
                 try:
                     raw, _ = self._index.get(info.key)
@@ -275,28 +290,34 @@ class Indexer:
         lost = {} if current is None else _configured_etags(current, self.regions.names)
         uploads = _uploads(pending, batches)
         now = utc_timestamp(self._clock())
+
+        def record(existing: IndexObject | None, updated: IndexObject) -> None:
+            # The record first, of the very write about to land (a pass killed between
+            # the two leaves a record a rerun's own supersedes; never a write without one).
+            self.audit.append(
+                "verified",
+                who=pending.author,
+                digest=pending.digest,
+                batch_id=pending.batch_id,
+                details={
+                    "region": copy.region,
+                    "size": pending.size,
+                    "visibility": pending.visibility,
+                },
+                at=now,
+            )
+
         indexed = update_index(
             self._index,
             pending.digest,
             lambda existing: self._indexed(existing, pending, uploads, copy, lost, now),
+            before_write=record,
         )
         if indexed is None or not _agrees(indexed, pending):
             reason = "the digest was indexed meanwhile with another visibility or size"
             return self._fail(pending, reason, report)
         report.indexed.append(pending.digest)
         report.verified_bytes += pending.size
-        self.audit.append(
-            "verified",
-            who=pending.author,
-            digest=pending.digest,
-            batch_id=pending.batch_id,
-            details={
-                "region": copy.region,
-                "size": pending.size,
-                "visibility": pending.visibility,
-            },
-            at=now,
-        )
         logger.info(
             "indexed upload",
             extra={"digest": pending.digest, "region": copy.region, "batch": pending.batch_id},
@@ -346,8 +367,8 @@ class Indexer:
     ) -> IndexObject | None:
         """The index object naming the verified `copy`; regions found without a copy
         (`lost`, with the ETag they were listed with) are no longer listed, unless copied
-        again meanwhile. Verified now when new or deleted before (a rebuild takes the
-        same times from the audit log)."""
+        again meanwhile. Verified now (a rebuild takes the time from the record written
+        with it)."""
         if existing is None:
             return IndexObject(
                 digest=pending.digest,
@@ -370,7 +391,7 @@ class Indexer:
         return remaining.with_copy(copy.region, copy.etag).with_changes(
             uploads=_with_uploads(existing, uploads),
             deleted=None,
-            verified_at=existing.verified_at if existing.deleted is None else now,
+            verified_at=now,  # verified again: every copy was lost, or it was deleted
             updated_at=now,
         )
 
@@ -535,10 +556,21 @@ class _Staged:
         self._keys: dict[str, set[str]] = {}
 
     def holds(self, store: Store, key: str) -> bool:
+        return key in self._listed(store)
+
+    def digests(self, regions: Regions) -> set[str]:
+        """The digests with bytes staged in any region."""
+        return {
+            key.removeprefix(STAGING).partition("/")[0]
+            for store in regions
+            for key in self._listed(store)
+        }
+
+    def _listed(self, store: Store) -> set[str]:
         keys = self._keys.get(store.region)
         if keys is None:
             keys = self._keys[store.region] = {info.key for info in store.list(STAGING)}
-        return key in keys
+        return keys
 
 
 class _BatchMessages:
@@ -561,6 +593,17 @@ class _BatchMessages:
             else:
                 self._known[pending.batch_id] = (batch.message, batch.uploaded)
         return self._known[pending.batch_id]
+
+
+def _digest_of(pending_key: str) -> str:
+    """The digest a pending record's key names (``…/<batch>/<digest>[-<size>].json``)."""
+    return pending_key.rsplit("/", 1)[-1].removesuffix(".json").partition("-")[0]
+
+
+def _awaits(pending_key: str, staged: set[str]) -> bool:
+    """The record's upload has bytes to come (its key has their size) and none are staged."""
+    name = pending_key.rsplit("/", 1)[-1].removesuffix(".json")
+    return "-" in name and _digest_of(pending_key) not in staged
 
 
 def _uploads(pending: Pending, batches: _BatchMessages) -> tuple[Upload, ...]:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import secrets
 import socket
@@ -32,6 +33,7 @@ logger = logging.getLogger(__name__)
 
 LEASE_KEY = "locks/indexer.json"
 DEFAULT_SECONDS = 300.0
+MAX_SECONDS = 86400.0 + 60  # TOOLTOOL_LEASE_SECONDS at most, and a minute of clock skew
 
 
 class LeaseHeld(Exception):
@@ -95,7 +97,9 @@ class Lease:
             holder, expires = _parse(raw)
         except ObjectNotFound:
             etag, holder, expires = None, "", 0.0
-        if expires > self._clock():
+        now = self._clock()
+        # Past any lease a run can take (a garbled or hand-made object): expired.
+        if now < expires <= now + MAX_SECONDS:
             raise LeaseHeld(holder, expires)
         self._token = secrets.token_hex(16)
         try:
@@ -143,11 +147,22 @@ class Lease:
                 try:
                     self._etag = self._write(self._etag, self._clock() + self._seconds)
                 except PreconditionFailed:
-                    logger.error("the indexer lease was taken over: this run was too slow")
-                    self._etag = None
-                    return
+                    self._etag = self._still_ours()
+                    if self._etag is None:
+                        logger.error("the indexer lease was taken over: this run was too slow")
+                        return
                 except Exception as exc:  # tried again at the next renewal
                     logger.warning("could not renew the indexer lease: %s", exc)
+
+    def _still_ours(self) -> str | None:
+        """The lease's version when it still holds this run's token (a renewal whose
+        answer was lost was written all the same), else None."""
+        try:
+            raw, info = self._store.get(LEASE_KEY)
+            data = loads_strict(raw)
+        except (ObjectNotFound, StrictJsonError):
+            return None
+        return info.etag if isinstance(data, dict) and data.get("token") == self._token else None
 
     def _write(self, etag: str | None, expires: float) -> str:
         data = {"holder": self.holder[:200], "token": self._token, "expires": expires}
@@ -165,4 +180,4 @@ def _parse(raw: bytes) -> tuple[str, float]:
         return "", 0.0
     if not isinstance(holder, str) or type(expires) not in (int, float):
         return "", 0.0
-    return holder, float(expires)
+    return holder, float(expires) if math.isfinite(expires) else 0.0

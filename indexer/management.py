@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 from indexer.audit import AuditLog
 from indexer.catalog import Catalog
-from indexer.index import read_index, update_index
+from indexer.index import update_index
 from indexer.schema import IndexObject, Tombstone, Visibility, blob_key, utc_timestamp
 from indexer.stores import Regions
 
@@ -79,26 +79,28 @@ def apply(
 def _set_visibility(
     regions: Regions, digest: str, operation: SetVisibility, *, by: str, clock: Callable[[], float]
 ) -> IndexObject:
-    existing = _existing(regions, digest)
     now = utc_timestamp(clock())
-    if existing.visibility != operation.visibility:
-        # The record first: a change a crash leaves half-made is in the log, and a
-        # rebuild (which follows the log) makes it whole.
-        AuditLog(regions.index, clock=clock).append(
-            "visibility",
-            who=by,
-            why=operation.reason,
-            digest=digest,
-            details={"from": existing.visibility, "to": operation.visibility},
-            at=now,
-        )
+    log = AuditLog(regions.index, clock=clock)
 
     def change(existing: IndexObject | None) -> IndexObject | None:
         if existing is None or existing.visibility == operation.visibility:
             return existing
         return existing.with_changes(visibility=operation.visibility, updated_at=now)
 
-    updated = update_index(regions.index, digest, change)
+    def record(existing: IndexObject | None, updated: IndexObject) -> None:
+        # The record first, of the very change about to be written: a change a crash
+        # leaves half-made is in the log, and a rebuild (which follows the log) makes
+        # it whole; of two changes at once, the log ends with the one that lands last.
+        log.append(
+            "visibility",
+            who=by,
+            why=operation.reason,
+            digest=digest,
+            details={"from": existing.visibility if existing else None, "to": updated.visibility},
+            at=now,
+        )
+
+    updated = update_index(regions.index, digest, change, before_write=record)
     if updated is None:
         raise UnknownFile(digest)
     logger.info(
@@ -122,17 +124,8 @@ def _delete_instances(
     """The record, then the tombstone (downloads answer 404 from then on), then the
     bytes, in every configured region: a pass killed between leaves only unreferenced
     bytes, and a rerun deletes them."""
-    existing = _existing(regions, digest)
     now = utc_timestamp(clock())
-    if existing.instances or existing.deleted is None:
-        AuditLog(regions.index, clock=clock).append(
-            "delete",
-            who=by,
-            why=operation.reason,
-            digest=digest,
-            details={"regions": sorted(existing.instances)},
-            at=now,
-        )
+    log = AuditLog(regions.index, clock=clock)
 
     def change(existing: IndexObject | None) -> IndexObject | None:
         if existing is None:
@@ -144,17 +137,21 @@ def _delete_instances(
         )
         return existing.with_changes(instances=(), etags={}, deleted=tombstone, updated_at=now)
 
-    updated = update_index(regions.index, digest, change)
+    def record(existing: IndexObject | None, updated: IndexObject) -> None:
+        regions_deleted = sorted(updated.deleted.regions) if updated.deleted else []
+        log.append(
+            "delete",
+            who=by,
+            why=operation.reason,
+            digest=digest,
+            details={"regions": regions_deleted},
+            at=now,
+        )
+
+    updated = update_index(regions.index, digest, change, before_write=record)
     if updated is None:
         raise UnknownFile(digest)
     for store in regions:
         store.delete(blob_key(digest))
     logger.info("instances deleted by %s: %s", by, operation.reason, extra={"digest": digest})
     return updated
-
-
-def _existing(regions: Regions, digest: str) -> IndexObject:
-    found = read_index(regions.index, digest)
-    if found is None:
-        raise UnknownFile(digest)
-    return found[0]

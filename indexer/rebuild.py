@@ -11,8 +11,9 @@ bytes the indexer wrote as it went. For one digest:
 - ``size``: what it was verified or imported at, else its first batch's;
 - ``uploads``: the batches naming it at that size whose upload was not
   refused and is not pending, in batch order (first and latest 50);
-- ``verified_at``: the first verification or import in the log, or the first
-  after the last deletion; ``updated_at``: the latest event in the log
+- ``verified_at``: the last verification in the log (an upload is verified
+  only when no copy is left), or the import that first stored it (or stored it
+  again after a deletion); ``updated_at``: the latest event in the log
   (verification, import, visibility change, deletion);
 - ``deleted``: the last deletion, unless a verification or import came after;
 - ``instances`` and ``etags``: the configured regions holding the file's bytes,
@@ -35,7 +36,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from indexer.audit import AuditLog, AuditRecord
+from indexer.audit import LOG_PREFIX, AuditLog, AuditRecord
 from indexer.catalog import Catalog
 from indexer.digests import hash_stream_read_ahead, is_valid_digest
 from indexer.index import read_index, update_index
@@ -73,6 +74,9 @@ class RebuildReport:
     bytes: int = 0
     hashed_bytes: int = 0
 
+    def count_unreadable(self, key: str) -> None:
+        self.unreadable += 1
+
     @property
     def is_partial(self) -> bool:
         """A source could not be read: what depends on it may be missing."""
@@ -101,16 +105,22 @@ class _Sources:
         default_factory=lambda: defaultdict(list)
     )
     batches: list[Batch] = field(default_factory=list)
+    logged_batches: set[int] = field(default_factory=set)  # batches the log has a record of
     log_seq: int = 0  # the last audit record read
 
     def add(self, record: AuditRecord | str, report: RebuildReport) -> None:
         if isinstance(record, str):
             logger.error("unreadable audit record %s", record)
             report.unreadable += 1
+            name = record.removeprefix(LOG_PREFIX).removesuffix(".json")
+            if name.isdigit():
+                self.log_seq = max(self.log_seq, int(name))
             return
         self.log_seq = max(self.log_seq, record.seq)
         if record.event in FILE_EVENTS and record.digest is not None:
             self.events[record.digest].append(record)
+        elif record.event == "batch" and record.batch_id is not None:
+            self.logged_batches.add(record.batch_id)
 
     def catch_up(self, log: AuditLog, report: RebuildReport) -> None:
         """Read the records written since: a change a live writer (a management request,
@@ -176,6 +186,12 @@ def rebuild(regions: Regions, *, progress: Progress = QUIET) -> RebuildReport:
     """Rewrite every index object and catalog shard that differs from what the sources say."""
     report = RebuildReport()
     sources = _read_sources(regions, report, progress)
+    if report.is_partial:
+        logger.error(
+            "%d sources unreadable: index objects that exist are left as they are, only "
+            "missing ones are written",
+            report.unreadable,
+        )
     objects = []
     digests = sorted(sources.blobs.keys() | sources.events.keys())
     with progress.phase("index objects", total=len(digests)) as phase:
@@ -192,7 +208,13 @@ def rebuild(regions: Regions, *, progress: Progress = QUIET) -> RebuildReport:
                 )
                 continue
             report.derived += 1
-            objects.append(_write(regions, sources, derived, found, is_good, report))
+            try:
+                objects.append(_write(regions, sources, derived, found, is_good, report))
+            except MalformedIndexObject as exc:  # a source no schema allows, set aside
+                logger.error("not rebuilt: %s", exc, extra={"digest": digest})
+                report.unreadable += 1
+                if found is not None:
+                    objects.append(found)
     with progress.phase("catalog") as phase:
         derived_digests = {obj.digest for obj in objects}
         objects.extend(_other_index_objects(regions, derived_digests))
@@ -232,7 +254,9 @@ def derive(
     updated_at: str | None = None
     deleted: Tombstone | None = None
     for event in events:
-        if event.event in ("verified", "import") and (verified_at is None or deleted is not None):
+        if event.event == "verified" or (
+            event.event == "import" and (verified_at is None or deleted is not None)
+        ):
             verified_at, deleted = event.at, None
         elif event.event == "delete":
             regions = event.details.get("regions", [])
@@ -307,9 +331,11 @@ def _read_sources(regions: Regions, report: RebuildReport, progress: Progress) -
             sources.add(record, report)
     unfinished = _unfinished(regions)
     with progress.phase("batch records") as phase:
-        sources.batches = Catalog(regions.index).batch_records()
+        sources.batches = Catalog(regions.index).batch_records(on_error=report.count_unreadable)
         for batch in sorted(sources.batches, key=lambda batch: batch.id):
             phase.advance()
+            if batch.id not in sources.logged_batches:
+                continue  # its POST did not finish (its record comes after its uploads')
             names: dict[str, list[str]] = defaultdict(list)
             for name, entry in batch.files.items():
                 names[entry.digest].append(name)
@@ -354,12 +380,29 @@ def _write(
     is_good: GoodCopy,
     report: RebuildReport,
 ) -> IndexObject:
-    """Write `derived` where the index object differs, as the log says it last."""
+    """Write `derived` where the index object differs, as the log says it last.
+
+    The write is a compare-and-swap on the object read: one a live writer changed
+    meanwhile (a PATCH, an import: each records itself first) is derived again with
+    the log's newer records. With a source unreadable, an existing object is left as
+    it is: nothing the log cannot vouch for is undone (a visibility change, say).
+    """
     if found == derived:
         return derived
-    sources.catch_up(AuditLog(regions.index), report)
-    latest = sources.derive(derived.digest, regions.names, is_good) or derived
-    written = update_index(regions.index, derived.digest, lambda existing: latest)
+    seen, latest = found, derived
+    log = AuditLog(regions.index)
+
+    def change(existing: IndexObject | None) -> IndexObject | None:
+        nonlocal seen, latest
+        if existing is not None and report.is_partial:
+            return existing
+        if existing != seen:
+            sources.catch_up(log, report)
+            latest = sources.derive(derived.digest, regions.names, is_good) or derived
+            seen = existing
+        return latest
+
+    written = update_index(regions.index, derived.digest, change)
     assert written is not None
     if written != found:
         report.written += 1

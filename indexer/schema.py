@@ -84,17 +84,22 @@ def summary(message: str) -> str:
 def with_uploads(existing: tuple[Upload, ...], arrivals: Iterable[Upload]) -> tuple[Upload, ...]:
     """`existing` and the `arrivals` not yet recorded (one entry a batch), in batch order,
     at most MAX_UPLOADS: the first arrival, and the latest ones. The order is the batches',
-    not the order the indexer met them in, so a rebuild makes the same list."""
-    known = {_arrival_key(upload) for upload in existing}
-    uploads = list(existing)
+    not the order the indexer met them in, so a rebuild makes the same list. A batch's
+    arrival is under the least of the names it gave the file, whichever came first."""
+    recorded = {_arrival_key(upload): upload for upload in existing}
     for upload in arrivals:
-        if _arrival_key(upload) not in known:
-            known.add(_arrival_key(upload))
-            uploads.append(upload)
-    uploads.sort(key=_arrival_order)
+        known = recorded.get(_arrival_key(upload))
+        if known is None or upload.filename < known.filename:
+            recorded[_arrival_key(upload)] = upload if known is None else _known_as(known, upload)
+    uploads = sorted(recorded.values(), key=_arrival_order)
     if len(uploads) > MAX_UPLOADS:
         uploads = uploads[:1] + uploads[len(uploads) - MAX_UPLOADS + 1 :]
     return tuple(uploads)
+
+
+def _known_as(known: Upload, other: Upload) -> Upload:
+    """The arrival `known`, under `other`'s (lesser) name."""
+    return replace(known, filename=other.filename)
 
 
 def _arrival_order(upload: Upload) -> tuple[int, str]:

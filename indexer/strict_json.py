@@ -49,3 +49,5 @@ def check_text(data: Any) -> None:
         raise NotUnicodeText("holds text that is not valid Unicode") from None
     except RecursionError:
         raise StrictJsonError("nested too deeply") from None
+    except ValueError:  # a number past a double's range (1e400), read as infinity
+        raise StrictJsonError("holds a number out of range") from None
