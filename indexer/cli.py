@@ -2,7 +2,8 @@
 
 Exit codes: 0 success, 1 an unexpected error, 2 usage, 3 a file refused (conflict or changed),
 4 settings or store unavailable, 5 a file that cannot be read, 6 a partial
-pass (something malformed was set aside: see the log; the rest was done),
+pass (something malformed was set aside, or a region other than the index's could
+not be reached: see the log; the rest was done),
 7 no such file (set-visibility, delete), 8 the audit log's chain is broken
 (audit --verify), 75 another run holds the lease (EX_TEMPFAIL: try again later),
 130 interrupted (Ctrl-C), 143 terminated (SIGTERM).
@@ -330,17 +331,42 @@ def _watch(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
         args.interval,
         args.check_interval,
     )
-    last_check = float("-inf")
+    schedule = CheckSchedule(args.check_interval)
     try:
         while True:
             started = time.monotonic()
-            check = started - last_check >= args.check_interval
+            check = schedule.is_due(started)
             lease = Lease(regions.index, seconds=settings.lease_seconds)
-            if _watched_pass(indexer, lease, check=check) and check:
-                last_check = started
+            finished = _watched_pass(indexer, lease, check=check)
+            if check:
+                schedule.checked(started, finished=finished)
             time.sleep(max(0.0, args.interval - (time.monotonic() - started)))
     except KeyboardInterrupt:
         return EXIT_OK
+
+
+class CheckSchedule:
+    """When `watch` checks consistency: at once, then every `interval` seconds. A check
+    that did not finish is tried again after a delay doubling from `retry` up to the
+    interval: a store that stays down does not make every pass a failing check."""
+
+    def __init__(self, interval: float, *, retry: float = 60.0) -> None:
+        self._interval = interval
+        self._first_retry = min(retry, interval)
+        self._retry = self._first_retry
+        self._due = float("-inf")
+
+    def is_due(self, now: float) -> bool:
+        return now >= self._due
+
+    def checked(self, started: float, *, finished: bool) -> None:
+        """A check started at `started` (monotonic seconds) ended, `finished` or not."""
+        if finished:
+            self._retry = self._first_retry
+            self._due = started + self._interval
+        else:
+            self._due = started + self._retry
+            self._retry = min(self._retry * 2, self._interval)
 
 
 def _watched_pass(indexer: Indexer, lease: Lease, *, check: bool) -> bool:
@@ -360,7 +386,13 @@ def _watched_pass(indexer: Indexer, lease: Lease, *, check: bool) -> bool:
         logger.debug("indexer pass failed", exc_info=True)
         return False
     if report.is_partial:
-        logger.error("partial pass: %d malformed objects set aside", len(report.malformed))
+        logger.error(
+            "partial pass: %d malformed objects set aside, %d uploads waiting for"
+            " unreachable regions %s",
+            len(report.malformed),
+            len(report.deferred),
+            ", ".join(report.unreachable) or "(none)",
+        )
     return True
 
 

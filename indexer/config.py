@@ -25,6 +25,8 @@ from indexer.stores import Regions
 _REGION = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?")
 _BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
 SIGNING_KEY_FILE = ".url-signing-key"
+# What a local store without regions keeps at the data directory's root.
+ROOT_LAYOUT = ("index", "sha512")
 
 
 class SettingsError(ValueError):
@@ -141,6 +143,14 @@ def parse_regions(value: str) -> tuple[tuple[str, str], ...]:
             )
         if region in dict(regions):
             raise SettingsError(f"S3_REGIONS: region {region} is listed twice")
+        # Each region's copies must be apart: one bucket under two names is one copy
+        # counted twice (and copied onto itself).
+        for other, other_bucket in regions:
+            if other_bucket == bucket:
+                raise SettingsError(
+                    f"S3_REGIONS: bucket {bucket} is listed for both {other} and {region};"
+                    " each region needs a bucket of its own"
+                )
         regions.append((region, bucket))
     return tuple(regions)
 
@@ -234,6 +244,7 @@ def _local_regions(settings: StoreSettings, clock: Clock) -> Regions:
     """One region ``local`` at the data directory's root (the layout before regions), or
     each of TOOLTOOL_LOCAL_REGIONS in a directory of its own there, sharing one signing key."""
     try:
+        _refuse_root_layout(settings)
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         signer = UrlSigner(_signing_key(settings), clock=clock)
         roots = {region: settings.data_dir / region for region in settings.local_regions} or {
@@ -253,6 +264,27 @@ def _local_regions(settings: StoreSettings, clock: Clock) -> Regions:
         raise SettingsError(
             f"TOOLTOOL_DATA_DIR: cannot use {settings.data_dir}: {exc.strerror or exc}"
         ) from None
+
+
+def _refuse_root_layout(settings: StoreSettings) -> None:
+    """With TOOLTOOL_LOCAL_REGIONS, a data directory holding the single-region layout
+    (index and blobs at its root) is refused: the regions would start empty beside it."""
+    if not settings.local_regions:
+        return
+    found = [
+        name
+        for name in ROOT_LAYOUT
+        if name not in settings.local_regions and (settings.data_dir / name).exists()
+    ]
+    if found:
+        first = settings.local_regions[0]
+        raise SettingsError(
+            f"TOOLTOOL_LOCAL_REGIONS: {settings.data_dir} holds a store without regions"
+            f" ({', '.join(name + '/' for name in found)} at its root), which the regions"
+            f" would not see; to keep it as region {first}, move every entry of"
+            f" {settings.data_dir} not starting with '.' into {settings.data_dir / first}/,"
+            " or unset TOOLTOOL_LOCAL_REGIONS"
+        )
 
 
 def _s3_regions(settings: StoreSettings, timeouts: Timeouts) -> Regions:

@@ -12,9 +12,10 @@ from typing import BinaryIO
 
 from indexer.audit import AuditLog
 from indexer.catalog import Catalog
-from indexer.digests import ALGORITHM, hash_stream
+from indexer.digests import ALGORITHM, Hashed, hash_stream
 from indexer.index import read_index, update_index
 from indexer.intake import Batch, BatchFile
+from indexer.replication import hash_copy
 from indexer.schema import (
     IndexObject,
     Upload,
@@ -24,7 +25,7 @@ from indexer.schema import (
     utc_timestamp,
     with_uploads,
 )
-from indexer.stores import ObjectNotFound, Regions, Store
+from indexer.stores import ObjectNotFound, PreconditionFailed, Regions, Store
 
 logger = logging.getLogger(__name__)
 
@@ -141,15 +142,12 @@ def import_file(
 
 
 def _ensure_blob(store: Store, path: Path, digest: str, size: int, *, etag: str | None) -> str:
-    """Store the file in `store` unless its copy is there (of that size, and the version
-    `etag` when one is recorded); the ETag of the copy."""
+    """Store the file in `store` unless its copy is there (the version `etag` the index
+    records, or bytes that hash to the file); the ETag of the copy."""
     key = blob_key(digest)
-    try:
-        info = store.head(key)
-        if info.size == size and etag in (None, info.etag):
-            return info.etag
-    except ObjectNotFound:
-        pass
+    held = _copy_of_file(store, key, Hashed(digest, size), etag=etag)
+    if held is not None:
+        return held
     with path.open("rb") as stream:
         reader = _HashingReader(stream)
         store.put_stream(key, reader)  # type: ignore[arg-type]
@@ -158,6 +156,21 @@ def _ensure_blob(store: Store, path: Path, digest: str, size: int, *, etag: str 
         raise FileChanged(path)
     logger.info("stored blob", extra={"digest": digest, "region": store.region, "size": size})
     return store.head(key).etag
+
+
+def _copy_of_file(store: Store, key: str, expected: Hashed, *, etag: str | None) -> str | None:
+    """The ETag of the file's copy at `key`: the verified copy the index records (`etag`),
+    or bytes never verified (put by hand, or left by a killed import) that hash to the
+    file; None when there is none."""
+    try:
+        info = store.head(key)
+        if info.size != expected.size:
+            return None
+        if info.etag == etag or hash_copy(store, key, etag=info.etag) == expected:
+            return info.etag
+    except (ObjectNotFound, PreconditionFailed):
+        pass
+    return None
 
 
 class _HashingReader:

@@ -6,7 +6,14 @@ import logging
 from collections.abc import Callable
 
 from indexer.schema import IndexObject, blob_key, index_key
-from indexer.stores import ObjectNotFound, PreconditionFailed, Regions, Store, put_over
+from indexer.stores import (
+    ObjectNotFound,
+    PreconditionFailed,
+    Regions,
+    Store,
+    StoreUnavailable,
+    put_over,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -84,11 +91,28 @@ def holds_blob(store: Store, index_object: IndexObject) -> bool:
 
 def is_stored(regions: Regions, index_object: IndexObject) -> bool:
     """Indexed, not deleted, and a configured region the index names really holds the blob
-    (else the file must be uploaded again)."""
+    (else the file must be uploaded again).
+
+    The index region is asked first, then the others in configuration order; one that
+    cannot be reached is passed over. :class:`StoreUnavailable` only when no region the
+    index names could be asked.
+    """
     if not index_object.has_instances or index_object.deleted is not None:
         return False
-    return any(
-        holds_blob(regions[region], index_object)
-        for region in index_object.instances
-        if region in regions
-    )
+    unreachable: list[StoreUnavailable] = []
+    listed = [store for store in regions if store.region in index_object.instances]
+    for store in listed:
+        try:
+            if holds_blob(store, index_object):
+                return True
+        except StoreUnavailable as exc:
+            logger.warning(
+                "could not ask %s for its copy: %s",
+                store.region,
+                exc.reason,
+                extra={"digest": index_object.digest},
+            )
+            unreachable.append(exc)
+    if listed and len(unreachable) == len(listed):
+        raise unreachable[0]
+    return False

@@ -22,6 +22,7 @@ consistency check, :mod:`indexer.consistency`, does for every file).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import secrets
@@ -45,7 +46,7 @@ from indexer.intake import (
     read_batch,
 )
 from indexer.progress import QUIET, Progress
-from indexer.replication import Replicator
+from indexer.replication import Outages, Replicator
 from indexer.schema import (
     INDEX_PREFIX,
     IndexObject,
@@ -56,7 +57,7 @@ from indexer.schema import (
     utc_timestamp,
     with_uploads,
 )
-from indexer.stores import InvalidKey, ObjectNotFound, Regions, Store
+from indexer.stores import InvalidKey, ObjectNotFound, Regions, Store, StoreUnavailable
 from indexer.strict_json import StrictJsonError, loads_strict
 
 logger = logging.getLogger(__name__)
@@ -78,6 +79,9 @@ class PassReport:
     malformed: list[str] = field(default_factory=list)
     replicated: list[tuple[str, str]] = field(default_factory=list)  # (digest, region)
     restored: list[tuple[str, str]] = field(default_factory=list)  # (digest, region)
+    reverified: list[tuple[str, str]] = field(default_factory=list)  # (digest, region)
+    deferred: list[str] = field(default_factory=list)  # uploads waiting for a region
+    unreachable: list[str] = field(default_factory=list)  # regions skipped this pass
     removed_staging: int = 0
     verified_bytes: int = 0
     removed_blobs: int = 0
@@ -85,8 +89,9 @@ class PassReport:
 
     @property
     def is_partial(self) -> bool:
-        """Something was set aside (a malformed object): the pass did not do everything."""
-        return bool(self.malformed)
+        """Something was set aside (a malformed object, or a region that could not be
+        reached and what waits for it): the pass did not do everything."""
+        return bool(self.malformed or self.deferred or self.unreachable)
 
     @property
     def changed(self) -> set[str]:
@@ -103,7 +108,10 @@ class PassReport:
             "repaired": len(self.repaired),
             "replicated": len(self.replicated),
             "restored": len(self.restored),
+            "reverified": len(self.reverified),
             "malformed": len(self.malformed),
+            "deferred": len(self.deferred),
+            "unreachable": len(self.unreachable),
             "removed_staging": self.removed_staging,
             "verified_bytes": self.verified_bytes,
             "removed_blobs": self.removed_blobs,
@@ -129,7 +137,8 @@ class Indexer:
         self._known_pending: dict[str, Pending] = {}
         self.audit = AuditLog(regions.index, clock=clock)
         self.catalog = Catalog(regions.index)
-        self._replicator = Replicator(regions)
+        self._outages = Outages()
+        self._replicator = Replicator(regions, self._outages)
         self._consistency = ConsistencyCheck(regions, self._replicator)
 
     def run_once(self, *, check: bool = True) -> PassReport:
@@ -137,13 +146,20 @@ class Indexer:
 
         Pending records are forgotten last, after the index and the catalog
         name their work: a pass killed before that leaves them, and the next
-        pass finds the work done and brings the catalog up to date.
+        pass finds the work done and brings the catalog up to date. A check
+        that fails still lets the uploads this pass finished reach the catalog
+        and be forgotten; then its error is raised.
         """
         report = PassReport()
         self._replicator.start_pass()
         finished = self.process_pending(report, every=check)
+        failed: Exception | None = None
         if check:
-            self.check_consistency(report)
+            try:
+                self.check_consistency(report)
+            except Exception as exc:  # raised below, once the finished uploads are recorded
+                failed = exc
+        if check and failed is None:
             self.catalog.rebuild(self._index_objects(), self.catalog.batch_records())
             self.catalog.sweep()
             self.catalog.feed.trim()
@@ -151,6 +167,9 @@ class Indexer:
             self.catalog.update(sorted(report.changed), sorted(report.batches))
         for pending in finished:
             self._forget(pending)
+        report.unreachable = self._outages.regions
+        if failed is not None:
+            raise failed
         summary = report.summary()
         # A quiet loop stays quiet: passes that did something are logged at info.
         level = logging.INFO if any(summary.values()) else logging.DEBUG
@@ -189,8 +208,25 @@ class Indexer:
         finished: list[Pending],
     ) -> None:
         """One pending record; a failure of its own is logged and set aside."""
+        if self._upload_store(pending).region in self._outages:
+            report.deferred.append(pending.digest)  # its bytes wait in a region found down
+            return
         try:
             is_finished = self._process(pending, batches, staged, report)
+        except StoreUnavailable as exc:
+            if exc.region == self._index.region:
+                raise  # nothing is indexed without the index region
+            # A region this upload needs is down: the upload waits for a later pass,
+            # the others go on.
+            self._outages.note(exc)
+            logger.warning(
+                "upload waits for region %s: %s",
+                exc.region,
+                exc.reason,
+                extra={"digest": pending.digest},
+            )
+            report.deferred.append(pending.digest)
+            return
         except ObjectNotFound as exc:
             # Another indexer finished this upload under our feet.
             logger.info("pending upload went away: %s", exc, extra={"digest": pending.digest})
@@ -286,7 +322,8 @@ class Indexer:
         report: PassReport,
     ) -> bool:
         """List the verified upload in the index, then copy it to the other regions."""
-        # The configured regions `current` lists hold no copy (is_stored said so).
+        # The configured regions `current` lists hold no copy (is_stored said so, or could
+        # not reach them: they are filled again like any region without a copy).
         lost = {} if current is None else _configured_etags(current, self.regions.names)
         uploads = _uploads(pending, batches)
         now = utc_timestamp(self._clock())
@@ -469,6 +506,7 @@ class Indexer:
         report.repaired.extend(repairs.repaired)
         report.replicated.extend(repairs.replicated)
         report.restored.extend(repairs.restored)
+        report.reverified.extend(repairs.reverified)
         report.removed_blobs += repairs.removed_blobs
         report.malformed.extend(key for key in repairs.malformed if key not in report.malformed)
         report.removed_staging += self._remove_orphaned_staging()
@@ -476,20 +514,40 @@ class Indexer:
     def _remove_orphaned_staging(self) -> int:
         # Staging is listed before pending: a staged upload seen here whose
         # record is missing below was not written after the listing began.
-        staged = [(store, info.key) for store in self.regions for info in store.list(STAGING)]
+        staged: list[tuple[Store, str]] = []
+        for store in self._reachable():
+            with self._unless_unreachable():
+                staged.extend((store, info.key) for info in store.list(STAGING))
         named = {pending.staging_key for pending in self._pending()}
         removed = 0
         for store, key in staged:
-            if key not in named:
-                store.delete(key)
-                removed += 1
+            if key not in named and store.region not in self._outages:
+                with self._unless_unreachable():
+                    store.delete(key)
+                    removed += 1
         # Private copies left by a killed pass; one another indexer is verifying
         # right now only makes it try again next pass.
-        for store in self.regions:
-            for info in store.list(VERIFYING):
-                store.delete(info.key)
-                removed += 1
+        for store in self._reachable():
+            with self._unless_unreachable():
+                for info in store.list(VERIFYING):
+                    store.delete(info.key)
+                    removed += 1
         return removed
+
+    def _reachable(self) -> list[Store]:
+        """The regions not found unreachable this pass."""
+        return [store for store in self.regions if store.region not in self._outages]
+
+    @contextlib.contextmanager
+    def _unless_unreachable(self) -> Iterator[None]:
+        """Work in one region that stops (noted, for the rest of the pass) when the region
+        cannot be reached; the index region's absence stops the pass."""
+        try:
+            yield
+        except StoreUnavailable as exc:
+            if exc.region == self._index.region:
+                raise
+            self._outages.note(exc)
 
     def _index_objects(self, report: PassReport | None = None) -> list[IndexObject]:
         return list(self._each_index_object(report))
@@ -559,12 +617,17 @@ class _Staged:
         return key in self._listed(store)
 
     def digests(self, regions: Regions) -> set[str]:
-        """The digests with bytes staged in any region."""
-        return {
-            key.removeprefix(STAGING).partition("/")[0]
-            for store in regions
-            for key in self._listed(store)
-        }
+        """The digests with bytes staged in any region that answers (what waits in one
+        that does not cannot be verified now anyway)."""
+        found = set()
+        for store in regions:
+            try:
+                keys = self._listed(store)
+            except StoreUnavailable as exc:
+                logger.error("staged uploads not listed: %s", exc)
+                continue
+            found.update(key.removeprefix(STAGING).partition("/")[0] for key in keys)
+        return found
 
     def _listed(self, store: Store) -> set[str]:
         keys = self._keys.get(store.region)

@@ -24,6 +24,45 @@ from indexer.stores import ObjectNotFound, PreconditionFailed, Regions, Store, S
 logger = logging.getLogger(__name__)
 
 
+class Outages:
+    """The regions found unreachable in one pass, not asked again until the next
+    (:meth:`clear`): one region down costs a pass its timeouts once, not once a file,
+    and is logged once."""
+
+    def __init__(self) -> None:
+        self._reasons: dict[str, str] = {}
+
+    def clear(self) -> None:
+        """Try every region again."""
+        self._reasons.clear()
+
+    def note(self, exc: StoreUnavailable) -> None:
+        """The region `exc` names is unreachable for the rest of the pass."""
+        if exc.region not in self._reasons:
+            self._reasons[exc.region] = exc.reason
+            logger.error(
+                "region %s unreachable, skipped for the rest of this pass: %s",
+                exc.region,
+                exc.reason,
+                extra={"region": exc.region},
+            )
+
+    def __contains__(self, region: object) -> bool:
+        return region in self._reasons
+
+    @property
+    def regions(self) -> list[str]:
+        """The regions found unreachable, sorted."""
+        return sorted(self._reasons)
+
+
+def hash_copy(store: Store, key: str, *, etag: str) -> Hashed:
+    """The sha512 and size of the version `etag` of `key` in `store`, streamed
+    (:class:`PreconditionFailed` when that version is gone)."""
+    with store.open(key, if_match=etag) as stream:
+        return hash_stream_read_ahead(stream)
+
+
 def copy_verified(
     source: Store, destination: Store, index_object: IndexObject, *, etag: str | None
 ) -> str | None:
@@ -34,8 +73,7 @@ def copy_verified(
     key = blob_key(digest)
     try:
         copied = destination.copy_from(source, key, if_match=etag)
-        with destination.open(key, if_match=copied.etag) as stream:
-            hashed = hash_stream_read_ahead(stream)
+        hashed = hash_copy(destination, key, etag=copied.etag)
     except (ObjectNotFound, PreconditionFailed) as exc:
         # The source changed or went (the consistency check judges it), or another
         # writer replaced the copy while it was read: not a copy to list.
@@ -65,17 +103,16 @@ class Replicator:
     """Copies files to the configured regions that lack them, and lists the copies.
 
     A region found unreachable is not tried again until the next pass
-    (:meth:`start_pass`): one region down costs a pass its timeouts once, not once
-    a file, and the uploads go on.
+    (:meth:`start_pass`, see :class:`Outages`), and the uploads go on.
     """
 
-    def __init__(self, regions: Regions) -> None:
+    def __init__(self, regions: Regions, outages: Outages | None = None) -> None:
         self._regions = regions
-        self._unreachable: set[str] = set()
+        self.outages = Outages() if outages is None else outages
 
     def start_pass(self) -> None:
         """Try every region again."""
-        self._unreachable.clear()
+        self.outages.clear()
 
     def fill(self, index_object: IndexObject, targets: Sequence[str]) -> dict[str, str]:
         """Copy the file from a listed region to each of `targets` and list the verified
@@ -99,9 +136,9 @@ class Replicator:
             if region in index_object.instances and region != destination.region
         ]
         for region in sources:
-            if destination.region in self._unreachable:
+            if destination.region in self.outages:
                 return None
-            if region in self._unreachable:
+            if region in self.outages:
                 continue
             try:
                 etag = copy_verified(
@@ -111,14 +148,7 @@ class Replicator:
                     etag=index_object.etags.get(region),
                 )
             except StoreUnavailable as exc:
-                logger.error(
-                    "no copy from %s to %s: %s; not tried again this pass",
-                    region,
-                    destination.region,
-                    exc,
-                    extra={"digest": index_object.digest},
-                )
-                self._unreachable.add(exc.region)
+                self.outages.note(exc)
                 continue
             if etag is not None:
                 return etag
@@ -141,7 +171,10 @@ class Replicator:
         after = update_index(self._regions.index, digest, change)
         if after is None or after.deleted is not None:
             for region in copies:  # deleted meanwhile: its bytes go
-                self._regions[region].delete(blob_key(digest))
+                try:
+                    self._regions[region].delete(blob_key(digest))
+                except StoreUnavailable as exc:  # the consistency check deletes them later
+                    self.outages.note(exc)
             return {}
         if listed:
             logger.info("replicated to %s", ", ".join(listed), extra={"digest": digest})

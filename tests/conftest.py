@@ -35,7 +35,7 @@ from indexer.job import Indexer
 from indexer.local_store import LocalStore
 from indexer.s3_store import S3Store, Timeouts, make_client
 from indexer.signing import UrlSigner
-from indexer.stores import Regions
+from indexer.stores import Regions, StoreUnavailable
 from tests.gateway.auth_helpers import clients_file_entries
 from tests.log_scan import LogRecorder
 from tests.system import System
@@ -310,7 +310,7 @@ def s3_store(seaweedfs: SeaweedFS) -> S3Store:
     return S3Store(seaweedfs.client(), seaweedfs.new_bucket(), region="us-east-1")
 
 
-def unreachable_s3_store() -> S3Store:
+def unreachable_s3_store(bucket: str = "bucket-a", region: str = "us-east-1") -> S3Store:
     """An S3 store whose endpoint refuses connections, with no retries."""
     client = boto3.session.Session().client(
         "s3",
@@ -320,7 +320,31 @@ def unreachable_s3_store() -> S3Store:
         aws_secret_access_key="y",
         config=Config(retries={"max_attempts": 1}, connect_timeout=1),
     )
-    return S3Store(client, "bucket-a", region="us-east-1")
+    return S3Store(client, bucket, region=region)
+
+
+class UnreachableStore:
+    """Stands in for a local store that cannot be reached: every call raises
+    StoreUnavailable, as an S3 store's calls do when its endpoint refuses connections."""
+
+    def __init__(self, region: str) -> None:
+        self.region = region
+        self.calls: list[str] = []
+
+    def __getattr__(self, name: str) -> Any:
+        def unreachable(*args: Any, **kwargs: Any) -> Any:
+            self.calls.append(name)
+            raise StoreUnavailable(self.region, "unreachable in this test")
+
+        return unreachable
+
+
+def unreachable(store: Any) -> Any:
+    """`store`'s region, unreachable: its bucket behind an endpoint that refuses
+    connections, or a stand-in for a local store."""
+    if isinstance(store, S3Store):
+        return unreachable_s3_store(store.bucket, store.region)
+    return UnreachableStore(store.region)
 
 
 @pytest.fixture(params=["local", "s3"])

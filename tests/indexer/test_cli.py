@@ -104,6 +104,24 @@ def test_reimport_restores_a_damaged_copy(environ: dict[str, str], tmp_path: Pat
     assert index["etags"][damaged.region] == damaged.head(blob_key(digest)).etag
 
 
+def test_import_overwrites_other_bytes_found_at_the_key(
+    environ: dict[str, str], tmp_path: Path
+) -> None:
+    """Bytes of the file's size already at ``sha512/<digest>`` (put by hand, or left by a
+    killed import) are hashed before they are listed: other bytes are overwritten."""
+    data = os.urandom(3000)
+    path = write(tmp_path, "tool.bin", data)
+    digest = hashlib.sha512(data).hexdigest()
+    regions = regions_of(environ)
+    for store in regions:
+        store.put(blob_key(digest), os.urandom(len(data)))
+    assert main(["import", "--visibility", "public", str(path)], environ) == 0
+    index = json.loads(regions.index.get(index_key(digest))[0])
+    assert index["etags"] == {store.region: store.head(blob_key(digest)).etag for store in regions}
+    for store in regions:
+        assert store.get(blob_key(digest))[0] == data
+
+
 def test_other_visibility_is_refused(
     environ: dict[str, str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

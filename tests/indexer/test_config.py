@@ -1,4 +1,4 @@
-"""Store settings: the local store's regions (TOOLTOOL_LOCAL_REGIONS)."""
+"""Store settings: the local store's regions (TOOLTOOL_LOCAL_REGIONS), and S3_REGIONS."""
 
 from __future__ import annotations
 
@@ -6,6 +6,8 @@ from pathlib import Path
 
 import pytest
 
+from gateway.cli import main as gateway_main
+from indexer.cli import main as indexer_main
 from indexer.config import SettingsError, StoreSettings, open_regions
 from indexer.local_store import LocalStore
 
@@ -71,3 +73,45 @@ def test_local_regions_and_s3_regions_do_not_mix() -> None:
         StoreSettings.from_environ(
             {"TOOLTOOL_LOCAL_REGIONS": "east", "S3_REGIONS": "us-east-1:bucket-a"}
         )
+
+
+def test_regions_over_a_store_without_regions_are_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """TOOLTOOL_LOCAL_REGIONS set on a data directory already holding files at its root
+    would start both CLIs on empty regions: they refuse, saying what to do (exit 4)."""
+    data = tmp_path / "data"
+    tool = tmp_path / "tool.bin"
+    tool.write_bytes(b"stored before regions")
+    single = {"TOOLTOOL_DATA_DIR": str(data), "USER": "operator"}
+    assert indexer_main(["import", "--visibility", "public", str(tool)], single) == 0
+    capsys.readouterr()
+    regions = {**single, "TOOLTOOL_LOCAL_REGIONS": "east,west"}
+    with pytest.raises(SettingsError) as caught:
+        open_regions(StoreSettings.from_environ(regions))
+    message = str(caught.value)
+    assert message.startswith(f"TOOLTOOL_LOCAL_REGIONS: {data} holds a store without regions")
+    assert f"into {data / 'east'}/" in message
+    assert "\n" not in message
+    assert indexer_main(["run"], regions) == 4
+    assert gateway_main([], {**regions, "PORT": "0"}) == 4
+    lines = capsys.readouterr().err.splitlines()
+    assert lines == [f"SettingsError: {message}"] * 2
+    assert not (data / "east").exists()
+
+
+def test_the_layout_check_leaves_new_data_directories_alone(tmp_path: Path) -> None:
+    stores = local_regions(tmp_path, "east,west")
+    stores[0].put("index/x.json", b"{}")
+    assert [store.region for store in local_regions(tmp_path, "east,west")] == ["east", "west"]
+
+
+def test_one_bucket_under_two_regions_is_refused() -> None:
+    with pytest.raises(SettingsError) as caught:
+        StoreSettings.from_environ(
+            {"S3_REGIONS": "us-east-1:tools;us-west-2:other;eu-west-1:tools"}
+        )
+    assert str(caught.value) == (
+        "S3_REGIONS: bucket tools is listed for both us-east-1 and eu-west-1;"
+        " each region needs a bucket of its own"
+    )

@@ -13,9 +13,10 @@ from pathlib import Path
 import pytest
 
 from indexer.catalog import Catalog
-from indexer.cli import main
+from indexer.cli import CheckSchedule, main
 from indexer.index import read_index
 from indexer.schema import blob_key
+from indexer.stores import StoreUnavailable
 from tests.system import System, Uploaded
 
 
@@ -191,3 +192,52 @@ def test_local_versions_are_told_apart_by_content(tmp_path: Path) -> None:
     assert store.head("intake/batch-counter").etag != first.etag
     with pytest.raises(PreconditionFailed):
         store.put("intake/batch-counter", b"42", if_match=first.etag)
+
+
+def test_a_failed_check_still_records_the_uploads_of_its_pass(
+    system: System, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The uploads a pass finished reach the catalog and are forgotten before the check's
+    error is raised: the next passes do not redo them."""
+    upload = Uploaded("a.bin", os.urandom(100), "public")
+    system.upload([upload], message="before the failure")
+    failure = StoreUnavailable(system.regions.index.region, "down in this test")
+
+    def fail(index_objects: object) -> None:
+        raise failure
+
+    monkeypatch.setattr(system.indexer._consistency, "run", fail)
+    with pytest.raises(StoreUnavailable) as raised:
+        system.indexer.run_once()
+    assert raised.value is failure
+    assert list(system.regions.index.list("intake/pending/")) == []
+    [batch] = system.client.get("/upload", params={"q": "failure"}).json()["result"]
+    assert [entry["has_instances"] for entry in batch["files"].values()] == [True]
+    monkeypatch.undo()
+    report = system.indexer.run_once()
+    assert report.indexed == report.recorded == []
+
+
+def test_watch_backs_off_after_a_check_that_failed() -> None:
+    """A check that did not finish is tried again after a delay doubling from a minute up
+    to the check interval, not at every pass; one that finished waits the interval."""
+    schedule = CheckSchedule(3600.0)
+    assert schedule.is_due(0.0)
+    schedule.checked(0.0, finished=False)
+    assert not schedule.is_due(2.0)  # the next pass does not check
+    assert schedule.is_due(60.0)
+    delays = []
+    started = 60.0
+    for _ in range(8):
+        schedule.checked(started, finished=False)
+        due = started + 1
+        while not schedule.is_due(due):
+            due += 1
+        delays.append(due - started)
+        started = due
+    assert delays == [120, 240, 480, 960, 1920, 3600, 3600, 3600]
+    schedule.checked(started, finished=True)
+    assert not schedule.is_due(started + 3599)
+    assert schedule.is_due(started + 3600)
+    schedule.checked(started + 3600, finished=False)
+    assert schedule.is_due(started + 3660)  # a finished check starts the back-off anew

@@ -11,10 +11,11 @@ from urllib.parse import urlsplit
 import pytest
 
 from indexer.index import read_index
+from indexer.job import Indexer
 from indexer.s3_store import S3Store
 from indexer.schema import IndexObject, blob_key
 from indexer.stores import Regions, Store, StoreUnavailable
-from tests.conftest import make_system
+from tests.conftest import make_system, unreachable
 from tests.system import System, Uploaded
 
 
@@ -113,6 +114,50 @@ def test_an_unreachable_region_does_not_hold_uploads_back(system: System, monkey
     assert sorted(filled) == sorted((upload.digest, second) for upload in uploads)
 
 
+def test_a_region_down_holds_back_no_upload(two_regions: Regions, tmp_path: Path) -> None:
+    """With a region other than the index's down, a batch naming a stored file is answered
+    from the index region's copy, and the pass indexes every upload."""
+    first, second = two_regions.names
+    # The index region sorts last: `instances` names the region that goes down first.
+    index, other = two_regions[second], two_regions[first]
+    system = make_system(Regions([index, other]), tmp_path)
+    stored, late = new("stored.tar.xz"), new("late.tar.xz")
+    while late.digest < stored.digest:  # the stored file's pending record is handled first
+        late = new("late.tar.xz")
+    system.upload([stored])
+    system.indexer.run_once(check=False)
+    assert indexed(system, stored.digest).instances == (first, second)
+    (tmp_path / "down").mkdir()
+    down = make_system(Regions([index, unreachable(other)]), tmp_path / "down")
+    again = down.upload([Uploaded("again.tar.xz", stored.data, "public")], message="again")
+    assert "put_url" not in again["files"]["again.tar.xz"]  # stored: nothing to upload
+    down.upload([late])
+    report = down.indexer.run_once(check=False)
+    assert report.recorded == [stored.digest]
+    assert report.indexed == [late.digest]
+    assert report.unreachable == [first]
+    assert list(index.list("intake/pending/")) == []
+    assert down.download(late.digest) == (302, late.data)
+
+
+def test_an_upload_staged_in_an_unreachable_region_waits(system: System) -> None:
+    """Its pending record is set aside for the pass (the others are indexed), and indexed
+    once the region is back."""
+    first, second = system.regions.names
+    there, here = new("there.tar.xz"), new("here.tar.xz")
+    system.upload([there], query=f"?region={second}")
+    system.upload([here])
+    down = Indexer(Regions([system.regions.index, unreachable(system.regions[second])]))
+    report = down.run_once(check=False)
+    assert report.indexed == [here.digest]
+    assert report.deferred == [there.digest]
+    assert report.is_partial
+    assert system.download(there.digest)[0] == 404
+    report = system.indexer.run_once(check=False)
+    assert report.indexed == [there.digest]
+    assert indexed(system, there.digest).instances == (first, second)
+
+
 def test_a_pass_killed_before_replicating_is_finished_by_the_next(
     system: System, monkeypatch: Any
 ) -> None:
@@ -136,8 +181,6 @@ def test_a_pass_killed_before_replicating_is_finished_by_the_next(
 
 def test_replication_leaves_the_file_times_alone(system: System, monkeypatch: Any) -> None:
     """Only instances and etags change: the times say when the file changed."""
-    from indexer.job import Indexer
-
     clock = [1_800_000_000.0]
     indexer = Indexer(Regions([system.regions.index]), clock=lambda: clock[0])
     upload = new()
