@@ -619,7 +619,7 @@ class _Staged:
     def digests(self, regions: Regions) -> set[str]:
         """The digests with bytes staged in any region that answers (what waits in one
         that does not cannot be verified now anyway)."""
-        found = set()
+        found: set[str] = set()
         for store in regions:
             try:
                 keys = self._listed(store)
