@@ -385,10 +385,14 @@ def _write(
     The write is a compare-and-swap on the object read: one a live writer changed
     meanwhile (a PATCH, an import: each records itself first) is derived again with
     the log's newer records. With a source unreadable, an existing object is left as
-    it is: nothing the log cannot vouch for is undone (a visibility change, say).
+    it is (nothing the log cannot vouch for is undone: a visibility change, say), and
+    a missing one is written internal (an operator makes it public again).
     """
     if found == derived:
         return derived
+    if found is None and report.is_partial:
+        # An unreadable record may have made it internal: never published on a guess.
+        derived = derived.with_changes(visibility="internal")
     seen, latest = found, derived
     log = AuditLog(regions.index)
 
@@ -399,6 +403,8 @@ def _write(
         if existing != seen:
             sources.catch_up(log, report)
             latest = sources.derive(derived.digest, regions.names, is_good) or derived
+            if report.is_partial:
+                latest = latest.with_changes(visibility="internal")
             seen = existing
         return latest
 

@@ -116,3 +116,45 @@ def test_a_run_waits_for_a_pass_to_give_the_lease_up(
     lease.acquire()
     threading.Timer(0.5, lease.release).start()
     assert main(["run", "--wait", "20"], cli_environ(system, request)) == EXIT_OK
+
+
+@pytest.mark.parametrize("expires", [b"1e308", b"1e400", b"99999999999", b'"soon"'])
+def test_an_impossible_expiry_is_taken_over(system: System, expires: bytes) -> None:
+    store = system.regions.index
+    store.put("locks/indexer.json", b'{"holder": "x", "token": "t", "expires": ' + expires + b"}")
+    with Lease(store):
+        pass
+
+
+def test_a_renewal_whose_answer_was_lost_keeps_the_lease(system: System) -> None:
+    store = system.regions.index
+    lease = Lease(store, seconds=0.6)
+    lease.acquire()
+    try:
+        raw, _ = store.get("locks/indexer.json")
+        store.put("locks/indexer.json", raw + b" ")  # written, but its new ETag never came back
+        time.sleep(0.5)  # a renewal: its compare-and-swap fails, the token says it is ours
+        with pytest.raises(LeaseHeld):
+            Lease(store).acquire()
+    finally:
+        lease.release()
+    with Lease(store):  # given up at the end, as ever
+        pass
+
+
+def test_sigterm_gives_the_lease_up(system: System) -> None:
+    import signal
+
+    from indexer.cli import Terminated, _terminated_on_sigterm
+
+    store = system.regions.index
+
+    def terminated_while_held() -> None:
+        with _terminated_on_sigterm(), Lease(store):
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(5)  # interrupted at once
+
+    with pytest.raises(Terminated):
+        terminated_while_held()
+    with Lease(store):
+        pass

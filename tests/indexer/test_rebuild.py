@@ -201,3 +201,123 @@ def test_copies_already_verified_are_not_read_again(system: System) -> None:
     system.upload([Uploaded("tool.bin", os.urandom(100), "public")])
     system.indexer.run_once()
     assert rebuild(system.regions).hashed_bytes == 0
+
+
+def flipped_internal(system: System) -> Uploaded:
+    upload = Uploaded("tool.bin", os.urandom(100), "public")
+    system.upload([upload], message="tool")
+    system.indexer.run_once(check=False)
+    flip = [{"op": "set_visibility", "visibility": "internal", "reason": "leaked"}]
+    assert patch(system, upload.digest, flip).status_code == 200
+    return upload
+
+
+def visibility_records(store: Any) -> list[str]:
+    return [
+        info.key
+        for info in store.list("audit/log/")
+        if b'"visibility"' in store.get(info.key)[0] and b'"to"' in store.get(info.key)[0]
+    ]
+
+
+@pytest.mark.parametrize("index_kept", [True, False])
+def test_an_unreadable_record_never_publishes(
+    system: System,
+    request: pytest.FixtureRequest,
+    capsys: pytest.CaptureFixture[str],
+    index_kept: bool,
+) -> None:
+    upload = flipped_internal(system)
+    store = system.regions.index
+    [record] = visibility_records(store)
+    store.put(record, store.get(record)[0][:40])  # truncated
+    if not index_kept:
+        forget_derived_state(store)
+    assert main(["rebuild"], cli_environ(system, request)) == 6
+    assert json.loads(capsys.readouterr().out)["unreadable"] == 1
+    assert read_index(store, upload.digest)[0].visibility == "internal"
+    assert system.download(upload.digest)[0] == 403
+
+
+def test_a_record_of_the_wrong_shape_is_unreadable_not_fatal(system: System) -> None:
+    upload = flipped_internal(system)
+    store = system.regions.index
+    [record] = visibility_records(store)
+    data = json.loads(store.get(record)[0])
+    store.put(record, json.dumps(data | {"seq": str(data["seq"]), "at": 1e400}).encode())
+    report = rebuild(system.regions)
+    assert report.unreadable == 1
+    assert read_index(store, upload.digest)[0].visibility == "internal"
+
+
+def test_a_patch_made_while_the_rebuild_runs_is_kept(system: System, monkeypatch: Any) -> None:
+    from indexer import rebuild as rebuilding
+    from indexer.index import update_index
+    from indexer.management import SetVisibility, apply
+
+    upload = Uploaded("tool.bin", os.urandom(100), "public")
+    system.upload([upload])
+    system.indexer.run_once()
+    store = system.regions.index
+    update_index(store, upload.digest, lambda found: found.with_changes(uploads=()))  # stale
+
+    def meanwhile(*args: Any, **kwargs: Any) -> Any:
+        monkeypatch.setattr(rebuilding, "update_index", update_index)
+        apply(system.regions, upload.digest, [SetVisibility("internal", "now")], by="admin")
+        return update_index(*args, **kwargs)
+
+    monkeypatch.setattr(rebuilding, "update_index", meanwhile)
+    rebuild(system.regions)
+    assert read_index(store, upload.digest)[0].visibility == "internal"
+    assert system.download(upload.digest)[0] == 403
+
+
+def test_a_batch_whose_post_did_not_finish_is_no_arrival(system: System) -> None:
+    from indexer.intake import Batch, BatchFile
+
+    upload = Uploaded("tool.bin", os.urandom(100), "public")
+    system.upload([upload])
+    system.indexer.run_once()
+    store = system.regions.index
+    before = derived_state(store)
+    orphan = Batch(  # the batch record written, its pending records never were
+        id=77,
+        author="uploader",
+        uploaded="2026-11-29T00:00:00Z",
+        message="failed post",
+        region=store.region,
+        files={"tool.bin": BatchFile(100, upload.digest, "sha512", "public")},
+    )
+    store.put(orphan.key, orphan.to_json())
+    forget_derived_state(store)
+    rebuild(system.regions)
+    after = derived_state(store)
+    assert (
+        after[f"index/sha512/{upload.digest}.json"] == before[f"index/sha512/{upload.digest}.json"]
+    )
+
+
+def test_a_pass_killed_between_its_record_and_its_write(system: System, monkeypatch: Any) -> None:
+    """The record comes first: a rerun's own supersedes it, and the round trip holds."""
+    from indexer.stores import StoreUnavailable
+
+    upload = Uploaded("tool.bin", os.urandom(100), "public")
+    system.upload([upload])
+    store = system.regions.index
+    put = store.put
+
+    def dies_writing_the_index(key: str, *args: Any, **kwargs: Any) -> Any:
+        if key.startswith("index/"):
+            monkeypatch.setattr(store, "put", put)
+            raise StoreUnavailable(store.region, "killed")
+        return put(key, *args, **kwargs)
+
+    monkeypatch.setattr(store, "put", dies_writing_the_index)
+    with pytest.raises(StoreUnavailable):
+        system.indexer.run_once(check=False)
+    time.sleep(1.1)  # the rerun's time is another second
+    system.indexer.run_once()
+    before = derived_state(store)
+    forget_derived_state(store)
+    rebuild(system.regions)
+    assert derived_state(store) == before
