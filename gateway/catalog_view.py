@@ -256,13 +256,19 @@ class CatalogView:
         """`shards` with these shards read again: a new copy, installed in one assignment
         (searches running meanwhile keep the copy they started with)."""
         with ThreadPoolExecutor(max_workers=min(LOAD_THREADS, max(1, len(names)))) as pool:
-            loaded = list(pool.map(self._catalog.shard, names))
-        for name, entries in zip(names, loaded, strict=True):
-            if entries:
-                shards[name] = _shard(name, entries)
+            # Each shard made compact as it is read: the parsed entries of all of them
+            # are never held at once.
+            loaded = list(pool.map(self._read_shard, names))
+        for name, parts in zip(names, loaded, strict=True):
+            if parts:
+                shards[name] = parts
             else:
                 shards.pop(name, None)
         return _Copy.of(shards)
+
+    def _read_shard(self, name: str) -> dict[str, _Part]:
+        entries = self._catalog.shard(name)
+        return _shard(name, entries) if entries else {}
 
 
 def _prefixed(parts: dict[str, _Part], prefix: str, allowed: Allowed) -> list[bytes]:
