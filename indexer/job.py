@@ -189,7 +189,7 @@ class Indexer:
         finished: list[Pending] = []
         batches = _BatchMessages(self._index)
         staged = _Staged()
-        skipped = None if every else staged.digests(self.regions)
+        skipped = None if every else staged.digests(self.regions, self._outages)
         records = sorted(
             self._pending(report, staged=skipped), key=lambda item: (item.digest, item.batch_id)
         )
@@ -616,15 +616,17 @@ class _Staged:
     def holds(self, store: Store, key: str) -> bool:
         return key in self._listed(store)
 
-    def digests(self, regions: Regions) -> set[str]:
+    def digests(self, regions: Regions, outages: Outages) -> set[str]:
         """The digests with bytes staged in any region that answers (what waits in one
         that does not cannot be verified now anyway)."""
         found: set[str] = set()
         for store in regions:
+            if store.region in outages:
+                continue
             try:
                 keys = self._listed(store)
             except StoreUnavailable as exc:
-                logger.error("staged uploads not listed: %s", exc)
+                outages.note(exc)
                 continue
             found.update(key.removeprefix(STAGING).partition("/")[0] for key in keys)
         return found
