@@ -38,10 +38,11 @@ from typing import Any
 
 from indexer.audit import LOG_PREFIX, AuditLog, AuditRecord
 from indexer.catalog import Catalog
-from indexer.digests import hash_stream_read_ahead, is_valid_digest
+from indexer.digests import is_valid_digest
 from indexer.index import read_index, update_index
 from indexer.intake import FAILURES, PENDING, Batch, BatchFile
 from indexer.progress import QUIET, Progress
+from indexer.replication import hash_copy
 from indexer.schema import (
     INDEX_PREFIX,
     IndexObject,
@@ -166,10 +167,8 @@ class _Copies:
         return verdict
 
     def _hashes_right(self, region: str, info: ObjectInfo) -> bool:
-        store = self._regions[region]
         try:
-            with store.open(blob_key(self._digest), if_match=info.etag) as stream:
-                hashed = hash_stream_read_ahead(stream)
+            hashed = hash_copy(self._regions[region], blob_key(self._digest), etag=info.etag)
         except (ObjectNotFound, PreconditionFailed):
             return False  # gone or changed since the listing: not listed
         self._report.hashed_bytes += hashed.size
