@@ -83,14 +83,20 @@ def _set_visibility(
     log = AuditLog(regions.index, clock=clock)
 
     def change(existing: IndexObject | None) -> IndexObject | None:
-        if existing is None or existing.visibility == operation.visibility:
-            return existing
+        # Written and recorded even when the file already has that visibility: the log
+        # then ends with this request, which undoes one recorded whose write failed.
+        if existing is None:
+            return None
         return existing.with_changes(visibility=operation.visibility, updated_at=now)
+
+    recorded = False
 
     def record(existing: IndexObject | None, updated: IndexObject) -> None:
         # The record first, of the very change about to be written: a change a crash
         # leaves half-made is in the log, and a rebuild (which follows the log) makes
         # it whole; of two changes at once, the log ends with the one that lands last.
+        nonlocal recorded
+        recorded = True
         log.append(
             "visibility",
             who=by,
@@ -103,6 +109,8 @@ def _set_visibility(
     updated = update_index(regions.index, digest, change, before_write=record)
     if updated is None:
         raise UnknownFile(digest)
+    if not recorded:  # already so, this very second: recorded all the same
+        record(updated, updated)
     logger.info(
         "visibility set to %s by %s: %s",
         operation.visibility,

@@ -13,8 +13,8 @@ bytes the indexer wrote as it went. For one digest:
   refused and is not pending, in batch order (first and latest 50);
 - ``verified_at``: the last verification in the log (an upload is verified
   only when no copy is left), or the import that first stored it (or stored it
-  again after a deletion); ``updated_at``: the latest event in the log
-  (verification, import, visibility change, deletion);
+  again after a deletion); ``updated_at``: the time of the last event in the log
+  (verification, import, visibility change, deletion), whose write landed last;
 - ``deleted``: the last deletion, unless a verification or import came after;
 - ``instances`` and ``etags``: the configured regions holding the file's bytes,
   with their copies' ETags (none when deleted). A copy the index object already
@@ -265,7 +265,7 @@ def derive(
                 reason=event.why,
                 regions=tuple(region for region in regions if isinstance(region, str)),
             )
-        updated_at = event.at if updated_at is None else max(updated_at, event.at)
+        updated_at = event.at  # the last in the log is the write that landed last
     if verified_at is None:
         if not uploads:
             return None
@@ -392,19 +392,19 @@ def _write(
     if found is None and report.is_partial:
         # An unreadable record may have made it internal: never published on a guess.
         derived = derived.with_changes(visibility="internal")
-    seen, latest = found, derived
+    latest = derived
     log = AuditLog(regions.index)
 
     def change(existing: IndexObject | None) -> IndexObject | None:
-        nonlocal seen, latest
+        nonlocal latest
         if existing is not None and report.is_partial:
             return existing
-        if existing != seen:
-            sources.catch_up(log, report)
-            latest = sources.derive(derived.digest, regions.names, is_good) or derived
-            if report.is_partial:
-                latest = latest.with_changes(visibility="internal")
-            seen = existing
+        # The log again, after the object was read (one read when nothing is new): a
+        # change that landed since the rebuild read the log is derived too, not undone.
+        sources.catch_up(log, report)
+        latest = sources.derive(derived.digest, regions.names, is_good) or derived
+        if report.is_partial:
+            latest = latest.with_changes(visibility="internal")
         return latest
 
     written = update_index(regions.index, derived.digest, change)

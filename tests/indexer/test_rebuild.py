@@ -321,3 +321,64 @@ def test_a_pass_killed_between_its_record_and_its_write(system: System, monkeypa
     forget_derived_state(store)
     rebuild(system.regions)
     assert derived_state(store) == before
+
+
+def test_a_patch_between_the_log_read_and_the_object_read_is_kept(
+    system: System, monkeypatch: Any
+) -> None:
+    from indexer import rebuild as rebuilding
+    from indexer.management import SetVisibility, apply
+
+    upload = Uploaded("tool.bin", os.urandom(100), "public")
+    system.upload([upload])
+    system.indexer.run_once()
+    existing = rebuilding._existing
+
+    def patched_first(regions: Any, digest: str) -> Any:
+        apply(regions, digest, [SetVisibility("internal", "now")], by="admin")
+        return existing(regions, digest)
+
+    monkeypatch.setattr(rebuilding, "_existing", patched_first)
+    rebuild(system.regions)
+    assert read_index(system.regions.index, upload.digest)[0].visibility == "internal"
+    assert system.download(upload.digest)[0] == 403
+
+
+def test_a_failed_patch_is_undone_by_the_opposite_one(system: System, monkeypatch: Any) -> None:
+    from indexer.stores import StoreUnavailable
+
+    upload = flipped_internal(system)
+    store = system.regions.index
+    put = store.put
+
+    def fails_writing_the_index(key: str, *args: Any, **kwargs: Any) -> Any:
+        if key.startswith("index/"):
+            raise StoreUnavailable(store.region, "down")
+        return put(key, *args, **kwargs)
+
+    monkeypatch.setattr(store, "put", fails_writing_the_index)
+    publish = [{"op": "set_visibility", "visibility": "public"}]
+    assert patch(system, upload.digest, publish).status_code == 503  # recorded, not written
+    monkeypatch.setattr(store, "put", put)
+    undo = [{"op": "set_visibility", "visibility": "internal"}]
+    assert patch(system, upload.digest, undo).status_code == 200
+    rebuild(system.regions)
+    assert read_index(store, upload.digest)[0].visibility == "internal"
+    assert system.download(upload.digest)[0] == 403
+
+
+def test_racing_writers_leave_the_time_of_the_last_write(system: System) -> None:
+    """The last record in the log is the write that landed last, whatever its clock."""
+    from indexer.management import SetVisibility, apply
+
+    upload = Uploaded("tool.bin", os.urandom(100), "public")
+    system.upload([upload])
+    system.indexer.run_once()
+    later, earlier = time.time() + 100, time.time() + 50
+    apply(system.regions, upload.digest, [SetVisibility("internal")], by="a", clock=lambda: later)
+    apply(system.regions, upload.digest, [SetVisibility("public")], by="b", clock=lambda: earlier)
+    store = system.regions.index
+    before = derived_state(store)
+    forget_derived_state(store)
+    rebuild(system.regions)
+    assert derived_state(store) == before
