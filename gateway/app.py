@@ -26,6 +26,7 @@ from gateway.logs import RequestIdMiddleware
 from gateway.lookup import FileLookup
 from gateway.manage import Management
 from gateway.settings import Settings
+from gateway.site import Site
 from gateway.token_routes import TokenRoutes
 from gateway.uploads import Quota, Uploads
 from gateway.urls import PublicUrls
@@ -86,7 +87,7 @@ def create_app(
     tokens = TokenRoutes(
         authenticator=request_authenticator, tokens=credentials.tokens, permissions=permissions
     )
-    indexer = Indexer(indexer_regions or regions)
+    indexer = Indexer(indexer_regions or regions, render_site=settings.stores.renders_site)
     embedded = (
         EmbeddedIndexer(
             indexer,
@@ -124,6 +125,7 @@ def create_app(
         catalog=catalog,
     )
     blobs = Blobs({store.region: store for store in regions if isinstance(store, LocalStore)})
+    site = Site(store=regions.index, authenticator=request_authenticator, permissions=permissions)
     dockerflow = Dockerflow(
         regions=regions,
         version_file=settings.version_file,
@@ -138,6 +140,7 @@ def create_app(
             *tokens.routes(),
             *blobs.routes(),
             *dockerflow.routes(),
+            *site.routes(),
         ],
         exception_handlers=EXCEPTION_HANDLERS,
         lifespan=_lifespan(embedded),

@@ -46,6 +46,7 @@ from indexer.progress import terminal_progress
 from indexer.rebuild import rebuild
 from indexer.redaction import redact
 from indexer.schema import VISIBILITIES
+from indexer.site.job import render_site
 from indexer.stores import Regions, StoreError
 
 logger = logging.getLogger("indexer.cli")  # also when run as __main__
@@ -284,8 +285,9 @@ def _positive(value: str) -> float:
 
 
 def _run(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
-    def one_pass(regions: Regions) -> tuple[dict[str, int], int, bool]:
-        report = Indexer(regions, progress=terminal_progress()).run_once(check=not args.no_check)
+    def one_pass(regions: Regions, settings: StoreSettings) -> tuple[dict[str, int], int, bool]:
+        indexer = Indexer(regions, progress=terminal_progress(), render_site=settings.renders_site)
+        report = indexer.run_once(check=not args.no_check)
         failures = len(report.failed) + len(report.expired) + len(report.malformed)
         return report.summary(), failures, report.is_partial
 
@@ -293,8 +295,10 @@ def _run(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
 
 
 def _rebuild(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
-    def whole(regions: Regions) -> tuple[dict[str, int], int, bool]:
+    def whole(regions: Regions, settings: StoreSettings) -> tuple[dict[str, int], int, bool]:
         report = rebuild(regions, progress=terminal_progress())
+        if settings.renders_site:
+            render_site(regions)
         return report.summary(), report.unreadable, report.is_partial
 
     return _leased(args, environ, whole)
@@ -303,14 +307,14 @@ def _rebuild(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
 def _leased(
     args: argparse.Namespace,
     environ: Mapping[str, str],
-    job: Callable[[Regions], tuple[dict[str, int], int, bool]],
+    job: Callable[[Regions, StoreSettings], tuple[dict[str, int], int, bool]],
 ) -> int:
     """Run `job` under the lease, then print its summary line; 6 when it was partial."""
     settings = StoreSettings.from_environ(environ)
     regions = open_regions(settings, bulk=True)
     started = time.monotonic()
     with Lease(regions.index, seconds=settings.lease_seconds, wait=args.wait):
-        counts, failures, is_partial = job(regions)
+        counts, failures, is_partial = job(regions, settings)
     _print_summary(counts, started, failures)
     return EXIT_PARTIAL if is_partial else EXIT_OK
 
@@ -324,7 +328,7 @@ def _print_summary(counts: Mapping[str, int], started: float, failures: int) -> 
 def _watch(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
     settings = StoreSettings.from_environ(environ)
     regions = open_regions(settings, bulk=True)
-    indexer = Indexer(regions)
+    indexer = Indexer(regions, render_site=settings.renders_site)
     logger.info(
         "watching %s: a pass every %g s, a consistency check every %g s; Ctrl-C stops",
         settings.described,

@@ -1,0 +1,1 @@
+"""The static, browsable site: what it shows (model), how (render)."""

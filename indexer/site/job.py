@@ -1,0 +1,87 @@
+"""Rendering the whole site of every view from the store into the store."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections import defaultdict
+from collections.abc import Iterable
+
+from indexer.audit import AuditLog, AuditRecord
+from indexer.catalog import Catalog
+from indexer.digests import is_valid_digest
+from indexer.index import read_index
+from indexer.intake import Batch
+from indexer.schema import INDEX_PREFIX, IndexObject, MalformedIndexObject
+from indexer.site.model import VIEWS, build
+from indexer.site.publish import Published, publish
+from indexer.site.render import pages
+from indexer.stores import ObjectNotFound, Regions, Store
+
+logger = logging.getLogger(__name__)
+
+
+def render_site(
+    regions: Regions,
+    *,
+    index_objects: Iterable[IndexObject] | None = None,
+    batches: Iterable[Batch] | None = None,
+    download_base: str = "$URL",
+) -> dict[str, Published]:
+    """Render both views from the index objects, batch records and audit log (read here
+    when not given) and publish them; what each publish wrote."""
+    store = regions.index
+    objects = list(index_objects) if index_objects is not None else _index_objects(store)
+    records = list(batches) if batches is not None else Catalog(store).batch_records()
+    events = _file_events(store)
+    return {
+        view: publish(
+            store, view, pages(build(view, objects, records, events), download_base=download_base)
+        )
+        for view in VIEWS
+    }
+
+
+def _index_objects(store: Store) -> list[IndexObject]:
+    objects = []
+    for info in store.list(INDEX_PREFIX):
+        digest = info.key.removeprefix(INDEX_PREFIX).removesuffix(".json")
+        if not is_valid_digest(digest):
+            continue
+        try:
+            found = read_index(store, digest)
+        except MalformedIndexObject as exc:
+            logger.error("left off the site: %s", exc)
+            continue
+        if found is not None:
+            objects.append(found[0])
+    return objects
+
+
+def _file_events(store: Store) -> dict[str, list[AuditRecord]]:
+    events: dict[str, list[AuditRecord]] = defaultdict(list)
+    for record in AuditLog(store).records():
+        if not isinstance(record, str) and record.digest is not None:
+            events[record.digest].append(record)
+    return events
+
+
+SITE_STATE = "feed/site.json"  # the feed entry the site was last rendered at (not site state)
+
+
+def refresh_site(regions: Regions) -> dict[str, Published] | None:
+    """Render the site again when the catalog changed since it was last rendered (the
+    change feed moved), so a file made internal leaves the public site within the pass
+    that follows; None when nothing changed."""
+    store = regions.index
+    head = Catalog(store).feed.head()
+    try:
+        raw, _ = store.get(SITE_STATE)
+        rendered_at = json.loads(raw).get("seq")
+    except (ObjectNotFound, ValueError, AttributeError):
+        rendered_at = None
+    if rendered_at == head:
+        return None
+    published = render_site(regions)
+    store.put(SITE_STATE, json.dumps({"seq": head}).encode(), content_type="application/json")
+    return published
