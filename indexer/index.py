@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 
-from indexer.schema import IndexObject, blob_key, index_key
+from indexer.digests import is_valid_digest
+from indexer.schema import INDEX_PREFIX, IndexObject, MalformedIndexObject, blob_key, index_key
 from indexer.stores import (
     ObjectNotFound,
     PreconditionFailed,
@@ -116,3 +117,21 @@ def is_stored(regions: Regions, index_object: IndexObject) -> bool:
     if listed and len(unreachable) == len(listed):
         raise unreachable[0]
     return False
+
+
+def readable_index_objects(store: Store, *, skip: Collection[str] = ()) -> list[IndexObject]:
+    """Every index object that can be read (a malformed one is logged and left out),
+    but those of the digests in `skip`."""
+    objects = []
+    for info in store.list(INDEX_PREFIX):
+        digest = info.key.removeprefix(INDEX_PREFIX).removesuffix(".json")
+        if digest in skip or not is_valid_digest(digest):
+            continue
+        try:
+            found = read_index(store, digest)
+        except MalformedIndexObject as exc:
+            logger.error("skipping %s", exc)
+            continue
+        if found is not None:
+            objects.append(found[0])
+    return objects

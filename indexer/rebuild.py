@@ -39,12 +39,11 @@ from typing import Any
 from indexer.audit import LOG_PREFIX, AuditLog, AuditRecord
 from indexer.catalog import Catalog
 from indexer.digests import is_valid_digest
-from indexer.index import read_index, update_index
+from indexer.index import read_index, readable_index_objects, update_index
 from indexer.intake import FAILURES, PENDING, Batch, BatchFile
 from indexer.progress import QUIET, Progress
 from indexer.replication import hash_copy
 from indexer.schema import (
-    INDEX_PREFIX,
     IndexObject,
     MalformedIndexObject,
     Tombstone,
@@ -216,7 +215,7 @@ def rebuild(regions: Regions, *, progress: Progress = QUIET) -> RebuildReport:
                     objects.append(found)
     with progress.phase("catalog") as phase:
         derived_digests = {obj.digest for obj in objects}
-        objects.extend(_other_index_objects(regions, derived_digests))
+        objects.extend(readable_index_objects(regions.index, skip=derived_digests))
         report.shards_written = Catalog(regions.index).rebuild(objects, sources.batches)
         phase.advance(report.shards_written)
     return report
@@ -412,20 +411,3 @@ def _write(
     if written != found:
         report.written += 1
     return written
-
-
-def _other_index_objects(regions: Regions, known: set[str]) -> list[IndexObject]:
-    """Index objects no source explains (kept, for the catalog to go on listing them)."""
-    others = []
-    for info in regions.index.list(INDEX_PREFIX):
-        digest = info.key.removeprefix(INDEX_PREFIX).removesuffix(".json")
-        if digest in known or not is_valid_digest(digest):
-            continue
-        try:
-            found = read_index(regions.index, digest)
-        except MalformedIndexObject as exc:
-            logger.error("skipping %s", exc)
-            continue
-        if found is not None:
-            others.append(found[0])
-    return others

@@ -9,10 +9,9 @@ from collections.abc import Iterable
 
 from indexer.audit import AuditLog, AuditRecord
 from indexer.catalog import Catalog
-from indexer.digests import is_valid_digest
-from indexer.index import read_index
+from indexer.index import readable_index_objects
 from indexer.intake import Batch
-from indexer.schema import INDEX_PREFIX, IndexObject, MalformedIndexObject
+from indexer.schema import IndexObject
 from indexer.site.model import VIEWS, build
 from indexer.site.publish import Published, publish
 from indexer.site.render import pages
@@ -31,7 +30,7 @@ def render_site(
     """Render both views from the index objects, batch records and audit log (read here
     when not given) and publish them; what each publish wrote."""
     store = regions.index
-    objects = list(index_objects) if index_objects is not None else _index_objects(store)
+    objects = list(index_objects) if index_objects is not None else readable_index_objects(store)
     records = list(batches) if batches is not None else Catalog(store).batch_records()
     events = _file_events(store)
     return {
@@ -40,22 +39,6 @@ def render_site(
         )
         for view in VIEWS
     }
-
-
-def _index_objects(store: Store) -> list[IndexObject]:
-    objects = []
-    for info in store.list(INDEX_PREFIX):
-        digest = info.key.removeprefix(INDEX_PREFIX).removesuffix(".json")
-        if not is_valid_digest(digest):
-            continue
-        try:
-            found = read_index(store, digest)
-        except MalformedIndexObject as exc:
-            logger.error("left off the site: %s", exc)
-            continue
-        if found is not None:
-            objects.append(found[0])
-    return objects
 
 
 def _file_events(store: Store) -> dict[str, list[AuditRecord]]:

@@ -17,7 +17,7 @@ from typing import Literal
 
 from indexer.audit import AuditRecord
 from indexer.intake import Batch
-from indexer.schema import IndexObject, Tombstone
+from indexer.schema import IndexObject, Tombstone, Upload
 
 View = Literal["public", "internal"]
 VIEWS: tuple[View, ...] = ("public", "internal")
@@ -29,23 +29,12 @@ def uploader_slug(author: str) -> str:
 
 
 @dataclass(frozen=True, slots=True)
-class Arrival:
-    """A file's arrival, as its page lists it."""
-
-    batch_id: int | None
-    filename: str
-    author: str
-    message: str
-    uploaded: str
-
-
-@dataclass(frozen=True, slots=True)
 class SiteFile:
     digest: str
     size: int
     visibility: str
     filenames: tuple[str, ...]
-    arrivals: tuple[Arrival, ...]
+    arrivals: tuple[Upload, ...]
     instances: tuple[str, ...]
     verified_at: str
     deleted: Tombstone | None
@@ -56,7 +45,7 @@ class SiteFile:
         return self.filenames[0] if self.filenames else self.digest[:16]
 
     @property
-    def latest(self) -> Arrival | None:
+    def latest(self) -> Upload | None:
         return self.arrivals[-1] if self.arrivals else None
 
     @property
@@ -143,7 +132,7 @@ def _is_public(batch: Batch, visibility: Mapping[str, str]) -> bool:
 
 def _file(obj: IndexObject, history: list[AuditRecord], batch_ids: set[int] | None) -> SiteFile:
     arrivals = tuple(
-        Arrival(upload.batch_id, upload.filename, upload.author, upload.message, upload.uploaded)
+        upload
         for upload in obj.uploads
         if batch_ids is None or upload.batch_id is None or upload.batch_id in batch_ids
     )
