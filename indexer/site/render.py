@@ -22,6 +22,7 @@ from indexer.site.model import Site, SiteFile, uploader_slug
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 PAGE_SIZE = 100
 STYLE = "assets/style.css"
+ICON = "assets/favicon.svg"
 
 
 def environment() -> jinja2.Environment:
@@ -66,6 +67,7 @@ def pages(site: Site, *, download_base: str = "$URL") -> Iterator[tuple[str, byt
     within each kind."""
     env = environment()
     yield STYLE, (TEMPLATES / "style.css").read_bytes()
+    yield ICON, (TEMPLATES / "favicon.svg").read_bytes()
     yield (
         "index.html",
         _render(env, "home.html", site, 0, batches=site.batches[:20], chart=chart(site)),
