@@ -4,6 +4,9 @@
 from __future__ import annotations
 
 import os
+from typing import Any
+
+import pytest
 
 from indexer.site.job import refresh_site, render_site
 from tests.gateway.auth_helpers import hawk
@@ -83,3 +86,34 @@ def test_nothing_new_writes_nothing(system: System) -> None:
     assert refresh_site(system.regions) is None
     again = render_site(system.regions)
     assert all(published.written == 0 for published in again.values())
+
+
+def test_a_publish_killed_before_its_manifest_leaves_nothing_behind(
+    system: System, monkeypatch: Any
+) -> None:
+    from indexer.stores import StoreUnavailable
+
+    setup_files(system)
+    soon = Uploaded("soon-secret.zip", os.urandom(100), "public")
+    system.upload([soon], message="soon a secret")
+    system.indexer.run_once(check=False)
+    store = system.regions.index
+    put = store.put
+
+    def killed_at_the_manifest(key: str, *args: Any, **kwargs: Any) -> Any:
+        if key == "site/public/manifest.json":
+            raise StoreUnavailable(store.region, "killed")
+        return put(key, *args, **kwargs)
+
+    monkeypatch.setattr(store, "put", killed_at_the_manifest)
+    with pytest.raises(StoreUnavailable):
+        render_site(system.regions)
+    monkeypatch.setattr(store, "put", put)
+    flip = [{"op": "set_visibility", "visibility": "internal"}]
+    assert patch(system, soon.digest, flip).status_code == 200
+    refresh_site(system.regions)
+    for info in store.list("site/public/"):
+        text = store.get(info.key)[0]
+        for secret in (soon.digest.encode(), b"soon-secret", b"soon a secret"):
+            assert secret not in text, info.key
+    assert get(system, f"/f/{soon.digest}/").status_code == 404
