@@ -55,8 +55,7 @@ def publish(store: Store, view: str, pages: Iterable[tuple[str, bytes]]) -> Publ
         return result
     if before is None:  # no manifest: nothing in the store can be trusted
         present = {
-            info.key.removeprefix(site_key(view, ""))
-            for info in store.list(site_key(view, ""))
+            info.key.removeprefix(site_key(view, "")) for info in store.list(site_key(view, ""))
         }
         before = {}
     else:
