@@ -157,13 +157,16 @@ class Indexer:
         self._replicator.start_pass()
         finished = self.process_pending(report, every=check)
         failed: Exception | None = None
+        checked: list[IndexObject] = []
         if check:
             try:
-                self.check_consistency(report)
+                checked = self.check_consistency(report)
             except Exception as exc:  # raised below, once the finished uploads are recorded
                 failed = exc
         if check and failed is None:
-            self.catalog.rebuild(self._index_objects(), self.catalog.batch_records())
+            # The objects the check read: the catalog reads again only the entries that
+            # differ from its shards (those the check repaired among them).
+            self.catalog.rebuild(checked, self.catalog.batch_records())
             self.catalog.sweep()
             self.catalog.feed.trim()
         elif report.changed or report.batches:
@@ -503,11 +506,18 @@ class Indexer:
 
     # -- consistency -------------------------------------------------------
 
-    def check_consistency(self, report: PassReport) -> None:
+    def check_consistency(self, report: PassReport) -> list[IndexObject]:
         """Every configured region holds a verified copy of every file the index lists, and
         the index lists only those (:mod:`indexer.consistency`); staged bytes no pending
-        record names are removed."""
-        repairs = self._consistency.run(self._each_index_object(report))
+        record names are removed. The index objects it read, as it read them."""
+        checked: list[IndexObject] = []
+
+        def reading() -> Iterator[IndexObject]:
+            for index_object in self._each_index_object(report):
+                checked.append(index_object)
+                yield index_object
+
+        repairs = self._consistency.run(reading())
         report.repaired.extend(repairs.repaired)
         report.replicated.extend(repairs.replicated)
         report.restored.extend(repairs.restored)
@@ -515,6 +525,7 @@ class Indexer:
         report.removed_blobs += repairs.removed_blobs
         report.malformed.extend(key for key in repairs.malformed if key not in report.malformed)
         report.removed_staging += self._remove_orphaned_staging()
+        return checked
 
     def _remove_orphaned_staging(self) -> int:
         # Staging is listed before pending: a staged upload seen here whose
@@ -553,9 +564,6 @@ class Indexer:
             if exc.region == self._index.region:
                 raise
             self._outages.note(exc)
-
-    def _index_objects(self, report: PassReport | None = None) -> list[IndexObject]:
-        return list(self._each_index_object(report))
 
     def _each_index_object(self, report: PassReport | None = None) -> Iterator[IndexObject]:
         """Every readable index object, each read when the iteration reaches it."""

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
+
+from indexer.stores import StoreUnavailable
 
 RECORDED = ("get", "open", "head", "put", "put_stream", "list", "delete", "copy")
 WRITES = ("put", "put_stream", "delete", "copy")
@@ -33,3 +37,21 @@ class RecordingStore:
 
     def writes(self) -> list[str]:
         return self.keys(*WRITES)
+
+
+@contextmanager
+def writes_failing(store: Any, prefix: str) -> Iterator[None]:
+    """Within the block, every write of a key under `prefix` raises StoreUnavailable: the
+    store down, or a process killed at that write."""
+    put = store.put
+
+    def failing(key: str, *args: Any, **kwargs: Any) -> Any:
+        if key.startswith(prefix):
+            raise StoreUnavailable(store.region, f"writes under {prefix} fail")
+        return put(key, *args, **kwargs)
+
+    store.put = failing
+    try:
+        yield
+    finally:
+        del store.put  # the class's own again

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import logging
 from collections import defaultdict
-from collections.abc import Iterable
 
 from indexer.audit import AuditLog, AuditRecord
 from indexer.catalog import Catalog
@@ -20,33 +19,27 @@ from indexer.stores import ObjectNotFound, Regions, Store
 logger = logging.getLogger(__name__)
 
 
-def render_site(
-    regions: Regions,
-    *,
-    index_objects: Iterable[IndexObject] | None = None,
-    batches: Iterable[Batch] | None = None,
-    download_base: str = "$URL",
-) -> dict[str, Published]:
-    """Render both views from the index objects, batch records and audit log (read here
-    when not given) and publish them; what each publish wrote."""
-    store = regions.index
-    objects = list(index_objects) if index_objects is not None else readable_index_objects(store)
-    records = list(batches) if batches is not None else Catalog(store).batch_records()
-    events = _file_events(store)
-    return {
-        view: publish(
-            store, view, pages(build(view, objects, records, events), download_base=download_base)
-        )
-        for view in VIEWS
-    }
+Sources = tuple[list[IndexObject], list[Batch], dict[str, list[AuditRecord]]]
 
 
-def _file_events(store: Store) -> dict[str, list[AuditRecord]]:
+def site_sources(store: Store) -> Sources:
+    """What the site is made of: every readable index object, every batch record, and
+    the audit log's records by digest."""
     events: dict[str, list[AuditRecord]] = defaultdict(list)
     for record in AuditLog(store).records():
         if not isinstance(record, str) and record.digest is not None:
             events[record.digest].append(record)
-    return events
+    return readable_index_objects(store), Catalog(store).batch_records(), events
+
+
+def render_site(regions: Regions, *, download_base: str = "$URL") -> dict[str, Published]:
+    """Render both views from the sources and publish them; what each publish wrote."""
+    store = regions.index
+    sources = site_sources(store)
+    return {
+        view: publish(store, view, pages(build(view, *sources), download_base=download_base))
+        for view in VIEWS
+    }
 
 
 SITE_STATE = "feed/site.json"  # the feed entry the site was last rendered at (not site state)

@@ -4,13 +4,13 @@
 from __future__ import annotations
 
 import os
-from typing import Any
 
 import pytest
 
 from indexer.site.job import refresh_site, render_site
 from tests.gateway.auth_helpers import hawk
 from tests.gateway.test_manage import patch
+from tests.recording_store import writes_failing
 from tests.system import BASE, System, Uploaded
 
 
@@ -88,9 +88,7 @@ def test_nothing_new_writes_nothing(system: System) -> None:
     assert all(published.written == 0 for published in again.values())
 
 
-def test_a_publish_killed_before_its_manifest_leaves_nothing_behind(
-    system: System, monkeypatch: Any
-) -> None:
+def test_a_publish_killed_before_its_manifest_leaves_nothing_behind(system: System) -> None:
     from indexer.stores import StoreUnavailable
 
     setup_files(system)
@@ -98,17 +96,8 @@ def test_a_publish_killed_before_its_manifest_leaves_nothing_behind(
     system.upload([soon], message="soon a secret")
     system.indexer.run_once(check=False)
     store = system.regions.index
-    put = store.put
-
-    def killed_at_the_manifest(key: str, *args: Any, **kwargs: Any) -> Any:
-        if key == "site/public/manifest.json":
-            raise StoreUnavailable(store.region, "killed")
-        return put(key, *args, **kwargs)
-
-    monkeypatch.setattr(store, "put", killed_at_the_manifest)
-    with pytest.raises(StoreUnavailable):
-        render_site(system.regions)
-    monkeypatch.setattr(store, "put", put)
+    with writes_failing(store, "site/public/manifest.json"), pytest.raises(StoreUnavailable):
+        render_site(system.regions)  # killed after its pages, before its manifest
     flip = [{"op": "set_visibility", "visibility": "internal"}]
     assert patch(system, soon.digest, flip).status_code == 200
     refresh_site(system.regions)

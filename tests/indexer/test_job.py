@@ -14,7 +14,7 @@ import pytest
 
 from indexer.catalog import Catalog
 from indexer.cli import CheckSchedule, main
-from indexer.index import read_index
+from indexer.index import read_index, readable_index_objects
 from indexer.schema import blob_key
 from indexer.stores import StoreUnavailable
 from tests.system import System, Uploaded
@@ -141,7 +141,8 @@ def test_a_rebuild_keeps_what_was_indexed_meanwhile(system: System) -> None:
     system.upload([first])
     system.indexer.run_once()
     checking = Indexer(system.regions)
-    listed, batches = checking._index_objects(), checking.catalog.batch_records()
+    listed = readable_index_objects(system.regions.index)
+    batches = checking.catalog.batch_records()
     late = Uploaded("late.bin", os.urandom(10), "public")
     system.upload([late], message="late batch")
     Indexer(system.regions).run_once(check=False)

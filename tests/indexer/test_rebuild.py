@@ -16,8 +16,10 @@ from indexer.importer import import_file, record_import
 from indexer.index import read_index
 from indexer.rebuild import rebuild
 from indexer.schema import blob_key
+from tests.gateway.test_download import assert_problem
 from tests.gateway.test_manage import patch
 from tests.indexer.test_malformed import cli_environ
+from tests.recording_store import writes_failing
 from tests.system import System, Uploaded
 
 DERIVED = ("index/", "catalog/")
@@ -297,24 +299,16 @@ def test_a_batch_whose_post_did_not_finish_is_no_arrival(system: System) -> None
     )
 
 
-def test_a_pass_killed_between_its_record_and_its_write(system: System, monkeypatch: Any) -> None:
+def test_a_pass_killed_between_its_record_and_its_write(system: System) -> None:
     """The record comes first: a rerun's own supersedes it, and the round trip holds."""
     from indexer.stores import StoreUnavailable
 
     upload = Uploaded("tool.bin", os.urandom(100), "public")
     system.upload([upload])
     store = system.regions.index
-    put = store.put
-
-    def dies_writing_the_index(key: str, *args: Any, **kwargs: Any) -> Any:
-        if key.startswith("index/"):
-            monkeypatch.setattr(store, "put", put)
-            raise StoreUnavailable(store.region, "killed")
-        return put(key, *args, **kwargs)
-
-    monkeypatch.setattr(store, "put", dies_writing_the_index)
-    with pytest.raises(StoreUnavailable):
+    with writes_failing(store, "index/"), pytest.raises(StoreUnavailable):
         system.indexer.run_once(check=False)
+    assert read_index(store, upload.digest) is None  # recorded, not written
     time.sleep(1.1)  # the rerun's time is another second
     system.indexer.run_once()
     before = derived_state(store)
@@ -344,22 +338,12 @@ def test_a_patch_between_the_log_read_and_the_object_read_is_kept(
     assert system.download(upload.digest)[0] == 403
 
 
-def test_a_failed_patch_is_undone_by_the_opposite_one(system: System, monkeypatch: Any) -> None:
-    from indexer.stores import StoreUnavailable
-
+def test_a_failed_patch_is_undone_by_the_opposite_one(system: System) -> None:
     upload = flipped_internal(system)
     store = system.regions.index
-    put = store.put
-
-    def fails_writing_the_index(key: str, *args: Any, **kwargs: Any) -> Any:
-        if key.startswith("index/"):
-            raise StoreUnavailable(store.region, "down")
-        return put(key, *args, **kwargs)
-
-    monkeypatch.setattr(store, "put", fails_writing_the_index)
     publish = [{"op": "set_visibility", "visibility": "public"}]
-    assert patch(system, upload.digest, publish).status_code == 503  # recorded, not written
-    monkeypatch.setattr(store, "put", put)
+    with writes_failing(store, "index/"):
+        assert_problem(patch(system, upload.digest, publish), 503)  # recorded, not written
     undo = [{"op": "set_visibility", "visibility": "internal"}]
     assert patch(system, upload.digest, undo).status_code == 200
     rebuild(system.regions)

@@ -3,11 +3,8 @@
 from __future__ import annotations
 
 import os
-from collections import defaultdict
-from typing import Any
 
-from indexer.audit import AuditLog
-from indexer.catalog import Catalog
+from indexer.site.job import site_sources
 from indexer.site.model import build
 from indexer.site.render import pages
 from tests.gateway.test_manage import patch
@@ -17,20 +14,8 @@ HOSTILE = "\"'><img src=x onerror=alert(2)><b onmouseover=alert(3)>"
 SCRIPT = "</textarea><script>alert(1)</script>"
 
 
-def sources(system: System) -> tuple[list[Any], list[Any], dict[str, list[Any]]]:
-    events: dict[str, list[Any]] = defaultdict(list)
-    for record in AuditLog(system.regions.index).records():
-        if not isinstance(record, str) and record.digest:
-            events[record.digest].append(record)
-    return (
-        system.indexer._index_objects(),
-        Catalog(system.regions.index).batch_records(),
-        events,
-    )
-
-
 def rendered(system: System, view: str) -> dict[str, bytes]:
-    return dict(pages(build(view, *sources(system))))  # type: ignore[arg-type]
+    return dict(pages(build(view, *site_sources(system.regions.index))))  # type: ignore[arg-type]
 
 
 def uploaded(system: System) -> tuple[Uploaded, Uploaded]:
