@@ -53,10 +53,9 @@ import tracemalloc
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -66,7 +65,7 @@ from indexer.intake import Batch, BatchFile
 from indexer.local_store import LocalStore
 from indexer.schema import IndexObject, Upload, Visibility, index_key, summary, utc_timestamp
 from indexer.signing import UrlSigner
-from indexer.stores import OCTET_STREAM, ObjectInfo, ObjectNotFound, Store
+from indexer.stores import ObjectInfo, ObjectNotFound, Store
 
 FILES_PER_BATCH = 10
 LIST_PAGE = 1000  # keys in one S3 ListObjectsV2 answer
@@ -113,31 +112,9 @@ class CountingStore:
         self._count(get=1, read=len(data))
         return data, info
 
-    def open(self, key: str, *, if_match: str | None = None) -> AbstractContextManager[BinaryIO]:
-        self._count(get=1)
-        return self._store.open(key, if_match=if_match)
-
-    def head(self, key: str) -> ObjectInfo:
-        self._count(head=1)
-        return self._store.head(key)
-
-    def put(
-        self,
-        key: str,
-        data: bytes,
-        *,
-        if_none_match: bool = False,
-        if_match: str | None = None,
-        content_type: str = OCTET_STREAM,
-    ) -> ObjectInfo:
+    def put(self, key: str, data: bytes, **options: Any) -> ObjectInfo:
         self._count(put=1, written=len(data))
-        return self._store.put(
-            key, data, if_none_match=if_none_match, if_match=if_match, content_type=content_type
-        )
-
-    def put_stream(self, key: str, stream: BinaryIO, *, content_type: str = OCTET_STREAM) -> None:
-        self._count(put=1)
-        self._store.put_stream(key, stream, content_type=content_type)
+        return self._store.put(key, data, **options)
 
     def list(self, prefix: str) -> Iterator[ObjectInfo]:
         listed = 0
@@ -146,32 +123,17 @@ class CountingStore:
             yield info
         self._count(list_pages=max(1, math.ceil(listed / LIST_PAGE)), listed=listed)
 
-    def delete(self, key: str) -> None:
-        self._count(delete=1)
-        self._store.delete(key)
+    def __getattr__(self, name: str) -> Any:
+        """Every other call (head, delete, copies, streams…), counted by its name."""
+        attribute = getattr(self._store, name)
+        if not callable(attribute) or name.startswith("presign"):
+            return attribute
 
-    def copy(self, source: str, destination: str, *, if_match: str | None = None) -> ObjectInfo:
-        self._count(copy=1)
-        return self._store.copy(source, destination, if_match=if_match)
+        def counted(*args: Any, **kwargs: Any) -> Any:
+            self._count(**{name: 1})
+            return attribute(*args, **kwargs)
 
-    def copy_from(self, source: Store, key: str, *, if_match: str | None = None) -> ObjectInfo:
-        self._count(copy=1)
-        return self._store.copy_from(source, key, if_match=if_match)
-
-    def presign_get(self, key: str, *, expires_in: int) -> str:
-        return self._store.presign_get(key, expires_in=expires_in)
-
-    def presign_put(
-        self,
-        key: str,
-        *,
-        expires_in: int,
-        content_type: str = OCTET_STREAM,
-        content_length: int | None = None,
-    ) -> str:
-        return self._store.presign_put(
-            key, expires_in=expires_in, content_type=content_type, content_length=content_length
-        )
+        return counted
 
     def check(self) -> None:
         self._store.check()
