@@ -18,7 +18,7 @@ from starlette.routing import BaseRoute, Route
 
 from gateway.auth import Authenticator, Permissions
 from gateway.errors import NotFound
-from indexer.site.publish import MANIFEST, content_type, site_key
+from indexer.site.publish import content_type, site_key
 from indexer.stores import InvalidKey, ObjectNotFound, Store
 
 # What the renderer makes: listings, pages per file, batch and uploader, assets.
@@ -86,7 +86,7 @@ class Site:
     async def _page(self, request: Request, view: str, path: str) -> Response:
         if path == "" or path.endswith("/"):
             path += "index.html"
-        if _PATH.fullmatch(path) is None or path == MANIFEST or ".." in path:
+        if _PATH.fullmatch(path) is None or ".." in path:
             raise NotFound()
         try:
             data, info = await run_in_threadpool(self._store.get, site_key(view, path))

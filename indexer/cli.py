@@ -298,7 +298,7 @@ def _rebuild(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
     def whole(regions: Regions, settings: StoreSettings) -> tuple[dict[str, int], int, bool]:
         report = rebuild(regions, progress=terminal_progress())
         if settings.renders_site:
-            render_site(regions)
+            render_site(regions.index)
         return report.summary(), report.unreadable, report.is_partial
 
     return _leased(args, environ, whole)

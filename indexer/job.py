@@ -57,7 +57,7 @@ from indexer.schema import (
     utc_timestamp,
     with_uploads,
 )
-from indexer.site.job import refresh_site
+from indexer.site.job import SiteJob
 from indexer.stores import InvalidKey, ObjectNotFound, Regions, Store, StoreUnavailable
 from indexer.strict_json import StrictJsonError, loads_strict
 
@@ -132,7 +132,7 @@ class Indexer:
         render_site: bool = False,
     ) -> None:
         self.regions = regions
-        self._render_site = render_site
+        self.site = SiteJob(regions.index) if render_site else None
         self._index = regions.index
         self._clock = clock
         self._pending_ttl = pending_ttl
@@ -176,8 +176,8 @@ class Indexer:
         report.unreachable = self._outages.regions
         if failed is not None:
             raise failed
-        if self._render_site:
-            refresh_site(self.regions)
+        if self.site is not None:
+            self.site.refresh()
         summary = report.summary()
         # A quiet loop stays quiet: passes that did something are logged at info.
         level = logging.INFO if any(summary.values()) else logging.DEBUG

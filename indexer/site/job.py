@@ -1,63 +1,94 @@
-"""Rendering the whole site of every view from the store into the store."""
+"""Rendering the site of every view into the store, following what changed.
+
+A :class:`SiteJob` lives as long as its indexer: it keeps the site's sources
+(:mod:`indexer.site.sources`) and, for each view, what every page was last
+rendered from. A pass follows the change feed and the audit log, rebuilds
+the views' models in memory, renders only the pages whose inputs changed,
+and publishes only the pages whose bytes changed. A pass with nothing new
+reads two absent objects and writes nothing. A new process (or one that
+finds another wrote the site since) renders every page once, and still
+writes only what differs.
+"""
 
 from __future__ import annotations
 
-import json
 import logging
-from collections import defaultdict
+from collections.abc import Mapping
 
-from indexer.audit import AuditLog, AuditRecord
-from indexer.catalog import Catalog
-from indexer.index import readable_index_objects
-from indexer.intake import Batch
-from indexer.schema import IndexObject
-from indexer.site.model import VIEWS, build
-from indexer.site.publish import Published, publish
-from indexer.site.render import pages
-from indexer.stores import ObjectNotFound, Regions, Store
+import jinja2
+
+from indexer.site.model import VIEWS, Site, View, build
+from indexer.site.publish import Published, Publisher
+from indexer.site.render import Spec, environment, render, specs
+from indexer.site.sources import SiteSources
+from indexer.stores import Store
 
 logger = logging.getLogger(__name__)
 
 
-Sources = tuple[list[IndexObject], list[Batch], dict[str, list[AuditRecord]]]
+class SiteJob:
+    """Renders and publishes the site of one store."""
+
+    def __init__(self, store: Store, *, download_base: str = "$URL") -> None:
+        self.sources = SiteSources(store)
+        self._download_base = download_base
+        self._publishers = {view: Publisher(store, view) for view in VIEWS}
+        # What each page was last rendered from; None until every page has been.
+        self._rendered: dict[View, Mapping[str, Spec]] | None = None
+        self._env: jinja2.Environment = environment()
+
+    def refresh(self) -> dict[View, Published] | None:
+        """Bring the site up to date with the store; what each view's publish did, or
+        None when it showed everything already."""
+        changes = self.sources.follow()
+        if changes.loaded or changes.everything:
+            # Another process wrote the site, or every source was read again: nothing
+            # this one rendered is trusted.
+            self._rendered = None
+            for publisher in self._publishers.values():
+                publisher.forget()
+        if not changes:
+            self.sources.save_position()  # the feed moved past nothing the site shows
+            return None
+        return self._publish_all()
+
+    def rebuild(self) -> dict[View, Published]:
+        """Make the sources again from the whole store and render every page."""
+        self.sources.rebuild()
+        self._rendered = None
+        for publisher in self._publishers.values():
+            publisher.forget()
+        return self._publish_all()
+
+    def _publish_all(self) -> dict[View, Published]:
+        rendered = self._rendered or {view: {} for view in VIEWS}
+        result = {}
+        for view in VIEWS:
+            result[view], rendered[view] = self._publish(view, self.site(view), rendered[view])
+        self._rendered = rendered
+        self.sources.save_position()
+        return result
+
+    def site(self, view: View) -> Site:
+        sources = self.sources
+        return build(view, sources.files.values(), sources.batches.values(), sources.history)
+
+    def _publish(
+        self, view: View, site: Site, before: Mapping[str, Spec]
+    ) -> tuple[Published, Mapping[str, Spec]]:
+        wanted = specs(site, download_base=self._download_base)
+        unchanged = {path for path, spec in wanted.items() if before.get(path) == spec}
+        published = self._publishers[view].publish(
+            wanted, lambda path: render(self._env, wanted[path]), unchanged=unchanged
+        )
+        if published.written or published.deleted:
+            logger.info(
+                "site published",
+                extra={"view": view, "written": published.written, "deleted": published.deleted},
+            )
+        return published, wanted
 
 
-def site_sources(store: Store) -> Sources:
-    """What the site is made of: every readable index object, every batch record, and
-    the audit log's records by digest."""
-    events: dict[str, list[AuditRecord]] = defaultdict(list)
-    for record in AuditLog(store).records():
-        if not isinstance(record, str) and record.digest is not None:
-            events[record.digest].append(record)
-    return readable_index_objects(store), Catalog(store).batch_records(), events
-
-
-def render_site(regions: Regions, *, download_base: str = "$URL") -> dict[str, Published]:
-    """Render both views from the sources and publish them; what each publish wrote."""
-    store = regions.index
-    sources = site_sources(store)
-    return {
-        view: publish(store, view, pages(build(view, *sources), download_base=download_base))
-        for view in VIEWS
-    }
-
-
-SITE_STATE = "feed/site.json"  # the feed entry the site was last rendered at (not site state)
-
-
-def refresh_site(regions: Regions) -> dict[str, Published] | None:
-    """Render the site again when the catalog changed since it was last rendered (the
-    change feed moved), so a file made internal leaves the public site within the pass
-    that follows; None when nothing changed."""
-    store = regions.index
-    head = Catalog(store).feed.head()
-    try:
-        raw, _ = store.get(SITE_STATE)
-        rendered_at = json.loads(raw).get("seq")
-    except (ObjectNotFound, ValueError, AttributeError):
-        rendered_at = None
-    if rendered_at == head:
-        return None
-    published = render_site(regions)
-    store.put(SITE_STATE, json.dumps({"seq": head}).encode(), content_type="application/json")
-    return published
+def render_site(store: Store, *, download_base: str = "$URL") -> dict[View, Published]:
+    """Render both views from the whole store and publish them (``rebuild``)."""
+    return SiteJob(store, download_base=download_base).rebuild()

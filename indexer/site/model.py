@@ -15,9 +15,9 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
-from indexer.audit import AuditRecord
 from indexer.intake import Batch
-from indexer.schema import IndexObject, Tombstone, Upload
+from indexer.schema import Tombstone, Upload
+from indexer.site.sources import Event, FileSource
 
 View = Literal["public", "internal"]
 VIEWS: tuple[View, ...] = ("public", "internal")
@@ -38,7 +38,7 @@ class SiteFile:
     instances: tuple[str, ...]
     verified_at: str
     deleted: Tombstone | None
-    history: tuple[AuditRecord, ...]
+    history: tuple[Event, ...]
 
     @property
     def name(self) -> str:
@@ -91,12 +91,12 @@ class Site:
 
 def build(
     view: View,
-    index_objects: Iterable[IndexObject],
+    sources: Iterable[FileSource],
     batches: Iterable[Batch],
-    events: Mapping[str, list[AuditRecord]],
+    history: Mapping[str, tuple[Event, ...]],
 ) -> Site:
     """The `view`'s site: files newest first, batches newest first, uploaders by name."""
-    objects = sorted(index_objects, key=lambda obj: obj.digest)
+    objects = sorted(sources, key=lambda obj: obj.digest)
     visibility = {obj.digest: obj.visibility for obj in objects}
     shown = [
         _batch(batch)
@@ -107,7 +107,7 @@ def build(
     # also named an internal file keeps its author and message to the internal view.
     batch_ids = None if view == "internal" else {batch.id for batch in shown}
     files = [
-        _file(obj, events.get(obj.digest, []), batch_ids)
+        _file(obj, history.get(obj.digest, ()), batch_ids)
         for obj in objects
         if view == "internal" or obj.visibility == "public"
     ]
@@ -130,7 +130,7 @@ def _is_public(batch: Batch, visibility: Mapping[str, str]) -> bool:
     )
 
 
-def _file(obj: IndexObject, history: list[AuditRecord], batch_ids: set[int] | None) -> SiteFile:
+def _file(obj: FileSource, history: tuple[Event, ...], batch_ids: set[int] | None) -> SiteFile:
     arrivals = tuple(
         upload
         for upload in obj.uploads

@@ -1,13 +1,18 @@
 """Writing a rendered site into the store: only the pages that changed.
 
-Each view lives under ``site/<view>/``, with ``site/<view>/manifest.json``
-naming every page and the sha256 of its bytes. Publishing compares the new
-pages with the manifest: a render that changes nothing writes nothing.
-Otherwise the manifest is deleted first, then the pages that differ are
-written, the ones that went deleted, and the manifest written last. A
-publish killed before the end leaves no manifest, so the next one trusts
-nothing: it writes every page and deletes every object of the view that is
-not one (a page a killed publish wrote never outlives it).
+Each view lives under ``site/<view>/``. The publisher knows the sha256 of
+every page it wrote, from manifests kept outside the site, one per group of
+pages (``site/state/<view>/manifest/<group>.json``: the pages of files whose
+digest starts with ``abc`` are one group, and so on), so that a change
+rewrites the manifests of the groups it touched, not one naming every page.
+
+A publish that changes anything first writes a journal naming the groups it
+will touch, then writes the pages that differ, deletes the ones that went,
+rewrites those groups' manifests and deletes the journal. One killed midway
+leaves the journal: the next publish trusts nothing of those groups (it lists
+what the store holds of them, writes every page and deletes every other
+object), so a page a killed publish wrote or failed to delete never outlives
+it. A publish that changes nothing writes nothing.
 """
 
 from __future__ import annotations
@@ -16,7 +21,9 @@ import hashlib
 import json
 import logging
 import mimetypes
-from collections.abc import Iterable
+from collections import defaultdict
+from collections.abc import Callable, Collection, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from indexer.stores import ObjectNotFound, Store
@@ -25,7 +32,12 @@ from indexer.strict_json import StrictJsonError, loads_strict
 logger = logging.getLogger(__name__)
 
 SITE_PREFIX = "site/"
-MANIFEST = "manifest.json"
+STATE_PREFIX = f"{SITE_PREFIX}state/"
+WRITERS = 8  # pages written at once
+UNKNOWN = ""  # the hash of an object a killed publish may have left in any state
+# How many characters after the section name make a group's prefix.
+GROUPS = {"f/": 3, "b/": 3, "u/": 2, "files/": 2, "batches/": 2, "pagefind/fragment/": 5}
+mimetypes.add_type("application/wasm", ".wasm")
 
 
 def site_key(view: str, path: str) -> str:
@@ -37,6 +49,15 @@ def content_type(path: str) -> str:
     return f"{guessed}; charset=utf-8" if guessed.startswith("text/") else guessed
 
 
+def group(path: str) -> str:
+    """The group a page belongs to: a prefix of its path."""
+    for section, chars in GROUPS.items():
+        if path.startswith(section):
+            return path[: len(section) + chars]
+    directory, slash, _ = path.rpartition("/")
+    return directory + slash if slash else path
+
+
 @dataclass
 class Published:
     written: int = 0
@@ -44,47 +65,140 @@ class Published:
     unchanged: int = 0
 
 
-def publish(store: Store, view: str, pages: Iterable[tuple[str, bytes]]) -> Published:
-    """Make ``site/<view>/`` hold exactly `pages`, writing only what differs."""
-    result = Published()
-    before = _manifest(store, view)
-    rendered = dict(pages)
-    after = {path: hashlib.sha256(data).hexdigest() for path, data in rendered.items()}
-    if before is not None and after == before:
-        result.unchanged = len(after)
+class Publisher:
+    """Keeps ``site/<view>/`` holding exactly the pages it is given, for one view."""
+
+    def __init__(self, store: Store, view: str) -> None:
+        self._store = store
+        self._view = view
+        self._hashes: dict[str, str] | None = None  # path -> sha256; None: not read yet
+
+    def forget(self) -> None:
+        """Read the manifests again before the next publish (another process wrote)."""
+        self._hashes = None
+
+    def publish(
+        self,
+        paths: Collection[str],
+        render: Callable[[str], bytes],
+        *,
+        unchanged: Collection[str] = (),
+    ) -> Published:
+        """Make the view hold a page at each of `paths`, with the bytes `render` makes of
+        a path; a path in `unchanged` is rendered only when the store's copy is in doubt
+        (its inputs are those of the page written last)."""
+        hashes = self._known()
+        result = Published()
+        changed: dict[str, tuple[bytes, str]] = {}
+        for path in sorted(paths):
+            if path in unchanged and hashes.get(path, UNKNOWN) != UNKNOWN:
+                result.unchanged += 1
+                continue
+            data = render(path)
+            digest = hashlib.sha256(data).hexdigest()
+            if hashes.get(path) == digest:
+                result.unchanged += 1
+            else:
+                changed[path] = (data, digest)
+        gone = sorted(hashes.keys() - set(paths))
+        if not changed and not gone:
+            return result
+        touched = sorted({group(path) for path in [*changed, *gone]})
+        self._put(self._journal_key(), json.dumps(touched).encode())
+        with ThreadPoolExecutor(max_workers=WRITERS) as pool:
+            # A request each: several at once, as a store's latency is most of their cost.
+            for _ in pool.map(self._write, changed.items()):
+                result.written += 1
+            for _ in pool.map(self._store.delete, [site_key(self._view, p) for p in gone]):
+                result.deleted += 1
+        hashes.update({path: digest for path, (_, digest) in changed.items()})
+        for path in gone:
+            del hashes[path]
+        members: dict[str, dict[str, str]] = defaultdict(dict)
+        for path, digest in hashes.items():
+            if group(path) in touched:
+                members[group(path)][path] = digest
+        for name in touched:
+            if members.get(name):
+                self._put(self._manifest_key(name), _dump(members[name]))
+            else:
+                self._store.delete(self._manifest_key(name))
+        self._store.delete(self._journal_key())
         return result
-    if before is None:  # no manifest: nothing in the store can be trusted
-        present = {
-            info.key.removeprefix(site_key(view, "")) for info in store.list(site_key(view, ""))
-        }
-        before = {}
-    else:
-        present = set(before)
-        store.delete(site_key(view, MANIFEST))  # until the end: a killed publish is redone
-    for path, data in sorted(rendered.items()):
-        if before.get(path) == after[path]:
-            result.unchanged += 1
-            continue
-        store.put(site_key(view, path), data, content_type=content_type(path))
-        result.written += 1
-    for path in sorted(present - after.keys() - {MANIFEST}):
-        store.delete(site_key(view, path))
-        result.deleted += 1
-    manifest = json.dumps(after, sort_keys=True, separators=(",", ":")).encode()
-    store.put(site_key(view, MANIFEST), manifest, content_type="application/json")
-    return result
+
+    def _write(self, item: tuple[str, tuple[bytes, str]]) -> None:
+        path, (data, _) = item
+        self._store.put(site_key(self._view, path), data, content_type=content_type(path))
+
+    # -- what the store holds ----------------------------------------------
+
+    def _known(self) -> dict[str, str]:
+        if self._hashes is None:
+            self._hashes = self._read()
+        return self._hashes
+
+    def _read(self) -> dict[str, str]:
+        """Every page the manifests name, and every object of the groups a killed publish
+        left in doubt (or whose manifest is unreadable) as UNKNOWN."""
+        hashes: dict[str, str] = {}
+        doubtful: set[str] = set(self._journal())
+        prefix = self._manifest_key("")
+        manifests = list(self._store.list(prefix))
+        if not manifests:  # never published (or by an older layout): whatever is there
+            doubtful.add("")
+        for info in manifests:
+            name = _unquote(info.key.removeprefix(prefix).removesuffix(".json"))
+            try:
+                raw, _ = self._store.get(info.key)
+                data = loads_strict(raw)
+                if not isinstance(data, dict):
+                    raise TypeError("not an object")
+                hashes.update({str(path): str(digest) for path, digest in data.items()})
+            except ObjectNotFound:
+                continue
+            except (StrictJsonError, TypeError):
+                logger.error("%s is unreadable: its pages are written again", info.key)
+                doubtful.add(name)
+        for name in sorted(doubtful):  # "" (an unreadable journal): the whole view
+            for path in [path for path in hashes if name in ("", group(path))]:
+                del hashes[path]
+            for info in self._store.list(site_key(self._view, name)):
+                path = info.key.removeprefix(site_key(self._view, ""))
+                if name in ("", group(path)):
+                    hashes[path] = UNKNOWN
+        return hashes
+
+    def _journal(self) -> list[str]:
+        try:
+            raw, _ = self._store.get(self._journal_key())
+            data = loads_strict(raw)
+        except ObjectNotFound:
+            return []
+        except StrictJsonError:
+            data = None
+        if not isinstance(data, list) or not all(isinstance(name, str) for name in data):
+            logger.error("%s is unreadable: every page is written again", self._journal_key())
+            return [""]  # the whole view's prefix
+        return data
+
+    def _journal_key(self) -> str:
+        return f"{STATE_PREFIX}{self._view}/journal.json"
+
+    def _manifest_key(self, name: str) -> str:
+        """The key of a group's manifest ("": the prefix of them all)."""
+        return f"{STATE_PREFIX}{self._view}/manifest/" + (f"{_quote(name)}.json" if name else "")
+
+    def _put(self, key: str, data: bytes) -> None:
+        self._store.put(key, data, content_type="application/json")
 
 
-def _manifest(store: Store, view: str) -> dict[str, str] | None:
-    """The pages the last publish wrote, with their hashes; None when it is not known."""
-    try:
-        raw, _ = store.get(site_key(view, MANIFEST))
-        data = loads_strict(raw)
-    except ObjectNotFound:
-        return None
-    except StrictJsonError:
-        data = None
-    if not isinstance(data, dict):
-        logger.error("the site manifest of %s is unreadable: every page is written again", view)
-        return None
-    return {str(path): str(digest) for path, digest in data.items()}
+def _dump(data: Mapping[str, str]) -> bytes:
+    return json.dumps(dict(data), sort_keys=True, separators=(",", ":")).encode()
+
+
+def _quote(name: str) -> str:
+    return name.replace("/", "+")  # no page path holds a plus
+
+
+def _unquote(name: str) -> str:
+    return name.replace("+", "/")

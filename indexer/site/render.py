@@ -10,17 +10,19 @@ from __future__ import annotations
 import json
 import shlex
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import jinja2
 from markupsafe import Markup, escape
 
-from indexer.audit import AuditRecord
 from indexer.site.model import Site, SiteFile, uploader_slug
+from indexer.site.sources import Event
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 PAGE_SIZE = 100
+UPLOADER_BATCHES = 100  # the newest an uploader's page lists
 STYLE = "assets/style.css"
 ICON = "assets/favicon.svg"
 
@@ -54,89 +56,142 @@ def human_size(size: int) -> str:
     raise AssertionError("unreachable")
 
 
-def describe(event: AuditRecord) -> str:
+def describe(event: Event) -> str:
     if event.event == "visibility":
-        return f"made {event.details.get('to')} by {event.who}"
+        return f"made {event.to} by {event.who}"
     if event.event == "delete":
         return f"deleted by {event.who}"
     return f"verified, uploaded by {event.who}"
 
 
-def pages(site: Site, *, download_base: str = "$URL") -> Iterator[tuple[str, bytes]]:
-    """Every page of the site, as (path under the site's root, bytes), in path order
-    within each kind."""
-    env = environment()
-    yield STYLE, (TEMPLATES / "style.css").read_bytes()
-    yield ICON, (TEMPLATES / "favicon.svg").read_bytes()
-    yield (
+@dataclass(frozen=True, slots=True)
+class Page:
+    """A page to render: its template and everything it shows (compared, so a page
+    whose inputs did not change is not rendered again)."""
+
+    template: str
+    depth: int
+    context: tuple[tuple[str, Any], ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Asset:
+    """A file served as it is (a stylesheet, an icon, the search index)."""
+
+    data: bytes
+
+
+Spec = Page | Asset
+
+
+def specs(site: Site, *, download_base: str = "$URL") -> dict[str, Spec]:
+    """Every page of the site by its path under the site's root, as what to render.
+
+    Listings are numbered from the oldest item, a hundred to a page, so a new file or
+    batch changes only the newest numbered page and the first one (the newest hundred);
+    no numbered page shows a count that grows.
+    """
+    found: dict[str, Spec] = {
+        STYLE: Asset((TEMPLATES / "style.css").read_bytes()),
+        ICON: Asset((TEMPLATES / "favicon.svg").read_bytes()),
+    }
+
+    def page(path: str, template: str, **context: Any) -> None:
+        depth = path.count("/")
+        found[path] = Page(template, depth, (("view", site.view), *sorted(context.items())))
+
+    page(
         "index.html",
-        _render(env, "home.html", site, 0, batches=site.batches[:20], chart=chart(site)),
+        "home.html",
+        files=len(site.files),
+        stored=site.total_bytes,
+        batch_count=len(site.batches),
+        uploader_count=len(site.uploaders),
+        batches=site.batches[:20],
+        chart=chart(site),
     )
-    yield from _listing(env, site, "files", "files.html", site.files, "files")
-    yield from _listing(env, site, "batches", "batches.html", site.batches, "batches")
-    yield "uploaders/index.html", _render(env, "uploaders.html", site, 1)
+    for listing, template, items in (
+        ("files", "files.html", site.files),
+        ("batches", "batches.html", site.batches),
+    ):
+        for path, context in _listing(listing, items):
+            page(path, template, **context)
+    page(
+        "uploaders/index.html",
+        "uploaders.html",
+        uploaders=tuple((up.author, up.slug, len(up.batches)) for up in site.uploaders),
+    )
     for file in site.files:
-        yield (
+        page(
             f"f/{file.digest}/index.html",
-            _render(
-                env,
-                "file.html",
-                site,
-                2,
-                file=file,
-                manifest=manifest(file),
-                curl_url=f"{download_base}/sha512/{file.digest}",
-            ),
+            "file.html",
+            file=file,
+            manifest=manifest(file),
+            curl_url=f"{download_base}/sha512/{file.digest}",
         )
     known = {file.digest for file in site.files}
     for batch in site.batches:
-        yield (
+        page(
             f"b/{batch.id}/index.html",
-            _render(env, "batch.html", site, 2, batch=batch, known=known),
+            "batch.html",
+            batch=batch,
+            known=tuple(digest in known for _, digest, _ in batch.files),
         )
     for uploader in site.uploaders:
-        yield (
+        page(
             f"u/{uploader.slug}/index.html",
-            _render(env, "uploader.html", site, 2, uploader=uploader, batches=uploader.batches),
+            "uploader.html",
+            author=uploader.author,
+            count=len(uploader.batches),
+            batches=uploader.batches[:UPLOADER_BATCHES],
         )
+    return found
 
 
-def _listing(
-    env: jinja2.Environment,
-    site: Site,
-    listing: str,
-    template: str,
-    items: tuple[Any, ...],
-    name: str,
-) -> Iterator[tuple[str, bytes]]:
-    count = max(1, -(-len(items) // PAGE_SIZE))
-    for page in range(1, count + 1):
-        chunk = items[(page - 1) * PAGE_SIZE : page * PAGE_SIZE]
-        path = f"{listing}/index.html" if page == 1 else f"{listing}/{page}/index.html"
-        depth = 1 if page == 1 else 2
-        yield (
-            path,
-            _render(
-                env,
-                template,
-                site,
-                depth,
-                **{name: chunk},
-                page=page,
-                pages=count,
-                listing=listing,
-                total=len(items),
-            ),
-        )
-
-
-def _render(
-    env: jinja2.Environment, template: str, site: Site, depth: int, **context: Any
-) -> bytes:
-    text = env.get_template(template).render(
-        site=site, view=site.view, root="../" * depth, **context
+def _listing(listing: str, items: tuple[Any, ...]) -> Iterator[tuple[str, dict[str, Any]]]:
+    """The listing's pages: the newest hundred items first, then numbered pages from
+    the oldest (page 1 holds the oldest hundred), each shown newest first."""
+    numbered = -(-len(items) // PAGE_SIZE)
+    first_older = (len(items) - PAGE_SIZE - 1) // PAGE_SIZE + 1  # the page of the next item
+    yield (
+        f"{listing}/index.html",
+        {
+            "items": items[:PAGE_SIZE],
+            "total": len(items),
+            "page": None,
+            "newer": None,
+            "older": first_older if len(items) > PAGE_SIZE else None,
+        },
     )
+    oldest_first = items[::-1]
+    for number in range(1, numbered + 1):
+        chunk = oldest_first[(number - 1) * PAGE_SIZE : number * PAGE_SIZE]
+        yield (
+            f"{listing}/{number}/index.html",
+            {
+                "items": chunk[::-1],
+                "total": None,
+                "page": number,
+                "first": (number - 1) * PAGE_SIZE + 1,
+                "newer": number + 1 if number < numbered else 0,  # 0: the first page
+                "older": number - 1 if number > 1 else None,
+            },
+        )
+
+
+def render(env: jinja2.Environment, spec: Spec) -> bytes:
+    """The bytes of one page."""
+    if isinstance(spec, Asset):
+        return spec.data
+    text = env.get_template(spec.template).render(root="../" * spec.depth, **dict(spec.context))
     return text.encode("utf-8")
+
+
+def pages(site: Site, *, download_base: str = "$URL") -> Iterator[tuple[str, bytes]]:
+    """Every page of the site rendered, as (path, bytes), in path order."""
+    env = environment()
+    for path, spec in sorted(specs(site, download_base=download_base).items()):
+        yield path, render(env, spec)
 
 
 def manifest(file: SiteFile) -> str:

@@ -53,7 +53,7 @@ def site(
     batch = system.upload(files, message="Toolchains for the linux64 builds\n\nBug 1869.")
     system.indexer.run_once(check=False)
     assert patch(system, files[2].digest, [{"op": "delete_instances", "reason": "a bad build"}])
-    render_site(system.regions)
+    render_site(system.regions.index)
     server = live_server(system.client.app, free_port())
     return server.url, {
         "home": "/",

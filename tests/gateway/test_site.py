@@ -7,20 +7,23 @@ import os
 
 import pytest
 
-from indexer.site.job import refresh_site, render_site
+from indexer.site.job import SiteJob, render_site
 from tests.gateway.auth_helpers import hawk
 from tests.gateway.test_manage import patch
 from tests.recording_store import writes_failing
 from tests.system import BASE, System, Uploaded
 
 
-def setup_files(system: System) -> tuple[Uploaded, Uploaded]:
+def setup_files(system: System, job: SiteJob | None = None) -> tuple[Uploaded, Uploaded]:
     public = Uploaded("clang-17.tar.xz", os.urandom(300), "public")
     internal = Uploaded("secret-sdk.zip", os.urandom(200), "internal")
     system.upload([public], message="clang 17")
     system.upload([internal], message="the secret sdk", client_id="everything")
     system.indexer.run_once(check=False)
-    render_site(system.regions)
+    if job is None:
+        render_site(system.regions.index)
+    else:
+        job.refresh()
     return public, internal
 
 
@@ -70,10 +73,11 @@ def test_the_internal_view_needs_a_token(system: System) -> None:
 
 
 def test_a_file_made_internal_leaves_the_public_site_at_the_next_pass(system: System) -> None:
-    public, _ = setup_files(system)
+    job = SiteJob(system.regions.index)
+    public, _ = setup_files(system, job)
     flip = [{"op": "set_visibility", "visibility": "internal"}]
     assert patch(system, public.digest, flip).status_code == 200
-    assert refresh_site(system.regions) is not None  # what the pass after it does
+    assert job.refresh() is not None  # what the pass after it does
     assert get(system, f"/f/{public.digest}/").status_code == 404
     for path in ("/", "/files/", "/batches/"):
         assert public.name not in get(system, path).text
@@ -81,10 +85,14 @@ def test_a_file_made_internal_leaves_the_public_site_at_the_next_pass(system: Sy
 
 
 def test_nothing_new_writes_nothing(system: System) -> None:
-    setup_files(system)
-    refresh_site(system.regions)
-    assert refresh_site(system.regions) is None
-    again = render_site(system.regions)
+    job = SiteJob(system.regions.index)
+    setup_files(system, job)
+    store = system.regions.index
+    before = {info.key: info.etag for info in store.list("")}
+    assert job.refresh() is None
+    assert SiteJob(store).refresh() is None  # a new process: it loads, renders nothing
+    assert {info.key: info.etag for info in store.list("")} == before
+    again = render_site(store)
     assert all(published.written == 0 for published in again.values())
 
 
@@ -96,11 +104,11 @@ def test_a_publish_killed_before_its_manifest_leaves_nothing_behind(system: Syst
     system.upload([soon], message="soon a secret")
     system.indexer.run_once(check=False)
     store = system.regions.index
-    with writes_failing(store, "site/public/manifest.json"), pytest.raises(StoreUnavailable):
-        render_site(system.regions)  # killed after its pages, before its manifest
+    with writes_failing(store, "site/state/public/manifest/"), pytest.raises(StoreUnavailable):
+        render_site(store)  # killed after its pages, before its manifests
     flip = [{"op": "set_visibility", "visibility": "internal"}]
     assert patch(system, soon.digest, flip).status_code == 200
-    refresh_site(system.regions)
+    SiteJob(store).refresh()
     for info in store.list("site/public/"):
         text = store.get(info.key)[0]
         for secret in (soon.digest.encode(), b"soon-secret", b"soon a secret"):

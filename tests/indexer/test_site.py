@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import os
 
-from indexer.site.job import site_sources
 from indexer.site.model import build
 from indexer.site.render import pages
+from indexer.site.sources import SiteSources
 from tests.gateway.test_manage import patch
 from tests.system import System, Uploaded
 
@@ -15,7 +15,10 @@ SCRIPT = "</textarea><script>alert(1)</script>"
 
 
 def rendered(system: System, view: str) -> dict[str, bytes]:
-    return dict(pages(build(view, *site_sources(system.regions.index))))  # type: ignore[arg-type]
+    sources = SiteSources(system.regions.index)
+    sources.rebuild()
+    built = build(view, sources.files.values(), sources.batches.values(), sources.history)  # type: ignore[arg-type]
+    return dict(pages(built))
 
 
 def uploaded(system: System) -> tuple[Uploaded, Uploaded]:
