@@ -51,11 +51,11 @@ class StoreSettings:
     s3_max_attempts: int = 2
     min_free_bytes: int = 1024**3
     lease_seconds: float = 300.0
-    render_site: bool | None = None  # None: on for the local store, off with S3
+    render_site: bool = True
 
     @property
     def renders_site(self) -> bool:
-        return self.is_local if self.render_site is None else self.render_site
+        return self.render_site
 
     @property
     def is_local(self) -> bool:
@@ -97,7 +97,7 @@ class StoreSettings:
             min_free_bytes=int(
                 _number(environ, "TOOLTOOL_MIN_FREE_BYTES", 1024**3, whole=True, minimum=0)
             ),
-            render_site=_flag(environ, "TOOLTOOL_RENDER_SITE"),
+            render_site=_flag(environ, "TOOLTOOL_RENDER_SITE") is not False,
             lease_seconds=_number(
                 environ, "TOOLTOOL_LEASE_SECONDS", 300.0, minimum=1, maximum=86400
             ),

@@ -144,7 +144,8 @@ def _file(obj: FileSource, history: tuple[Event, ...], batch_ids: set[int] | Non
         digest=obj.digest,
         size=obj.size,
         visibility=obj.visibility,
-        filenames=tuple(sorted({arrival.filename for arrival in arrivals})),
+        # A public file's names are public, whatever batch named it.
+        filenames=tuple(sorted({upload.filename for upload in obj.uploads})),
         arrivals=arrivals,
         instances=tuple(sorted(obj.instances)),
         verified_at=obj.verified_at,
