@@ -17,7 +17,7 @@ from collections.abc import Mapping
 
 import jinja2
 
-from indexer.site.model import VIEWS, Site, View, build
+from indexer.site.model import VIEWS, Memo, Site, View, build
 from indexer.site.publish import Published, Publisher
 from indexer.site.render import Spec, environment, render, specs
 from indexer.site.sources import SiteSources
@@ -36,6 +36,7 @@ class SiteJob:
         # What each page was last rendered from; None until every page has been.
         self._rendered: dict[View, Mapping[str, Spec]] | None = None
         self._env: jinja2.Environment = environment()
+        self._memos = {view: Memo() for view in VIEWS}
 
     def refresh(self) -> dict[View, Published] | None:
         """Bring the site up to date with the store; what each view's publish did, or
@@ -70,14 +71,17 @@ class SiteJob:
         return result
 
     def site(self, view: View) -> Site:
-        sources = self.sources
-        return build(view, sources.files.values(), sources.batches.values(), sources.history)
+        sources, memo = self.sources, self._memos[view]
+        memo.keep_only(sources.files.keys(), sources.batches.keys())
+        return build(
+            view, sources.files.values(), sources.batches.values(), sources.history, memo=memo
+        )
 
     def _publish(
         self, view: View, site: Site, before: Mapping[str, Spec]
     ) -> tuple[Published, Mapping[str, Spec]]:
         wanted = specs(site, download_base=self._download_base)
-        unchanged = {path for path, spec in wanted.items() if before.get(path) == spec}
+        unchanged = {path for path, spec in wanted.items() if _same(before.get(path), spec)}
         published = self._publishers[view].publish(
             wanted, lambda path: render(self._env, wanted[path]), unchanged=unchanged
         )
@@ -87,6 +91,10 @@ class SiteJob:
                 extra={"view": view, "written": published.written, "deleted": published.deleted},
             )
         return published, wanted
+
+
+def _same(before: Spec | None, spec: Spec) -> bool:
+    return before is spec or before == spec
 
 
 def render_site(store: Store, *, download_base: str = "$URL") -> dict[View, Published]:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 from collections import defaultdict
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -89,17 +89,56 @@ class Site:
         return sum(file.size for file in self.files if file.is_downloadable)
 
 
+class Memo:
+    """What a build made of each file and batch, for the next build to take again when
+    its sources are the same objects: a pass after a small change costs little more
+    than sorting the files."""
+
+    def __init__(self) -> None:
+        self._files: dict[str, tuple[FileSource, tuple[Event, ...], object, SiteFile]] = {}
+        self._batches: dict[int, tuple[Batch, SiteBatch]] = {}
+
+    def file(
+        self, obj: FileSource, history: tuple[Event, ...], batch_ids: set[int] | None
+    ) -> SiteFile:
+        shown = None if batch_ids is None else tuple(u.batch_id in batch_ids for u in obj.uploads)
+        known = self._files.get(obj.digest)
+        if known is not None and known[0] is obj and known[1] is history and known[2] == shown:
+            return known[3]
+        made = _file(obj, history, batch_ids)
+        self._files[obj.digest] = (obj, history, shown, made)
+        return made
+
+    def batch(self, batch: Batch) -> SiteBatch:
+        known = self._batches.get(batch.id)
+        if known is not None and known[0] is batch:
+            return known[1]
+        made = _batch(batch)
+        self._batches[batch.id] = (batch, made)
+        return made
+
+    def keep_only(self, digests: Collection[str], batch_ids: Collection[int]) -> None:
+        """Forget what was made of files and batches no longer in the sources."""
+        for digest in self._files.keys() - set(digests):
+            del self._files[digest]
+        for batch_id in self._batches.keys() - set(batch_ids):
+            del self._batches[batch_id]
+
+
 def build(
     view: View,
     sources: Iterable[FileSource],
     batches: Iterable[Batch],
     history: Mapping[str, tuple[Event, ...]],
+    *,
+    memo: Memo | None = None,
 ) -> Site:
     """The `view`'s site: files newest first, batches newest first, uploaders by name."""
-    objects = sorted(sources, key=lambda obj: obj.digest)
+    memo = memo if memo is not None else Memo()
+    objects = list(sources)
     visibility = {obj.digest: obj.visibility for obj in objects}
     shown = [
-        _batch(batch)
+        memo.batch(batch)
         for batch in sorted(batches, key=lambda batch: batch.id)
         if view == "internal" or _is_public(batch, visibility)
     ]
@@ -107,7 +146,7 @@ def build(
     # also named an internal file keeps its author and message to the internal view.
     batch_ids = None if view == "internal" else {batch.id for batch in shown}
     files = [
-        _file(obj, history.get(obj.digest, ()), batch_ids)
+        memo.file(obj, history.get(obj.digest, ()), batch_ids)
         for obj in objects
         if view == "internal" or obj.visibility == "public"
     ]

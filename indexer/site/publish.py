@@ -72,6 +72,7 @@ class Publisher:
         self._store = store
         self._view = view
         self._hashes: dict[str, str] | None = None  # path -> sha256; None: not read yet
+        self._groups: dict[str, set[str]] = defaultdict(set)  # group -> its paths
 
     def forget(self) -> None:
         """Read the manifests again before the next publish (another process wrote)."""
@@ -111,17 +112,18 @@ class Publisher:
                 result.written += 1
             for _ in pool.map(self._store.delete, [site_key(self._view, p) for p in gone]):
                 result.deleted += 1
-        hashes.update({path: digest for path, (_, digest) in changed.items()})
+        for path, (_, digest) in changed.items():
+            hashes[path] = digest
+            self._groups[group(path)].add(path)
         for path in gone:
             del hashes[path]
-        members: dict[str, dict[str, str]] = defaultdict(dict)
-        for path, digest in hashes.items():
-            if group(path) in touched:
-                members[group(path)][path] = digest
+            self._groups[group(path)].discard(path)
         for name in touched:
-            if members.get(name):
-                self._put(self._manifest_key(name), _dump(members[name]))
+            members = {path: hashes[path] for path in self._groups.get(name, ())}
+            if members:
+                self._put(self._manifest_key(name), _dump(members))
             else:
+                self._groups.pop(name, None)
                 self._store.delete(self._manifest_key(name))
         self._store.delete(self._journal_key())
         return result
@@ -135,6 +137,9 @@ class Publisher:
     def _known(self) -> dict[str, str]:
         if self._hashes is None:
             self._hashes = self._read()
+            self._groups = defaultdict(set)
+            for path in self._hashes:
+                self._groups[group(path)].add(path)
         return self._hashes
 
     def _read(self) -> dict[str, str]:

@@ -44,6 +44,7 @@ def environment() -> jinja2.Environment:
         shell=shlex.quote,
         describe=describe,
     )
+    env.globals.update(manifest=manifest)
     return env
 
 
@@ -97,8 +98,7 @@ def specs(site: Site, *, download_base: str = "$URL") -> dict[str, Spec]:
     }
 
     def page(path: str, template: str, **context: Any) -> None:
-        depth = path.count("/")
-        found[path] = Page(template, depth, (("view", site.view), *sorted(context.items())))
+        found[path] = Page(template, path.count("/"), (("view", site.view), *context.items()))
 
     page(
         "index.html",
@@ -126,8 +126,7 @@ def specs(site: Site, *, download_base: str = "$URL") -> dict[str, Spec]:
             f"f/{file.digest}/index.html",
             "file.html",
             file=file,
-            manifest=manifest(file),
-            curl_url=f"{download_base}/sha512/{file.digest}",
+            download_base=download_base,
         )
     known = {file.digest for file in site.files}
     for batch in site.batches:

@@ -27,6 +27,7 @@ import logging
 import secrets
 from collections import defaultdict
 from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
@@ -45,6 +46,7 @@ STATE_PREFIX = "site/state/"
 FILES_PREFIX = f"{STATE_PREFIX}files/"
 POSITION_KEY = f"{STATE_PREFIX}position.json"
 SHOWN_EVENTS = ("verified", "visibility", "delete")  # what a file page's history tells
+WRITERS = 8  # state shards written at once
 MAX_FOLLOWED = 5000  # feed entries or records followed in one pass; further behind, rebuild
 
 
@@ -123,6 +125,7 @@ class SiteSources:
         self.files: dict[str, FileSource] = {}
         self.history: dict[str, tuple[Event, ...]] = {}  # by digest, oldest first
         self.batches: dict[int, Batch] = {}
+        self._members: dict[str, set[str]] = defaultdict(set)  # shard -> its digests
         self.position: Position | None = None  # what was last loaded or saved
         self.writer = secrets.token_hex(8)  # this process, in the positions it saves
         self._stored: Position | None = None  # the position last read from or saved
@@ -164,12 +167,11 @@ class SiteSources:
             if record.digest is not None and record.event in SHOWN_EVENTS:
                 events[record.digest].append(Event.of(record))
         batches = self._all_batches()
-        self.files = {obj.digest: FileSource.of(obj) for obj in readable_index_objects(self._store)}
-        self.history = {digest: _sorted(found) for digest, found in sorted(events.items())}
-        self.batches = batches
-        written = self._shards()
-        for shard in sorted(written):
-            self._save_shard(shard)
+        files = {obj.digest: FileSource.of(obj) for obj in readable_index_objects(self._store)}
+        history = {digest: _sorted(found) for digest, found in sorted(events.items())}
+        self._take(files, history, batches)
+        written = set(self._members)
+        self._save_shards(written)
         for info in self._store.list(FILES_PREFIX):
             shard = "files/" + info.key.removeprefix(FILES_PREFIX).removesuffix(".json")
             if shard not in written:
@@ -220,12 +222,12 @@ class SiteSources:
                 reread.update(self._changed_in(shard, set(position.recent)))
         for digest, found in new_events.items():
             self.history[digest] = _sorted([*self.history.get(digest, ()), *found])
+            self._members[file_shard(digest)].add(digest)
         changes.digests.update(new_events)
         for digest in sorted(reread):
             if self._reread(digest):
                 changes.digests.add(digest)
-        for shard in sorted({file_shard(digest) for digest in changes.digests}):
-            self._save_shard(shard)
+        self._save_shards({file_shard(digest) for digest in changes.digests})
         self.position = Position(seq, audit, tuple(sorted(recent)), position.writer)
         return changes
 
@@ -255,7 +257,7 @@ class SiteSources:
         entries = {entry["digest"]: entry for entry in self._catalog.shard(shard)}
         prefix = shard.removeprefix("files/")
         changed = {digest for digest in suspects if digest.startswith(prefix)}
-        known = {digest for digest in self.files if digest.startswith(prefix)}
+        known = {digest for digest in self._members.get(shard, ()) if digest in self.files}
         for digest in entries.keys() | known:
             entry, source = entries.get(digest), self.files.get(digest)
             if entry is None or source is None or _differs(entry, source):
@@ -278,6 +280,7 @@ class SiteSources:
             del self.files[digest]
         else:
             self.files[digest] = new
+            self._members[file_shard(digest)].add(digest)
         return True
 
     # -- the copy in the store ---------------------------------------------
@@ -318,21 +321,34 @@ class SiteSources:
                 logger.error("%s is unreadable: the site's sources are read again", info.key)
                 return False
         batches = self._all_batches()
-        self.files, self.history, self.batches = files, history, batches
+        self._take(files, history, batches)
         self.position = position
         return True
 
-    def _shards(self) -> set[str]:
-        return {file_shard(digest) for digest in self.files.keys() | self.history.keys()}
+    def _take(
+        self,
+        files: dict[str, FileSource],
+        history: dict[str, tuple[Event, ...]],
+        batches: dict[int, Batch],
+    ) -> None:
+        self.files, self.history, self.batches = files, history, batches
+        self._members = defaultdict(set)
+        for digest in files.keys() | history.keys():
+            self._members[file_shard(digest)].add(digest)
+
+    def _save_shards(self, shards: Iterable[str]) -> None:
+        """Write these state shards, several at a time."""
+        with ThreadPoolExecutor(max_workers=WRITERS) as pool:
+            for _ in pool.map(self._save_shard, sorted(shards)):
+                pass
 
     def _save_shard(self, shard: str) -> None:
-        prefix = shard.removeprefix("files/")
         digests = sorted(
             digest
-            for digest in self.files.keys() | self.history.keys()
-            if digest.startswith(prefix)
+            for digest in self._members.get(shard, ())
+            if digest in self.files or digest in self.history
         )
-        key = f"{FILES_PREFIX}{prefix}.json"
+        key = f"{FILES_PREFIX}{shard.removeprefix('files/')}.json"
         if not digests:
             self._store.delete(key)
             return
@@ -380,13 +396,6 @@ class SiteSources:
                 continue
             batches[batch.id] = batch
         return batches
-
-    def batch_ids_of(self, digests: Iterable[str]) -> Iterator[int]:
-        """The batches naming any of `digests` (a scan of the batches held in memory)."""
-        wanted = set(digests)
-        for batch in self.batches.values():
-            if any(entry.digest in wanted for entry in batch.files.values()):
-                yield batch.id
 
 
 def _same_place(one: Position, other: Position) -> bool:
