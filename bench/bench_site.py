@@ -119,7 +119,7 @@ def measure(files: int) -> Results:
         _timed("nothing new, new process", results, counting, SiteJob(counting).refresh)  # type: ignore[arg-type]
         tracemalloc.start()
         sources = SiteSources(store)
-        sources.follow()
+        sources.prepare()
         results["sources MiB"] = tracemalloc.get_traced_memory()[0] / 2**20
         tracemalloc.stop()
         del sources

@@ -197,6 +197,11 @@ class AuditLog:
             )
         return problems
 
+    def head(self) -> int:
+        """The sequence number the head names: the last record, or one a writer has
+        not moved the head past yet."""
+        return self._head()[0]
+
     def _head(self) -> tuple[int, str, str | None]:
         try:
             raw, info = self._store.get(HEAD_KEY)

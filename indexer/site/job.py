@@ -17,10 +17,10 @@ from collections.abc import Mapping
 
 import jinja2
 
-from indexer.site.model import VIEWS, Memo, Site, View, build
+from indexer.site.model import VIEWS, Memo, Site, View, build, uploader_slug
 from indexer.site.publish import Published, Publisher
 from indexer.site.render import Spec, environment, render, specs
-from indexer.site.sources import SiteSources
+from indexer.site.sources import Changes, SiteSources, StaleCopy
 from indexer.stores import Store
 
 logger = logging.getLogger(__name__)
@@ -40,35 +40,84 @@ class SiteJob:
 
     def refresh(self) -> dict[View, Published] | None:
         """Bring the site up to date with the store; what each view's publish did, or
-        None when it showed everything already."""
-        changes = self.sources.follow()
-        if changes.loaded or changes.everything:
-            # Another process wrote the site, or every source was read again: nothing
-            # this one rendered is trusted.
-            self._rendered = None
-            for publisher in self._publishers.values():
-                publisher.forget()
-        if not changes:
-            self.sources.save_position()  # the feed moved past nothing the site shows
-            return None
-        return self._publish_all()
+        None when it showed everything already. A refresh that fails leaves nothing
+        trusted in memory: the next one starts from what the store holds."""
+        try:
+            state = self.sources.prepare()
+            if state != "warm":
+                self._forget()
+            if state == "loaded":  # the saved copy is what the site shows
+                self._rendered = {view: self._specs(view) for view in VIEWS}
+            changes: Changes | None = None
+            if state != "rebuilt":
+                try:
+                    changes = self.sources.follow()
+                except StaleCopy as exc:
+                    logger.warning("the site's sources are read again: %s", exc)
+                    self.sources.rebuild()
+                    self._forget()
+            if changes is not None and not changes:
+                self.sources.save()  # the feed moved past nothing the site shows
+                return None
+            result = self._publish_all(changes)
+            self.sources.save()
+            return result
+        except BaseException:
+            self.sources.forget()
+            self._forget()
+            raise
 
     def rebuild(self) -> dict[View, Published]:
         """Make the sources again from the whole store and render every page."""
-        self.sources.rebuild()
+        try:
+            self.sources.rebuild()
+            self._forget()
+            result = self._publish_all(None)
+            self.sources.save()
+            return result
+        except BaseException:
+            self.sources.forget()
+            self._forget()
+            raise
+
+    def _forget(self) -> None:
         self._rendered = None
         for publisher in self._publishers.values():
             publisher.forget()
-        return self._publish_all()
 
-    def _publish_all(self) -> dict[View, Published]:
+    def _publish_all(self, changes: Changes | None) -> dict[View, Published]:
+        """Publish both views (`changes`: what changed, whose pages leaving a view are
+        deleted whatever the manifests say; None: everything may have)."""
         rendered = self._rendered or {view: {} for view in VIEWS}
         result = {}
         for view in VIEWS:
-            result[view], rendered[view] = self._publish(view, self.site(view), rendered[view])
+            site = self.site(view)
+            wanted = specs(site, download_base=self._download_base)
+            result[view] = self._publish(view, wanted, rendered[view], self._leaving(site, changes))
+            rendered[view] = wanted
         self._rendered = rendered
-        self.sources.save_position()
         return result
+
+    def _specs(self, view: View) -> Mapping[str, Spec]:
+        return specs(self.site(view), download_base=self._download_base)
+
+    def _leaving(self, site: Site, changes: Changes | None) -> set[str]:
+        """The pages of changed files, batches and uploaders that are not in the view."""
+        if changes is None:
+            return set()
+        files = {file.digest for file in site.files}
+        batch_ids = {batch.id for batch in site.batches}
+        authors = {uploader.author for uploader in site.uploaders}
+        touched = set(changes.batch_ids)
+        for digest in changes.digests:
+            touched.update(self.sources.batches_of.get(digest, ()))
+        leaving = {f"f/{digest}/index.html" for digest in changes.digests - files}
+        leaving.update(f"b/{batch_id}/index.html" for batch_id in touched - batch_ids)
+        for batch_id in touched:
+            batch = self.sources.batches.get(batch_id)
+            if batch is not None and batch.author not in authors:
+                leaving.add(f"u/{uploader_slug(batch.author)}/index.html")
+        return leaving
 
     def site(self, view: View) -> Site:
         sources, memo = self.sources, self._memos[view]
@@ -78,19 +127,25 @@ class SiteJob:
         )
 
     def _publish(
-        self, view: View, site: Site, before: Mapping[str, Spec]
-    ) -> tuple[Published, Mapping[str, Spec]]:
-        wanted = specs(site, download_base=self._download_base)
+        self,
+        view: View,
+        wanted: Mapping[str, Spec],
+        before: Mapping[str, Spec],
+        leaving: set[str],
+    ) -> Published:
         unchanged = {path for path, spec in wanted.items() if _same(before.get(path), spec)}
         published = self._publishers[view].publish(
-            wanted, lambda path: render(self._env, wanted[path]), unchanged=unchanged
+            wanted,
+            lambda path: render(self._env, wanted[path]),
+            unchanged=unchanged,
+            drop=leaving - wanted.keys(),
         )
         if published.written or published.deleted:
             logger.info(
                 "site published",
                 extra={"view": view, "written": published.written, "deleted": published.deleted},
             )
-        return published, wanted
+        return published
 
 
 def _same(before: Spec | None, spec: Spec) -> bool:

@@ -73,10 +73,12 @@ class Publisher:
         self._view = view
         self._hashes: dict[str, str] | None = None  # path -> sha256; None: not read yet
         self._groups: dict[str, set[str]] = defaultdict(set)  # group -> its paths
+        self._checked = False  # whether the groups no manifest names were looked for
 
     def forget(self) -> None:
         """Read the manifests again before the next publish (another process wrote)."""
         self._hashes = None
+        self._checked = False
 
     def publish(
         self,
@@ -84,11 +86,14 @@ class Publisher:
         render: Callable[[str], bytes],
         *,
         unchanged: Collection[str] = (),
+        drop: Collection[str] = (),
     ) -> Published:
         """Make the view hold a page at each of `paths`, with the bytes `render` makes of
         a path; a path in `unchanged` is rendered only when the store's copy is in doubt
         (its inputs are those of the page written last)."""
         hashes = self._known()
+        if not self._checked:
+            self._doubt_unnamed(paths)
         result = Published()
         changed: dict[str, tuple[bytes, str]] = {}
         for path in sorted(paths):
@@ -101,7 +106,9 @@ class Publisher:
                 result.unchanged += 1
             else:
                 changed[path] = (data, digest)
-        gone = sorted(hashes.keys() - set(paths))
+        # What the view no longer holds: what the manifests name, and what the caller
+        # knows left it (a page the manifests lost track of is deleted all the same).
+        gone = sorted((hashes.keys() | set(drop)) - set(paths))
         if not changed and not gone:
             return result
         touched = sorted({group(path) for path in [*changed, *gone]})
@@ -116,7 +123,7 @@ class Publisher:
             hashes[path] = digest
             self._groups[group(path)].add(path)
         for path in gone:
-            del hashes[path]
+            hashes.pop(path, None)
             self._groups[group(path)].discard(path)
         for name in touched:
             members = {path: hashes[path] for path in self._groups.get(name, ())}
@@ -127,6 +134,17 @@ class Publisher:
                 self._store.delete(self._manifest_key(name))
         self._store.delete(self._journal_key())
         return result
+
+    def _doubt_unnamed(self, paths: Collection[str]) -> None:
+        """Pages of groups no manifest names (one lost, or a layout before manifests):
+        whatever the store holds of them is in doubt."""
+        for name in sorted({group(path) for path in paths} - self._groups.keys()):
+            for info in self._store.list(site_key(self._view, name)):
+                path = info.key.removeprefix(site_key(self._view, ""))
+                if group(path) == name and self._hashes is not None:
+                    self._hashes.setdefault(path, UNKNOWN)
+                    self._groups[name].add(path)
+        self._checked = True
 
     def _write(self, item: tuple[str, tuple[bytes, str]]) -> None:
         path, (data, _) = item

@@ -123,8 +123,9 @@ def test_a_pass_with_nothing_new_writes_nothing(system: System) -> None:
     assert job.refresh() is None  # a new process loads what the last one saved
     recording.calls.clear()
     assert job.refresh() is None
-    # The position, the next feed entry (absent), the feed's head, the next record.
-    assert len(recording.calls) == 4
+    # The position, the next feed entry (absent), the feed's head, the next record, the
+    # log's head.
+    assert len(recording.calls) == 5
     assert recording.writes() == []
 
 
