@@ -12,8 +12,9 @@ writes only what differs.
 
 from __future__ import annotations
 
+import contextlib
 import logging
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 
 import jinja2
 
@@ -42,7 +43,7 @@ class SiteJob:
         """Bring the site up to date with the store; what each view's publish did, or
         None when it showed everything already. A refresh that fails leaves nothing
         trusted in memory: the next one starts from what the store holds."""
-        try:
+        with self._forgetting_on_failure():
             state = self.sources.prepare()
             if state != "warm":
                 self._forget()
@@ -59,22 +60,24 @@ class SiteJob:
             if changes is not None and not changes:
                 self.sources.save()  # the feed moved past nothing the site shows
                 return None
-            result = self._publish_all(changes)
-            self.sources.save()
-            return result
-        except BaseException:
-            self.sources.forget()
-            self._forget()
-            raise
+            return self._publish_and_save(changes)
 
     def rebuild(self) -> dict[View, Published]:
         """Make the sources again from the whole store and render every page."""
-        try:
+        with self._forgetting_on_failure():
             self.sources.rebuild()
             self._forget()
-            result = self._publish_all(None)
-            self.sources.save()
-            return result
+            return self._publish_and_save(None)
+
+    def _publish_and_save(self, changes: Changes | None) -> dict[View, Published]:
+        result = self._publish_all(changes)
+        self.sources.save()  # only now: the saved copy is what the pages show
+        return result
+
+    @contextlib.contextmanager
+    def _forgetting_on_failure(self) -> Iterator[None]:
+        try:
+            yield
         except BaseException:
             self.sources.forget()
             self._forget()
