@@ -20,6 +20,7 @@ import jinja2
 from indexer.site.model import VIEWS, Memo, Site, View, build
 from indexer.site.publish import Published, Publisher
 from indexer.site.render import Spec, environment, render, specs
+from indexer.site.search import SearchBundle
 from indexer.site.sources import SiteSources
 from indexer.stores import Store
 
@@ -33,6 +34,7 @@ class SiteJob:
         self.sources = SiteSources(store)
         self._download_base = download_base
         self._publishers = {view: Publisher(store, view) for view in VIEWS}
+        self._search = {view: SearchBundle() for view in VIEWS}
         # What each page was last rendered from; None until every page has been.
         self._rendered: dict[View, Mapping[str, Spec]] | None = None
         self._env: jinja2.Environment = environment()
@@ -80,7 +82,7 @@ class SiteJob:
     def _publish(
         self, view: View, site: Site, before: Mapping[str, Spec]
     ) -> tuple[Published, Mapping[str, Spec]]:
-        wanted = specs(site, download_base=self._download_base)
+        wanted = specs(site, download_base=self._download_base, search=self._search[view].files)
         unchanged = {path for path, spec in wanted.items() if _same(before.get(path), spec)}
         published = self._publishers[view].publish(
             wanted, lambda path: render(self._env, wanted[path]), unchanged=unchanged
