@@ -21,8 +21,9 @@ from gateway.errors import NotFound
 from indexer.site.publish import content_type, site_key
 from indexer.stores import InvalidKey, ObjectNotFound, Store
 
-# What the renderer makes: listings, pages per file, batch and uploader, assets.
-SECTIONS = ("files", "batches", "uploaders", "f", "b", "u", "assets")
+# What the renderer makes: listings, pages per file, batch and uploader, assets, and the
+# search bundle.
+SECTIONS = ("files", "batches", "uploaders", "f", "b", "u", "assets", "pagefind")
 _PATH = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]*(/[A-Za-z0-9_-][A-Za-z0-9._-]*)*/?")
 MAX_AGE = 60
 

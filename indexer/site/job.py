@@ -21,6 +21,7 @@ import jinja2
 from indexer.site.model import VIEWS, Memo, Site, View, build, uploader_slug
 from indexer.site.publish import Published, Publisher
 from indexer.site.render import Spec, environment, render, specs
+from indexer.site.search import SearchBundle
 from indexer.site.sources import Changes, SiteSources, StaleCopy
 from indexer.stores import Store
 
@@ -34,6 +35,7 @@ class SiteJob:
         self.sources = SiteSources(store)
         self._download_base = download_base
         self._publishers = {view: Publisher(store, view) for view in VIEWS}
+        self._search = {view: SearchBundle() for view in VIEWS}
         # What each page was last rendered from; None until every page has been.
         self._rendered: dict[View, Mapping[str, Spec]] | None = None
         self._env: jinja2.Environment = environment()
@@ -95,14 +97,16 @@ class SiteJob:
         result = {}
         for view in VIEWS:
             site = self.site(view)
-            wanted = specs(site, download_base=self._download_base)
+            wanted = specs(site, download_base=self._download_base, search=self._search[view].files)
             result[view] = self._publish(view, wanted, rendered[view], self._leaving(site, changes))
             rendered[view] = wanted
         self._rendered = rendered
         return result
 
     def _specs(self, view: View) -> Mapping[str, Spec]:
-        return specs(self.site(view), download_base=self._download_base)
+        """The pages the saved copy shows, but the search bundle (built when a publish
+        needs it: its files are compared with the manifests then)."""
+        return specs(self.site(view), download_base=self._download_base, search=_no_bundle)
 
     def _leaving(self, site: Site, changes: Changes | None) -> set[str]:
         """The pages of changed files, batches and uploaders that are not in the view."""
@@ -149,6 +153,10 @@ class SiteJob:
                 extra={"view": view, "written": published.written, "deleted": published.deleted},
             )
         return published
+
+
+def _no_bundle(records: object) -> list[tuple[str, bytes]]:
+    return []
 
 
 def _same(before: Spec | None, spec: Spec) -> bool:

@@ -25,6 +25,7 @@ from collections import defaultdict
 from collections.abc import Callable, Collection, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import PurePosixPath
 
 from indexer.stores import ObjectNotFound, Store
 from indexer.strict_json import StrictJsonError, loads_strict
@@ -37,15 +38,33 @@ WRITERS = 8  # pages written at once
 UNKNOWN = ""  # the hash of an object a killed publish may have left in any state
 # How many characters after the section name make a group's prefix.
 GROUPS = {"f/": 3, "b/": 3, "u/": 2, "files/": 2, "batches/": 2, "pagefind/fragment/": 5}
-mimetypes.add_type("application/wasm", ".wasm")
 
 
 def site_key(view: str, path: str) -> str:
     return f"{SITE_PREFIX}{view}/{path}"
 
 
+# Named rather than guessed where the platform's tables may differ or know nothing. The
+# search bundle's own formats are gzipped and unzipped by Pagefind's scripts: they are
+# sent as they are stored, with no Content-Encoding.
+_TYPES = {
+    ".pf_meta": "application/octet-stream",
+    ".pf_index": "application/octet-stream",
+    ".pf_fragment": "application/octet-stream",
+    ".pf_filter": "application/octet-stream",
+    ".pagefind": "application/octet-stream",  # the search's WebAssembly, gzipped
+    ".html": "text/html",
+    ".css": "text/css",
+    ".js": "text/javascript",
+    ".json": "application/json",
+    ".svg": "image/svg+xml",
+    ".wasm": "application/wasm",
+}
+
+
 def content_type(path: str) -> str:
-    guessed = mimetypes.guess_type(path)[0] or "application/octet-stream"
+    suffix = PurePosixPath(path).suffix
+    guessed = _TYPES.get(suffix) or mimetypes.guess_type(path)[0] or "application/octet-stream"
     return f"{guessed}; charset=utf-8" if guessed.startswith("text/") else guessed
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import shlex
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,6 +18,7 @@ import jinja2
 from markupsafe import Markup, escape
 
 from indexer.site.model import Site, SiteFile, uploader_slug
+from indexer.site.search import SearchRecord, search_files, site_records
 from indexer.site.sources import Event
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
@@ -25,6 +26,8 @@ PAGE_SIZE = 100
 UPLOADER_BATCHES = 100  # the newest an uploader's page lists
 STYLE = "assets/style.css"
 ICON = "assets/favicon.svg"
+SEARCH = "assets/search.js"
+Search = Callable[[Sequence[SearchRecord]], list[tuple[str, bytes]]]
 
 
 def environment() -> jinja2.Environment:
@@ -85,8 +88,11 @@ class Asset:
 Spec = Page | Asset
 
 
-def specs(site: Site, *, download_base: str = "$URL") -> dict[str, Spec]:
-    """Every page of the site by its path under the site's root, as what to render.
+def specs(
+    site: Site, *, download_base: str = "$URL", search: Search = search_files
+) -> dict[str, Spec]:
+    """Every page of the site by its path under the site's root, as what to render, and
+    the search bundle of its file and batch pages (`search` builds it from their records).
 
     Listings are numbered from the oldest item, a hundred to a page, so a new file or
     batch changes only the newest numbered page and the first one (the newest hundred);
@@ -96,9 +102,15 @@ def specs(site: Site, *, download_base: str = "$URL") -> dict[str, Spec]:
         STYLE: Asset((TEMPLATES / "style.css").read_bytes()),
         ICON: Asset((TEMPLATES / "favicon.svg").read_bytes()),
     }
+    records = site_records(site)
+    # A site with nothing to find has no search box: Pagefind's scripts fail on an empty index.
+    if records:
+        found[SEARCH] = Asset((TEMPLATES / "search.js").read_bytes())
+        found.update((path, Asset(data)) for path, data in search(records))
 
     def page(path: str, template: str, **context: Any) -> None:
-        found[path] = Page(template, path.count("/"), (("view", site.view), *context.items()))
+        shared = (("view", site.view), ("has_search", bool(records)))
+        found[path] = Page(template, path.count("/"), (*shared, *context.items()))
 
     page(
         "index.html",

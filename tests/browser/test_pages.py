@@ -5,38 +5,26 @@ scrolling, and the chart renders. Screenshots land in ``test-artifacts/screensho
 from __future__ import annotations
 
 import os
-import shutil
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from indexer.site.job import render_site
 from indexer.site.model import uploader_slug
+from tests.browser.chromium import (
+    CHROMIUM,
+    FLAGS,
+    VIEWPORTS,
+    require_chromium,
+    visit,
+    watch_console,
+)
 from tests.conftest import LiveServer, free_port
 from tests.gateway.test_manage import patch
 from tests.system import System, Uploaded
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "screenshots"
-# As the machine's notes advise: no background connections (the network is closed).
-FLAGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
-VIEWPORTS = {"desktop": (1280, 800), "phone": (360, 740)}
-
-if not os.path.exists(CHROMIUM):
-    if os.environ.get("CI"):
-        raise RuntimeError(f"CI needs Debian's chromium at {CHROMIUM} (apt-get install chromium)")
-    pytest.skip("needs Debian's chromium: apt-get install chromium", allow_module_level=True)
-
+require_chromium()
 sync_api = pytest.importorskip("playwright.sync_api")
 
 
@@ -71,7 +59,6 @@ def test_every_page_kind_in_chromium(system: Any, site: tuple[str, dict[str, str
     if system.regions.index.region != "local":
         pytest.skip("the pages are the same on both stores")
     url, paths = site
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
     with sync_api.sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
         try:
@@ -92,26 +79,3 @@ def test_every_page_kind_in_chromium(system: Any, site: tuple[str, dict[str, str
                 page.close()
         finally:
             browser.close()
-
-
-def watch_console(page: Any) -> list[str]:
-    """The console errors and page errors `page` will log."""
-    problems: list[str] = []
-
-    def on_console(message: Any) -> None:
-        if message.type == "error":
-            problems.append(message.text)
-
-    page.on("console", on_console)
-    page.on("pageerror", lambda error: problems.append(str(error)))
-    return problems
-
-
-def visit(page: Any, url: str, name: str, problems: list[str]) -> None:
-    response = page.goto(url)
-    assert response is not None
-    assert response.status == 200, name
-    assert problems == [], (name, problems)
-    overflow = page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
-    assert overflow <= 1, (name, overflow)  # readable without scrolling sideways
-    page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)

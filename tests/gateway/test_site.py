@@ -3,11 +3,13 @@
 
 from __future__ import annotations
 
+import gzip
 import os
 
 import pytest
 
 from indexer.site.job import SiteJob, render_site
+from indexer.site.publish import content_type
 from tests.gateway.auth_helpers import hawk
 from tests.gateway.test_manage import patch
 from tests.recording_store import writes_failing
@@ -111,6 +113,30 @@ def test_a_publish_killed_before_its_manifest_leaves_nothing_behind(system: Syst
     SiteJob(store).refresh()
     for info in store.list("site/public/"):
         text = store.get(info.key)[0]
+        if text.startswith(b"\x1f\x8b"):  # the search index's files are gzipped
+            text = gzip.decompress(text)
         for secret in (soon.digest.encode(), b"soon-secret", b"soon a secret"):
             assert secret not in text, info.key
     assert get(system, f"/f/{soon.digest}/").status_code == 404
+
+
+def test_the_search_bundle_is_served_with_its_types(system: System) -> None:
+    setup_files(system)
+    store = system.regions.index
+    bundle = [info.key.removeprefix("site/public/") for info in store.list("site/public/pagefind/")]
+    fragment = next(path for path in bundle if path.endswith(".pf_fragment"))
+    types = {
+        "pagefind/pagefind-ui.js": "text/javascript; charset=utf-8",
+        "pagefind/pagefind-ui.css": "text/css; charset=utf-8",
+        "pagefind/pagefind-entry.json": "application/json",
+        "pagefind/wasm.en.pagefind": "application/octet-stream",
+        fragment: "application/octet-stream",
+    }
+    for path, expected in types.items():
+        answer = get(system, f"/{path}")
+        assert answer.status_code == 200, path
+        assert answer.headers["content-type"] == expected, path
+        assert "content-encoding" not in answer.headers, path  # Pagefind unzips them itself
+    internal = get(system, "/internal/pagefind/pagefind.js", client_id="reader")
+    assert internal.status_code == 200
+    assert content_type("x/module.wasm") == "application/wasm"

@@ -106,6 +106,12 @@ def test_a_new_batch_renders_and_writes_only_what_it_touches(
             if key.startswith(f"site/{view}/")
         }
         assert f"f/{new.digest}/index.html" in written
+        # The search bundle: a fragment for each new page, and the index chunks and
+        # metadata naming them; none of the others, nor Pagefind's scripts.
+        search = {path for path in written if path.startswith("pagefind/")}
+        assert len([path for path in search if path.startswith("pagefind/fragment/")]) == 2
+        assert not [path for path in search if path.endswith((".js", ".css", ".pagefind"))]
+        written -= search
         assert {path for path in written if not path.startswith("b/")} <= touched, view
         assert len([path for path in written if path.startswith("b/")]) == 1
     assert len(rendered) < 30  # the pages above, in two views, not the 270 others
