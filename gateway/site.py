@@ -23,7 +23,17 @@ from indexer.stores import InvalidKey, ObjectNotFound, Store
 
 # What the renderer makes: listings, pages per file, batch and uploader, assets, and the
 # search bundle.
-SECTIONS = ("files", "batches", "uploaders", "f", "b", "u", "assets", "pagefind")
+SECTIONS = (
+    "files",
+    "batches",
+    "uploaders",
+    "f",
+    "b",
+    "u",
+    "assets",
+    "pagefind",
+    "pagefind-archive",
+)
 _PATH = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]*(/[A-Za-z0-9_-][A-Za-z0-9._-]*)*/?")
 MAX_AGE = 60
 

@@ -37,7 +37,15 @@ STATE_PREFIX = f"{SITE_PREFIX}state/"
 WRITERS = 8  # pages written at once
 UNKNOWN = ""  # the hash of an object a killed publish may have left in any state
 # How many characters after the section name make a group's prefix.
-GROUPS = {"f/": 3, "b/": 3, "u/": 2, "files/": 2, "batches/": 2, "pagefind/fragment/": 5}
+GROUPS = {
+    "f/": 3,
+    "b/": 3,
+    "u/": 2,
+    "files/": 2,
+    "batches/": 2,
+    "pagefind/fragment/": 5,
+    "pagefind-archive/fragment/": 5,
+}
 
 
 def site_key(view: str, path: str) -> str:

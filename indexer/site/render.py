@@ -18,7 +18,7 @@ import jinja2
 from markupsafe import Markup, escape
 
 from indexer.site.model import Site, SiteFile, uploader_slug
-from indexer.site.search import SearchRecord, search_files, site_records
+from indexer.site.search import SearchRecord, bundles, partition, site_records
 from indexer.site.sources import Event
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
@@ -88,9 +88,7 @@ class Asset:
 Spec = Page | Asset
 
 
-def specs(
-    site: Site, *, download_base: str = "$URL", search: Search = search_files
-) -> dict[str, Spec]:
+def specs(site: Site, *, download_base: str = "$URL", search: Search = bundles) -> dict[str, Spec]:
     """Every page of the site by its path under the site's root, as what to render, and
     the search bundle of its file and batch pages (`search` builds it from their records).
 
@@ -103,13 +101,14 @@ def specs(
         ICON: Asset((TEMPLATES / "favicon.svg").read_bytes()),
     }
     records = site_records(site)
+    archived = bool(partition(records)[0])
     # A site with nothing to find has no search box: Pagefind's scripts fail on an empty index.
     if records:
         found[SEARCH] = Asset((TEMPLATES / "search.js").read_bytes())
         found.update((path, Asset(data)) for path, data in search(records))
 
     def page(path: str, template: str, **context: Any) -> None:
-        shared = (("view", site.view), ("has_search", bool(records)))
+        shared = (("view", site.view), ("has_search", bool(records)), ("archive", archived))
         found[path] = Page(template, path.count("/"), (*shared, *context.items()))
 
     page(

@@ -22,7 +22,9 @@ from dataclasses import dataclass
 from indexer.site.model import Site, SiteFile
 from indexer.site.pagefind_service import bundle
 
-BUNDLE = "pagefind"
+BUNDLE = "pagefind"  # the recent records' bundle, and the search box's scripts
+ARCHIVE = "pagefind-archive"
+STEP = 10_000  # records the archive grows by
 # What Pagefind writes that the default UI never loads: its other two UIs, the highlighting
 # script, and the WebAssembly for pages of no language (every record is English).
 _UNUSED = frozenset(
@@ -44,6 +46,7 @@ class SearchRecord:
     url: str  # the page's path under the site's root, as render.pages() names it
     title: str
     text: str
+    age: str = ""  # when the file was verified or the batch posted: what splits bundles
 
 
 def site_records(site: Site) -> list[SearchRecord]:
@@ -57,6 +60,7 @@ def site_records(site: Site) -> list[SearchRecord]:
                 [f"Batch #{batch.id} by {batch.author}", batch.message]
                 + [name for name, _, _ in batch.files]
             ),
+            age=batch.uploaded,
         )
         for batch in site.batches
     ]
@@ -66,12 +70,27 @@ def site_records(site: Site) -> list[SearchRecord]:
 def _file_record(file: SiteFile) -> SearchRecord:
     lines = [*file.filenames, f"sha512 {file.digest}"]
     lines += [f"{arrival.author}: {arrival.message}" for arrival in file.arrivals]
-    return SearchRecord(url=f"f/{file.digest}/index.html", title=file.name, text="\n".join(lines))
+    return SearchRecord(
+        url=f"f/{file.digest}/index.html",
+        title=file.name,
+        text="\n".join(lines),
+        age=file.verified_at,
+    )
 
 
-def search_files(records: Iterable[SearchRecord]) -> list[tuple[str, bytes]]:
-    """The Pagefind bundle of `records`, as (path under the site's root, bytes) sorted
-    by path."""
+def partition(records: Iterable[SearchRecord]) -> tuple[list[SearchRecord], list[SearchRecord]]:
+    """The archive (the oldest records, a whole number of steps of them) and the recent
+    ones (at least one, at most a step): a new file or batch changes the recent bundle
+    only, and the archive is built again when it grows by a step or a record in it
+    changes (a file made internal leaves it in the pass that follows)."""
+    by_age = sorted(records, key=lambda record: (record.age, record.url))
+    cut = (len(by_age) - 1) // STEP * STEP if by_age else 0
+    return by_age[:cut], by_age[cut:]
+
+
+def search_files(records: Iterable[SearchRecord], *, name: str = BUNDLE) -> list[tuple[str, bytes]]:
+    """The Pagefind bundle of `records` under `name`/, as (path under the site's root,
+    bytes) sorted by path."""
     ordered = sorted(records, key=lambda record: record.url)
     files = bundle(
         [
@@ -79,20 +98,35 @@ def search_files(records: Iterable[SearchRecord]) -> list[tuple[str, bytes]]:
             for record in ordered
         ]
     )
-    return sorted((f"{BUNDLE}/{path}", data) for path, data in files if path not in _UNUSED)
+    return sorted((f"{name}/{path}", data) for path, data in files if path not in _UNUSED)
 
 
 class SearchBundle:
-    """One view's search bundle, built again only when its records change: most passes
-    change what some page shows (a verification, a region), not what the search finds,
-    and Pagefind takes about a minute for 100,000 records."""
+    """One view's search bundles, each built again only when its records change: most
+    passes change what some page shows (a verification, a region), not what the search
+    finds, and Pagefind takes about a minute for 100,000 records. The recent records
+    have their own bundle (``pagefind/``, with the search box's scripts), merged by the
+    box with the archive's (``pagefind-archive/``)."""
 
     def __init__(self) -> None:
-        self._records: tuple[SearchRecord, ...] | None = None
-        self._files: list[tuple[str, bytes]] = []
+        self._built: dict[str, tuple[tuple[SearchRecord, ...], list[tuple[str, bytes]]]] = {}
 
     def files(self, records: Sequence[SearchRecord]) -> list[tuple[str, bytes]]:
-        if self._records != tuple(records):
-            self._files = search_files(records)
-            self._records = tuple(records)
-        return self._files
+        archive, recent = partition(records)
+        found: list[tuple[str, bytes]] = []
+        for name, part in ((ARCHIVE, archive), (BUNDLE, recent)):
+            if not part:
+                self._built.pop(name, None)
+                continue
+            key = tuple(part)
+            built = self._built.get(name)
+            if built is None or built[0] != key:
+                built = (key, search_files(part, name=name))
+                self._built[name] = built
+            found += built[1]
+        return sorted(found)
+
+
+def bundles(records: Sequence[SearchRecord]) -> list[tuple[str, bytes]]:
+    """Both bundles of `records`, built from nothing."""
+    return SearchBundle().files(records)

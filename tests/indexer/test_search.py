@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import threading
+from typing import Any
 
 import pytest
 
@@ -109,14 +110,14 @@ def test_a_bundle_is_built_again_only_when_its_records_change(
 ) -> None:
     built: list[int] = []
 
-    def counted(found: list[SearchRecord]) -> list[tuple[str, bytes]]:
+    def counted(found: list[SearchRecord], *, name: str) -> list[tuple[str, bytes]]:
         built.append(len(found))
-        return search_files(found)
+        return search_files(found, name=name)
 
     monkeypatch.setattr(search, "search_files", counted)
     kept = SearchBundle()
     first = kept.files(records(3))
-    assert kept.files(records(3)) is first
+    assert kept.files(records(3)) == first
     assert kept.files(records(4)) != first
     assert built == [3, 4]
 
@@ -159,3 +160,31 @@ def test_a_site_with_nothing_to_find_has_no_search_box() -> None:
     assert not any(path.startswith("pagefind/") for path in site)
     assert "assets/search.js" not in site
     assert b"pagefind" not in site["index.html"]
+
+
+def test_a_new_record_builds_the_recent_bundle_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(search, "STEP", 3)
+    built: list[str] = []
+    real = search.search_files
+
+    def counted(records: Any, *, name: str = search.BUNDLE) -> list[tuple[str, bytes]]:
+        built.append(name)
+        return real(records, name=name)
+
+    monkeypatch.setattr(search, "search_files", counted)
+    records = [
+        SearchRecord(f"f/{n:0128x}/index.html", f"tool-{n}", f"tool-{n}", f"2026-01-0{n + 1}")
+        for n in range(5)
+    ]
+    bundle = search.SearchBundle()
+    first = dict(bundle.files(records))
+    assert sorted(built) == [search.BUNDLE, search.ARCHIVE]  # 3 archived, 2 recent
+    assert any(path.startswith("pagefind-archive/") for path in first)
+    built.clear()
+    newer = SearchRecord(f"f/{9:0128x}/index.html", "tool-9", "tool-9", "2026-01-09")
+    bundle.files([*records, newer])
+    assert built == [search.BUNDLE]
+    built.clear()
+    # A record of the archive leaves (a file made internal): the archive is built again.
+    bundle.files([*records[1:], newer])
+    assert search.ARCHIVE in built
