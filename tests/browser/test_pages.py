@@ -79,3 +79,56 @@ def test_every_page_kind_in_chromium(system: Any, site: tuple[str, dict[str, str
                 page.close()
         finally:
             browser.close()
+
+
+# The WCAG contrast ratio of each element's text with the background it is drawn on
+# (the nearest ancestor's that is not transparent), for every element holding text.
+CONTRASTS = """() => {
+  const rgb = (text) => text.match(/[\\d.]+/g).map(Number);
+  const luminance = ([r, g, b]) => {
+    const [R, G, B] = [r, g, b].map((c) => {
+      c /= 255;
+      return c <= 0.03928 ? c / 12.92 : ((c + 0.055) / 1.055) ** 2.4;
+    });
+    return 0.2126 * R + 0.7152 * G + 0.0722 * B;
+  };
+  const background = (element) => {
+    for (let at = element; at; at = at.parentElement) {
+      const colour = rgb(getComputedStyle(at).backgroundColor);
+      if (colour.length < 4 || colour[3] > 0) return colour;
+    }
+    return [255, 255, 255];
+  };
+  const found = [];
+  for (const element of document.querySelectorAll("body *")) {
+    const own = [...element.childNodes].some((n) => n.nodeType === 3 && n.textContent.trim());
+    if (!own || !element.getClientRects().length) continue;
+    const [a, b] = [luminance(rgb(getComputedStyle(element).color)),
+                    luminance(background(element))];
+    const ratio = (Math.max(a, b) + 0.05) / (Math.min(a, b) + 0.05);
+    found.push([element.tagName + "." + element.className, Math.round(ratio * 100) / 100]);
+  }
+  return found;
+}"""
+
+
+def test_text_has_enough_contrast_light_and_dark(
+    system: Any, site: tuple[str, dict[str, str]]
+) -> None:
+    """Every piece of text on every page kind, in light and dark mode: 4.5:1 at least
+    (WCAG AA for body text)."""
+    if system.regions.index.region != "local":
+        pytest.skip("the pages are the same on both stores")
+    url, paths = site
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+        try:
+            for scheme in ("light", "dark"):
+                page = browser.new_page(color_scheme=scheme)
+                for kind, path in paths.items():
+                    page.goto(url + path)
+                    weak = [found for found in page.evaluate(CONTRASTS) if found[1] < 4.5]
+                    assert weak == [], (scheme, kind, weak)
+                page.close()
+        finally:
+            browser.close()
