@@ -36,15 +36,21 @@ def require_chromium() -> None:
 
 
 def watch_console(page: Any) -> list[str]:
-    """The console errors and page errors `page` will log."""
+    """The console errors, page errors and requests to other origins `page` will make."""
     problems: list[str] = []
 
     def on_console(message: Any) -> None:
         if message.type == "error":
             problems.append(message.text)
 
+    def on_request(request: Any) -> None:
+        # Fonts, scripts and styles all come from the site: nothing from elsewhere.
+        if not request.url.startswith(("http://127.0.0.1:", "data:", "blob:")):
+            problems.append(f"a request to another origin: {request.url}")
+
     page.on("console", on_console)
     page.on("pageerror", lambda error: problems.append(str(error)))
+    page.on("request", on_request)
     return problems
 
 
