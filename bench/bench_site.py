@@ -9,10 +9,16 @@ the store wrapped to count the requests made of it:
 
 - a full render (``SiteJob.rebuild``, what ``tooltool-indexer rebuild`` and a
   first pass do): time, pages rendered, objects read and written, bytes;
-- an incremental pass after one new batch of ten files (index objects, batch
+- incremental passes after a new batch of ten files (index objects, batch
   record and catalog update written as the indexer would, then
   ``SiteJob.refresh`` in the process that rendered before): time, pages
-  rendered, objects read and written;
+  rendered (search bundle files included), objects read and written. The
+  contents hold round numbers of files and batches, so the first new batch
+  carries the internal view's search records past a multiple of 10,000 (its
+  search archive is built again, as it is once every 10,000 records); the
+  second is the usual pass;
+- a pass after an old public file is made internal: the public search archive
+  holding it is built again;
 - a pass with nothing new, in that process and in a new one (which loads the
   site's sources from their shards, and renders nothing);
 - the memory the renderer's copy of the sources holds (tracemalloc).
@@ -46,7 +52,7 @@ from bench_catalog import (
 )
 
 from indexer.catalog import Catalog
-from indexer.schema import utc_timestamp
+from indexer.schema import index_key, utc_timestamp
 from indexer.site import job as site_job
 from indexer.site.job import SiteJob
 from indexer.site.sources import SiteSources
@@ -99,22 +105,18 @@ def measure(files: int) -> Results:
         counting = CountingStore(store)
         job = SiteJob(counting)  # type: ignore[arg-type]
         _timed("full", results, counting, job.rebuild)
-        # One new batch, as the gateway and the indexer write it.
-        more = make_contents(FILES_PER_BATCH, random.Random(f"more {files}"))  # noqa: S311
-        new_id = contents.batches[-1].id + 1
-        now = utc_timestamp(1_700_000_000 + new_id * 600)  # after every other batch
-        batch = replace(more.batches[0], id=new_id, uploaded=now)
-        objects = [
-            obj.with_changes(
-                uploads=tuple(replace(up, batch_id=new_id, uploaded=now) for up in obj.uploads),
-                verified_at=now,
-                updated_at=now,
-            )
-            for obj in more.objects
-        ]
-        write_contents(store, type(more)(objects, [batch], more.rare_digest))
-        Catalog(store).update([obj.digest for obj in objects], [new_id])
-        _timed("one batch", results, counting, job.refresh)
+        # New batches, as the gateway and the indexer write them: the first may carry a
+        # view's search records past a multiple of STEP (the archive is built again: the
+        # contents have round numbers of files and batches), the second shows the usual.
+        for batch_id in (contents.batches[-1].id + 1, contents.batches[-1].id + 2):
+            _add_batch(store, files, batch_id)
+            name = "one batch" if batch_id > contents.batches[-1].id + 1 else "first batch"
+            _timed(name, results, counting, job.refresh)
+        # A file made internal, among the oldest: the public archive is built again.
+        flipped = next(obj for obj in contents.objects if obj.visibility == "public")
+        _write_index(store, flipped.with_changes(visibility="internal"))
+        Catalog(store).update([flipped.digest], [])
+        _timed("flip", results, counting, job.refresh)
         _timed("nothing new", results, counting, job.refresh)
         _timed("nothing new, new process", results, counting, SiteJob(counting).refresh)  # type: ignore[arg-type]
         tracemalloc.start()
@@ -126,18 +128,44 @@ def measure(files: int) -> Results:
     return results
 
 
+def _add_batch(store: Any, files: int, batch_id: int) -> None:
+    more = make_contents(FILES_PER_BATCH, random.Random(f"more {files} {batch_id}"))  # noqa: S311
+    now = utc_timestamp(1_700_000_000 + batch_id * 600)  # after every other batch
+    batch = replace(more.batches[0], id=batch_id, uploaded=now)
+    objects = [
+        obj.with_changes(
+            uploads=tuple(replace(up, batch_id=batch_id, uploaded=now) for up in obj.uploads),
+            verified_at=now,
+            updated_at=now,
+        )
+        for obj in more.objects
+    ]
+    write_contents(store, type(more)(objects, [batch], more.rare_digest))
+    Catalog(store).update([obj.digest for obj in objects], [batch_id])
+
+
+def _write_index(store: Any, obj: Any) -> None:
+    store.put(index_key(obj.digest), obj.to_json(), content_type="application/json")
+
+
 ROWS = [
     ("full render: seconds", "full seconds", "{:.2f}"),
     ("full render: pages rendered", "full pages rendered", "{:,.0f}"),
     ("full render: objects written", "full put", "{:,.0f}"),
     ("full render: MiB written", "full written MiB", "{:,.1f}"),
     ("full render: objects read", "full get", "{:,.0f}"),
+    ("first new batch (archive grown): seconds", "first batch seconds", "{:.2f}"),
+    ("first new batch (archive grown): objects written", "first batch put", "{:,.0f}"),
     ("one new batch: seconds", "one batch seconds", "{:.3f}"),
     ("one new batch: pages rendered", "one batch pages rendered", "{:,.0f}"),
     ("one new batch: objects written", "one batch put", "{:,.0f}"),
     ("one new batch: objects deleted", "one batch delete", "{:,.0f}"),
     ("one new batch: objects read", "one batch get", "{:,.0f}"),
     ("one new batch: KiB written", "one batch written MiB", "{:,.1f}"),
+    ("an old file made internal: seconds", "flip seconds", "{:.2f}"),
+    ("an old file made internal: pages rendered", "flip pages rendered", "{:,.0f}"),
+    ("an old file made internal: objects written", "flip put", "{:,.0f}"),
+    ("an old file made internal: objects deleted", "flip delete", "{:,.0f}"),
     ("nothing new: seconds", "nothing new seconds", "{:.4f}"),
     ("nothing new: objects read", "nothing new get", "{:,.0f}"),
     ("nothing new: objects written", "nothing new put", "{:,.0f}"),
