@@ -43,7 +43,7 @@ CATALOG_PREFIX = "catalog/"
 FILE_SHARD_DIGITS = 3
 BATCHES_PER_SHARD = 100
 SWEPT_KEY = "feed/swept.json"
-MAX_ATTEMPTS = 20  # writers of one shard at once: batches posted together, say
+MAX_ATTEMPTS = 30  # writers of one shard at once: batches posted together, say
 MAX_PAUSE = 0.25  # seconds, the longest wait between two attempts
 
 
