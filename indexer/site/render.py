@@ -27,6 +27,7 @@ UPLOADER_BATCHES = 100  # the newest an uploader's page lists
 STYLE = "assets/style.css"
 ICON = "assets/favicon.svg"
 SEARCH = "assets/search.js"
+ARCHIVED = "pagefind/archive.json"
 Search = Callable[[Sequence[SearchRecord]], list[tuple[str, bytes]]]
 
 
@@ -101,14 +102,17 @@ def specs(site: Site, *, download_base: str = "$URL", search: Search = bundles) 
         ICON: Asset((TEMPLATES / "favicon.svg").read_bytes()),
     }
     records = site_records(site)
-    archived = bool(partition(records)[0])
     # A site with nothing to find has no search box: Pagefind's scripts fail on an empty index.
     if records:
         found[SEARCH] = Asset((TEMPLATES / "search.js").read_bytes())
         found.update((path, Asset(data)) for path, data in search(records))
+        # Whether there is an archive to merge: the search box reads it, so that no page
+        # changes when the archive first appears.
+        archived = json.dumps({"archive": bool(partition(records)[0])}).encode()
+        found[ARCHIVED] = Asset(archived)
 
     def page(path: str, template: str, **context: Any) -> None:
-        shared = (("view", site.view), ("has_search", bool(records)), ("archive", archived))
+        shared = (("view", site.view), ("has_search", bool(records)))
         found[path] = Page(template, path.count("/"), (*shared, *context.items()))
 
     page(

@@ -1,7 +1,7 @@
 """The site's full-text search: a static Pagefind bundle under ``pagefind/``.
 
-One record a file page (its filenames, digest, uploaders and the messages it
-came with) and one a batch page (its message, author and filenames): only what
+One record a file page (its filenames and digest) and one a batch page (its
+message, author and filenames): only what
 those pages of the same view show, so the public bundle knows nothing the
 public pages do not. The browser searches the bundle with Pagefind's own
 scripts, served from the site like any page.
@@ -68,8 +68,9 @@ def site_records(site: Site) -> list[SearchRecord]:
 
 
 def _file_record(file: SiteFile) -> SearchRecord:
+    # Who uploaded it and why are its batches' records: a new batch naming an old file
+    # (the same bytes uploaded again) changes the recent bundle, not the archive's.
     lines = [*file.filenames, f"sha512 {file.digest}"]
-    lines += [f"{arrival.author}: {arrival.message}" for arrival in file.arrivals]
     return SearchRecord(
         url=f"f/{file.digest}/index.html",
         title=file.name,

@@ -5,11 +5,13 @@ from __future__ import annotations
 import asyncio
 import os
 import threading
+import time
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-from indexer.site import search
+from indexer.site import pagefind_service, search
 from indexer.site.model import build
 from indexer.site.pagefind_service import PagefindError, PagefindService
 from indexer.site.render import pages
@@ -188,3 +190,39 @@ def test_a_new_record_builds_the_recent_bundle_only(monkeypatch: pytest.MonkeyPa
     # A record of the archive leaves (a file made internal): the archive is built again.
     bundle.files([*records[1:], newer])
     assert search.ARCHIVE in built
+
+
+def fake_pagefind(tmp_path: Path, body: str) -> str:
+    script = tmp_path / "fake-pagefind"
+    script.write_text("#!/bin/sh\n" + body + "\n")
+    script.chmod(0o755)
+    return str(script)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        "exec sleep 600",  # never answers
+        'head -c 2048 | "{real}" --service; exec sleep 600',  # answers, then wedges
+    ],
+)
+def test_a_stuck_pagefind_is_stopped(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, body: str
+) -> None:
+    """A wedged binary fails the build in bounded time (the pass fails, the next one
+    tries again) instead of holding the indexer, and its lease, for ever."""
+    real = pagefind_service.get_executable()
+    monkeypatch.setenv("PAGEFIND_BINARY_PATH", fake_pagefind(tmp_path, body.format(real=real)))
+    monkeypatch.setattr(pagefind_service, "IDLE_SECONDS", 1.0)
+    records = [
+        SearchRecord(f"f/{n:0128x}/index.html", f"t{n}", f"text {n} " * 50) for n in range(50)
+    ]
+    started = time.monotonic()
+    with pytest.raises(PagefindError, match="stopped answering"):
+        search_files(records)
+    assert time.monotonic() - started < 20
+
+
+def test_a_lone_surrogate_does_not_break_the_bundle() -> None:
+    records = [SearchRecord("f/ab/index.html", "a\udcff.zip", "a\udcff.zip\nsha512 ab")]
+    assert any(path.endswith(".pf_fragment") for path, _ in search_files(records))

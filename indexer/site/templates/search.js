@@ -7,18 +7,30 @@
   if (!box || typeof PagefindUI === "undefined") {
     return;
   }
-  // The archive's bundle, merged with this one (its address relative to this script's).
-  var archive = box.getAttribute("data-archive");
-  var merged = archive && script ? [{ bundlePath: new URL(archive, script.src).pathname }] : [];
-  new PagefindUI({
-    element: "#search",
-    mergeIndex: merged,
-    showImages: false,
-    showSubResults: false,
-    translations: { placeholder: "Search files, digests, uploaders" },
-  });
-  var input = box.querySelector("input");
-  if (input) {
-    input.id = "search-input";
-  }
+  var start = function (merged) {
+    new PagefindUI({
+      element: "#search",
+      mergeIndex: merged,
+      showImages: false,
+      showSubResults: false,
+      translations: { placeholder: "Search files, digests, uploaders" },
+    });
+    var input = box.querySelector("input");
+    if (input) {
+      input.id = "search-input";
+    }
+  };
+  // Whether the oldest records are in an archive bundle to merge with pagefind/ (the
+  // addresses are relative to this script's, and path-absolute: links stay under a prefix).
+  var archive = new URL("../pagefind-archive/", script.src).pathname;
+  fetch(new URL("../pagefind/archive.json", script.src))
+    .then(function (answer) {
+      return answer.json();
+    })
+    .then(function (found) {
+      start(found.archive ? [{ bundlePath: archive }] : []);
+    })
+    .catch(function () {
+      start([]);
+    });
 })();
