@@ -220,6 +220,10 @@ def manifest(file: SiteFile) -> str:
     return json.dumps([entry], indent=2)
 
 
+def _batches(count: int) -> str:
+    return f"{count} batch" if count == 1 else f"{count} batches"
+
+
 def chart(site: Site) -> Markup:
     """Bytes stored (line) and batches posted (bars) by month, as inline SVG."""
     months = site.months[-24:]
@@ -236,7 +240,7 @@ def chart(site: Site) -> Markup:
         bars.append(
             f'<rect class="bar" x="{x + step * 0.15:.1f}" y="{height - pad - bar:.1f}" '
             f'width="{step * 0.7:.1f}" height="{bar:.1f}"><title>{escape(month.month)}: '
-            f"{month.uploads} batches</title></rect>"
+            f"{_batches(month.uploads)}</title></rect>"
         )
         y = height - pad - (height - 2 * pad) * month.stored_bytes / most_bytes
         points.append(f"{x + step / 2:.1f},{y:.1f}")
@@ -245,7 +249,7 @@ def chart(site: Site) -> Markup:
         f'<text x="{width - pad}" y="{height - 6}" text-anchor="end">'
         f"{escape(months[-1].month)}</text>"
         f'<text x="{pad}" y="14">{escape(human_size(most_bytes))} stored (line), '
-        f"up to {most_uploads} batches a month (bars)</text>"
+        f"up to {_batches(most_uploads)} a month (bars)</text>"
     )
     # Made of numbers and escaped text only.
     return Markup(  # noqa: S704
