@@ -13,8 +13,6 @@ import pytest
 from indexer.site.job import render_site
 from indexer.site.model import uploader_slug
 from tests.browser.chromium import (
-    CHROMIUM,
-    FLAGS,
     VIEWPORTS,
     require_chromium,
     visit,
@@ -55,30 +53,27 @@ def site(
     }
 
 
-def test_every_page_kind_in_chromium(system: Any, site: tuple[str, dict[str, str]]) -> None:
+def test_every_page_kind_in_chromium(
+    system: Any, site: tuple[str, dict[str, str]], browser: Any
+) -> None:
     if system.regions.index.region != "local":
         pytest.skip("the pages are the same on both stores")
     url, paths = site
-    with sync_api.sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
-        try:
-            for size, (width, height) in VIEWPORTS.items():
-                page = browser.new_page(viewport={"width": width, "height": height})
-                problems = watch_console(page)
-                for kind, path in paths.items():
-                    visit(page, url + path, f"{kind}-{size}", problems)
-                    if kind == "home":
-                        chart = page.locator("svg.chart")
-                        box = chart.bounding_box()
-                        assert box is not None
-                        assert box["width"] > 100, box
-                        assert chart.locator("polyline").count() == 1
-                    if kind == "deleted":
-                        assert page.locator(".tombstone").is_visible()
-                        assert page.locator("#curl").count() == 0  # never offered
-                page.close()
-        finally:
-            browser.close()
+    for size, (width, height) in VIEWPORTS.items():
+        page = browser.new_page(viewport={"width": width, "height": height})
+        problems = watch_console(page)
+        for kind, path in paths.items():
+            visit(page, url + path, f"{kind}-{size}", problems)
+            if kind == "home":
+                chart = page.locator("svg.chart")
+                box = chart.bounding_box()
+                assert box is not None
+                assert box["width"] > 100, box
+                assert chart.locator("polyline").count() == 1
+            if kind == "deleted":
+                assert page.locator(".tombstone").is_visible()
+                assert page.locator("#curl").count() == 0  # never offered
+        page.close()
 
 
 # The WCAG contrast ratio of each element's text with the background it is drawn on
@@ -113,22 +108,17 @@ CONTRASTS = """() => {
 
 
 def test_text_has_enough_contrast_light_and_dark(
-    system: Any, site: tuple[str, dict[str, str]]
+    system: Any, site: tuple[str, dict[str, str]], browser: Any
 ) -> None:
     """Every piece of text on every page kind, in light and dark mode: 4.5:1 at least
     (WCAG AA for body text)."""
     if system.regions.index.region != "local":
         pytest.skip("the pages are the same on both stores")
     url, paths = site
-    with sync_api.sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
-        try:
-            for scheme in ("light", "dark"):
-                page = browser.new_page(color_scheme=scheme)
-                for kind, path in paths.items():
-                    page.goto(url + path)
-                    weak = [found for found in page.evaluate(CONTRASTS) if found[1] < 4.5]
-                    assert weak == [], (scheme, kind, weak)
-                page.close()
-        finally:
-            browser.close()
+    for scheme in ("light", "dark"):
+        page = browser.new_page(color_scheme=scheme)
+        for kind, path in paths.items():
+            page.goto(url + path)
+            weak = [found for found in page.evaluate(CONTRASTS) if found[1] < 4.5]
+            assert weak == [], (scheme, kind, weak)
+        page.close()

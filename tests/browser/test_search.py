@@ -6,7 +6,7 @@ Screenshots land in ``test-artifacts/screenshots/``."""
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,8 +15,6 @@ import pytest
 from indexer.site import search as search_module
 from indexer.site.job import render_site
 from tests.browser.chromium import (
-    CHROMIUM,
-    FLAGS,
     VIEWPORTS,
     overflow,
     require_chromium,
@@ -71,16 +69,6 @@ def searched(
     server = live_server(system.client.app, free_port())
     token = answer.json()["token"]
     return Searched(server.url, clang, rust, internal, batch["id"], token)
-
-
-@pytest.fixture
-def browser() -> Iterator[Any]:
-    with sync_api.sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
-        try:
-            yield chromium
-        finally:
-            chromium.close()
 
 
 def search(page: Any, text: str) -> Any:
