@@ -17,12 +17,14 @@ from gateway.catalog_view import CatalogView
 from gateway.credentials import Credentials, build_credentials
 from gateway.dockerflow import Dockerflow
 from gateway.download import Downloads
+from gateway.download_urls import DownloadUrls
 from gateway.embedded import EmbeddedIndexer
 from gateway.errors import EXCEPTION_HANDLERS
+from gateway.fast_path import FastDownloads
 from gateway.files import Files
 from gateway.forwarded import TrustedProxies
 from gateway.index_cache import IndexCache
-from gateway.logs import RequestIdMiddleware
+from gateway.logs import RequestIdMiddleware, RequestLog
 from gateway.lookup import FileLookup
 from gateway.manage import Management
 from gateway.settings import Settings
@@ -74,6 +76,10 @@ def create_app(
         clock=monotonic,
     )
     urls = PublicUrls(proxies)
+    download_urls = DownloadUrls(
+        expires_in=settings.download_expires_in,
+        reuse_seconds=settings.signed_url_reuse_seconds,
+    )
     downloads = Downloads(
         regions=regions,
         lookup=FileLookup(
@@ -82,12 +88,16 @@ def create_app(
             permissions=permissions,
         ),
         urls=urls,
-        expires_in=settings.download_expires_in,
+        download_urls=download_urls,
     )
     tokens = TokenRoutes(
         authenticator=request_authenticator, tokens=credentials.tokens, permissions=permissions
     )
-    indexer = Indexer(indexer_regions or regions, render_site=settings.stores.renders_site)
+    indexer = Indexer(
+        indexer_regions or regions,
+        render_site=settings.stores.renders_site,
+        on_index_written=index.invalidate,
+    )
     embedded = (
         EmbeddedIndexer(
             indexer,
@@ -147,8 +157,23 @@ def create_app(
     )
     # A redirect to add a slash would be an answer outside the problem-JSON shape.
     app.router.redirect_slashes = False
+    log = RequestLog()
     # Outside Starlette's error middleware, so 500 answers carry the request id too.
-    wrapped: ASGIApp = RequestIdMiddleware(app)
+    wrapped: ASGIApp = RequestIdMiddleware(app, log)
+    if authenticator is None:  # a test's authenticator sees every download
+        wrapped = FastDownloads(
+            wrapped,
+            index=index,
+            regions=regions,
+            download_urls=download_urls,
+            urls=urls,
+            tokens=credentials.tokens,
+            permissions=permissions,
+            anonymous_scopes=permissions.anonymous(
+                allow_public_download=settings.allow_anonymous_public_download
+            ).scopes,
+            log=log,
+        )
     if settings.root_path:
         return RootPathMiddleware(wrapped, settings.root_path)
     return wrapped

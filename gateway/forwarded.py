@@ -11,8 +11,13 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from starlette.requests import Request
+from starlette.types import Scope
 
 _DEFAULT_PORTS = {"http": 80, "https": 443}
+_TARGET_HEADERS = frozenset(
+    {b"host", b"x-forwarded-proto", b"x-forwarded-host", b"x-forwarded-port"}
+)
+_MAX_ADDRESSES = 4096
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -39,6 +44,7 @@ class TrustedProxies:
 
     def __init__(self, networks: Iterable[Network] = ()) -> None:
         self._networks = tuple(networks)
+        self._trusted: dict[str, bool] = {}  # by client address, bounded
 
     @classmethod
     def parse(cls, value: str) -> TrustedProxies:
@@ -52,6 +58,15 @@ class TrustedProxies:
     def is_trusted(self, address: str | None) -> bool:
         if address is None or not self._networks:
             return False
+        trusted = self._trusted.get(address)
+        if trusted is None:
+            trusted = self._is_trusted(address)
+            if len(self._trusted) >= _MAX_ADDRESSES:
+                self._trusted.clear()
+            self._trusted[address] = trusted
+        return trusted
+
+    def _is_trusted(self, address: str) -> bool:
         try:
             ip = ipaddress.ip_address(address)
         except ValueError:
@@ -60,13 +75,19 @@ class TrustedProxies:
 
     def target(self, request: Request) -> Target:
         """The scheme, host and port as the client addressed them."""
-        scheme = request.url.scheme
-        host_header = request.headers.get("host", "")
+        return self.target_of(request.scope)
+
+    def target_of(self, scope: Scope) -> Target:
+        """:meth:`target` of a request's ASGI scope (without building a Request)."""
+        scheme = scope.get("scheme", "http")
+        client = scope.get("client")
+        headers = _first_values(scope.get("headers", ()))
+        host_header = headers.get(b"host", "")
         forwarded_port: str | None = None
-        if self.is_trusted(request.client.host if request.client else None):
-            scheme = _nearest(request.headers.get("x-forwarded-proto")) or scheme
-            host_header = _nearest(request.headers.get("x-forwarded-host")) or host_header
-            forwarded_port = _nearest(request.headers.get("x-forwarded-port"))
+        if self.is_trusted(client[0] if client else None):
+            scheme = _nearest(headers.get(b"x-forwarded-proto")) or scheme
+            host_header = _nearest(headers.get(b"x-forwarded-host")) or host_header
+            forwarded_port = _nearest(headers.get(b"x-forwarded-port"))
         host, port = split_host(host_header)
         if forwarded_port and forwarded_port.isascii() and forwarded_port.isdigit():
             value = int(forwarded_port[:6])
@@ -91,6 +112,15 @@ def split_host(value: str) -> tuple[str, int | None]:
     if port is not None and not 0 < port < 65536:
         port = None
     return host, port
+
+
+def _first_values(raw: Iterable[tuple[bytes, bytes]]) -> dict[bytes, str]:
+    """The first value of each header `target_of` reads, as Starlette's ``headers.get``."""
+    found: dict[bytes, str] = {}
+    for name, value in raw:
+        if name in _TARGET_HEADERS and name not in found:
+            found[name] = value.decode("latin-1")
+    return found
 
 
 def _nearest(value: str | None) -> str | None:

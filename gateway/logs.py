@@ -1,27 +1,118 @@
 """Request ids on every record and response, and one summary line per request.
 
 The formatters (mozlog JSON or text, always redacted) are :mod:`indexer.logs`'s.
+The summary line is the one line every request costs, so :class:`RequestLog`
+builds it directly when logging is set up as production sets it up (one mozlog
+handler): the same fields, with no LogRecord, formatter or regex scan. Any
+other set-up (text lines, more handlers, a test's capture) gets it through
+:mod:`logging`, as every other record.
 """
 
 from __future__ import annotations
 
+import itertools
+import json
 import logging
+import os
 import re
+import secrets
 import time
-import uuid
 from typing import Any
 
 from dockerflow.logging import request_id_context
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gateway.errors import problem_response
-from indexer.logs import configure_logging
+from indexer.logs import MAX_FIELD, MozlogHandler, configure_logging
+from indexer.redaction import redact
 
-__all__ = ["RequestIdMiddleware", "configure_logging"]
+__all__ = ["RequestIdMiddleware", "RequestLog", "configure_logging"]
 
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,128}")
-summary_logger = logging.getLogger("request.summary")
+SUMMARY = "request.summary"
+summary_logger = logging.getLogger(SUMMARY)
 logger = logging.getLogger(__name__)
+
+
+class RequestLog:
+    """Request ids, and the summary line of each request.
+
+    A generated id is 32 hex characters: a random prefix per log (so per
+    process) and a counter, unique without a call to the system's random
+    source per request. An id the caller sent in ``X-Request-Id`` is kept
+    when well formed (and redacted like any logged text).
+    """
+
+    def __init__(self) -> None:
+        self._prefix = secrets.token_hex(8)
+        self._counter = itertools.count()
+
+    def request_id(self, header: bytes | None) -> str:
+        """The caller's id when well formed, else a new one."""
+        if header is not None:
+            text = header.decode("latin-1")
+            if _REQUEST_ID.fullmatch(text):
+                return redact(text)
+        return f"{self._prefix}{next(self._counter):016x}"
+
+    def summary(self, method: str, path: str, code: int, started: float, rid: str) -> None:
+        """Write the summary of a request that began at `started` (``time.perf_counter``).
+
+        `path` must be redacted already unless it is a route's own path (the gateway
+        logs no query strings): the direct line is not scanned again.
+        """
+        elapsed = round((time.perf_counter() - started) * 1000, 2)
+        handler = _direct_handler()
+        if handler is None:
+            fields: dict[str, Any] = {
+                "method": method,
+                "path": path,  # redacted, then shortened, by the formatter
+                "code": code,
+                "t": elapsed,
+                "rid": rid,
+            }
+            token = request_id_context.set(rid)
+            try:
+                summary_logger.info("", extra=fields)
+            finally:
+                request_id_context.reset(token)
+            return
+        # The formatter's JSON for these fields, key for key; `rid` is redacted and holds
+        # no character JSON escapes; `method` is an HTTP token.
+        handler.write_line(
+            f'{{"Timestamp": {time.time_ns()}, "Type": "{SUMMARY}", {handler.identity},'
+            f' "Severity": 6, "Pid": {os.getpid()}, "Fields": {{"method": "{method}",'
+            f' "path": {_json_text(path)}, "code": {code}, "t": {elapsed!r},'
+            f' "rid": "{rid}"}}}}'
+        )
+
+
+def _direct_handler() -> MozlogHandler | None:
+    """The mozlog handler to write summaries to directly, when it alone would receive them."""
+    root = logging.root
+    handlers = root.handlers
+    if len(handlers) != 1:
+        return None
+    handler = handlers[0]
+    if (
+        type(handler) is not MozlogHandler
+        or summary_logger.handlers
+        or summary_logger.filters
+        or not summary_logger.propagate
+        or root.filters
+        or not summary_logger.isEnabledFor(logging.INFO)
+        or handler.level > logging.INFO
+    ):
+        return None
+    return handler
+
+
+_PLAIN = re.compile(r'[^"\\\x00-\x1f\x7f-\U0010ffff]*')
+
+
+def _json_text(text: str) -> str:
+    # json.dumps escapes quotes, backslashes, controls and every non-ASCII character.
+    return f'"{text}"' if _PLAIN.fullmatch(text) else json.dumps(text)
 
 
 class RequestIdMiddleware:
@@ -31,14 +122,15 @@ class RequestIdMiddleware:
     answers carry the id too and their log lines are written while it is set.
     """
 
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, log: RequestLog | None = None) -> None:
         self.app = app
+        self.log = RequestLog() if log is None else log
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        request_id = _request_id(scope)
+        request_id = self.log.request_id(header_value(scope, b"x-request-id"))
         token = request_id_context.set(request_id)
         started = time.perf_counter()
         status = 500
@@ -47,14 +139,10 @@ class RequestIdMiddleware:
         def log_summary() -> None:
             nonlocal is_logged
             is_logged = True
-            fields: dict[str, Any] = {
-                "method": scope["method"],
-                "path": scope.get("path", ""),  # redacted, then shortened, by the formatter
-                "code": status,
-                "t": round((time.perf_counter() - started) * 1000, 2),
-                "rid": request_id,
-            }
-            summary_logger.info("", extra=fields)
+            # Redacted and shortened here, as the formatter does a field: the direct line
+            # is not scanned (a path can hold anything).
+            path = redact(scope.get("path", ""))[:MAX_FIELD]
+            self.log.summary(scope["method"], path, status, started, request_id)
 
         async def send_with_id(message: Message) -> None:
             nonlocal status, is_started
@@ -84,11 +172,9 @@ class RequestIdMiddleware:
             request_id_context.reset(token)
 
 
-def _request_id(scope: Scope) -> str:
-    for name, value in scope.get("headers", ()):
-        if name == b"x-request-id":
-            text = value.decode("latin-1")
-            if _REQUEST_ID.fullmatch(text):
-                return text
-            break
-    return uuid.uuid4().hex
+def header_value(scope: Scope, name: bytes) -> bytes | None:
+    """The first value of the header `name` (lowercase), as Starlette's ``headers.get``."""
+    for key, value in scope.get("headers", ()):
+        if key == name:
+            return value
+    return None

@@ -129,6 +129,9 @@ class Settings:
     auth: AuthSettings = field(default_factory=AuthSettings)
     server: ServerSettings = field(default_factory=ServerSettings)
     download_expires_in: int = 60
+    # How long a signed download URL is handed out again: each caller still gets at
+    # least `download_expires_in` minus this of validity (gateway/download_urls.py).
+    signed_url_reuse_seconds: int = 5
     upload_expires_in: int = 60
     allow_anonymous_public_download: bool = True
     scope_prefix: str = DEFAULT_SCOPE_PREFIX
@@ -153,11 +156,13 @@ class Settings:
         download_name = (
             "DOWNLOAD_EXPIRES_IN" if "DOWNLOAD_EXPIRES_IN" in environ else ("DOWLOAD_EXPIRES_IN")
         )
+        download_expires_in = _integer(environ, download_name, 60, maximum=7 * 24 * 3600)
         return cls(
             stores=StoreSettings.from_environ(environ),
             auth=AuthSettings.from_environ(environ),
             server=ServerSettings.from_environ(environ),
-            download_expires_in=_integer(environ, download_name, 60, maximum=7 * 24 * 3600),
+            download_expires_in=download_expires_in,
+            signed_url_reuse_seconds=_reuse_seconds(environ, download_name, download_expires_in),
             # At most 23 h: a PUT URL must never outlive its pending record (a day).
             upload_expires_in=_integer(environ, "UPLOAD_EXPIRES_IN", 60, maximum=23 * 3600),
             allow_anonymous_public_download=_boolean(
@@ -203,6 +208,22 @@ def _integer(
     if value < minimum or (maximum is not None and value > maximum):
         bound = f" and at most {maximum}" if maximum is not None else ""
         raise SettingsError(f"{name}: must be at least {minimum}{bound}, got {value}")
+    return value
+
+
+def _reuse_seconds(environ: Mapping[str, str], download_name: str, expires_in: int) -> int:
+    """TOOLTOOL_SIGNED_URL_REUSE_SECONDS: under the URLs' validity, so every caller gets some.
+
+    The default is a tenth of that validity, at most 5 s (0, no reuse, under 10 s).
+    """
+    name = "TOOLTOOL_SIGNED_URL_REUSE_SECONDS"
+    if not environ.get(name, "").strip():
+        return min(5, expires_in // 10)
+    value = _integer(environ, name, 0, minimum=0)
+    if value >= expires_in:
+        raise SettingsError(
+            f"{name}: must be less than {download_name} ({expires_in}), got {value}"
+        )
     return value
 
 

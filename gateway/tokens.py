@@ -197,6 +197,14 @@ class TokenService:
         token = jwt.encode(claims, self._signing_key, algorithm=self.algorithm, headers=headers)
         return IssuedToken(token, identity.client_id, granted, expires)
 
+    def cached(self, token: str) -> VerifiedToken | None:
+        """The identity in `token` if it was verified before and has not expired since;
+        None when it must be verified (or refused) by :meth:`verify`."""
+        cached = self._cache.get(token)
+        if cached is not None and cached.expires + self._leeway >= self._clock():
+            return cached
+        return None
+
     def verify(self, token: str) -> VerifiedToken:
         """The identity in a valid token; :class:`InvalidToken` says what is wrong."""
         now = self._clock()

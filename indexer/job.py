@@ -130,8 +130,12 @@ class Indexer:
         pending_ttl: float = PENDING_TTL,
         progress: Progress = QUIET,
         render_site: bool = False,
+        on_index_written: Callable[[str], None] = lambda digest: None,
     ) -> None:
+        """`on_index_written` is told the digest of each index object a pass writes for an
+        upload, as soon as it is written (the gateway forgets its cached answer)."""
         self.regions = regions
+        self._on_index_written = on_index_written
         self.site = SiteJob(regions.index) if render_site else None
         self._index = regions.index
         self._clock = clock
@@ -358,6 +362,7 @@ class Indexer:
             lambda existing: self._indexed(existing, pending, uploads, copy, lost, now),
             before_write=record,
         )
+        self._on_index_written(pending.digest)
         if indexed is None or not _agrees(indexed, pending):
             reason = "the digest was indexed meanwhile with another visibility or size"
             return self._fail(pending, reason, report)

@@ -20,6 +20,7 @@ from dockerflow.logging import MozlogFormatter, RequestIdLogFilter
 from indexer.redaction import redact
 
 LOG_FORMATS = ("mozlog", "text")
+LOGGER_NAME = "tooltool"  # the mozlog "Logger" of every line
 # Libraries that log request headers or signed URLs at DEBUG (botocore logs
 # its Authorization headers): never below INFO, whatever the root level.
 QUIET_LIBRARIES = (
@@ -36,7 +37,7 @@ QUIET_LIBRARIES = (
     "asyncio",
 )
 URL_LOGGING_LIBRARIES = frozenset({"httpx", "httpx2", "httpcore"})
-_MAX_MESSAGE = 2000
+MAX_FIELD = 2000  # characters of a field's value, or an error's message
 # Not fields: the record's own attributes, and uvicorn's ANSI-coloured copy of its message.
 _STANDARD_ATTRIBUTES = frozenset(logging.makeLogRecord({}).__dict__) | {
     "message",
@@ -143,17 +144,41 @@ def _clean(value: Any) -> Any:
 
 
 def _shortened(text: str) -> str:
-    return text if len(text) <= _MAX_MESSAGE else redact(text)[:_MAX_MESSAGE]
+    return text if len(text) <= MAX_FIELD else redact(text)[:MAX_FIELD]
+
+
+class MozlogHandler(logging.StreamHandler):
+    """Writes mozlog JSON lines; also takes lines already formatted (:meth:`write_line`)."""
+
+    def __init__(self, stream: TextIO) -> None:
+        super().__init__(stream)
+        formatter = SafeMozlogFormatter(logger_name=LOGGER_NAME)
+        self.setFormatter(formatter)
+        self.addFilter(RequestIdLogFilter())
+        # The members every line of this handler repeats, as the formatter writes them.
+        self.identity = json.dumps(
+            {
+                "Logger": LOGGER_NAME,
+                "Hostname": formatter.hostname,
+                "EnvVersion": formatter.LOGGING_FORMAT_VERSION,
+            }
+        )[1:-1]
+
+    def write_line(self, line: str) -> None:
+        """Write one mozlog line built by the caller, as :meth:`emit` writes a record's."""
+        with self.lock:  # type: ignore[union-attr]
+            self.stream.write(line + self.terminator)
+            self.flush()
 
 
 def make_handler(stream: TextIO | None = None, *, log_format: str = "mozlog") -> logging.Handler:
     """A handler writing `log_format` lines (with request ids) to `stream` (stdout)."""
-    handler = logging.StreamHandler(sys.stdout if stream is None else stream)
-    handler.addFilter(RequestIdLogFilter())
+    stream = sys.stdout if stream is None else stream
     if log_format == "mozlog":
-        handler.setFormatter(SafeMozlogFormatter(logger_name="tooltool"))
-    else:
-        handler.setFormatter(SafeTextFormatter())
+        return MozlogHandler(stream)
+    handler = logging.StreamHandler(stream)
+    handler.addFilter(RequestIdLogFilter())
+    handler.setFormatter(SafeTextFormatter())
     return handler
 
 

@@ -98,6 +98,11 @@ def assert_one_line(result: subprocess.CompletedProcess[str], starts: str) -> No
             {"UPLOAD_EXPIRES_IN": "172800"},
             "SettingsError: UPLOAD_EXPIRES_IN: must be at least 1 and at most 82800",
         ),
+        (
+            {"DOWLOAD_EXPIRES_IN": "30", "TOOLTOOL_SIGNED_URL_REUSE_SECONDS": "30"},
+            "SettingsError: TOOLTOOL_SIGNED_URL_REUSE_SECONDS: must be less than"
+            " DOWLOAD_EXPIRES_IN (30), got 30",
+        ),
     ],
     ids=lambda value: str(value)[:40],
 )

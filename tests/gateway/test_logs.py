@@ -12,12 +12,14 @@ import io
 import json
 import logging
 import sys
+import time
 from collections.abc import Iterator
 
 import pytest
 from starlette.requests import Request
 
 from gateway.auth import Caller
+from gateway.logs import RequestLog
 from indexer.logs import configure_logging, make_handler
 from indexer.redaction import redact
 from tests.gateway.conftest import Gateway
@@ -164,3 +166,47 @@ def test_text_lines_cannot_be_forged_from_a_request(
     # A traceback's lines are marked as the record's continuation.
     lines = out.splitlines()
     assert all(line[:4].isdigit() or line.startswith("  | ") for line in lines), lines
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/sha512/" + "a" * 128,
+        '/file?q="quoted"\\back',
+        "/caf\u00e9/\u2028/\x07",
+        "/x?token=" + JWT,
+    ],
+)
+def test_the_direct_summary_line_is_the_formatters_line(path: str) -> None:
+    """Production's summary lines skip the formatter; they must be what it would write."""
+    root = logging.getLogger()
+    saved = root.handlers[:], root.level
+    buffer = io.StringIO()
+    try:
+        configure_logging(log_format="mozlog", stream=buffer)
+        handler = root.handlers[0]
+        log = RequestLog()
+        rid = log.request_id(JWT.encode())  # a caller's id that needs redacting
+        clean_path = redact(path)
+        log.summary("GET", clean_path, 302, time.perf_counter(), rid)
+        direct = json.loads(buffer.getvalue())
+        record = logging.makeLogRecord(
+            {"name": "request.summary", "levelno": logging.INFO, "levelname": "INFO", "msg": ""}
+        )
+        fields = {"method": "GET", "path": path, "code": 302, "t": direct["Fields"]["t"]}
+        record.__dict__.update(fields, rid=JWT)
+        assert handler.formatter is not None
+        formatted = handler.formatter.format(record)
+    finally:
+        root.handlers[:], level = saved
+        root.setLevel(level)
+    expected = json.loads(formatted)
+    expected["Timestamp"] = direct["Timestamp"]
+    expected["Pid"] = direct["Pid"]
+    assert direct == expected
+    assert buffer.getvalue().count("\n") == 1
+    assert JWT not in buffer.getvalue()
+    line = buffer.getvalue().rstrip("\n")
+    assert line == formatted.replace(
+        str(json.loads(formatted)["Timestamp"]), str(direct["Timestamp"])
+    ).replace(f'"Pid": {json.loads(formatted)["Pid"]}', f'"Pid": {direct["Pid"]}')

@@ -164,6 +164,17 @@ class TestSettings:
         both = {"DOWLOAD_EXPIRES_IN": "30", "DOWNLOAD_EXPIRES_IN": "45"}
         assert Settings.from_environ(both).download_expires_in == 45
 
+    def test_signed_url_reuse(self) -> None:
+        reuse = "TOOLTOOL_SIGNED_URL_REUSE_SECONDS"
+        assert Settings.from_environ({}).signed_url_reuse_seconds == 5
+        assert Settings.from_environ({"DOWNLOAD_EXPIRES_IN": "30"}).signed_url_reuse_seconds == 3
+        assert Settings.from_environ({"DOWNLOAD_EXPIRES_IN": "9"}).signed_url_reuse_seconds == 0
+        assert Settings.from_environ({reuse: "0"}).signed_url_reuse_seconds == 0
+        assert Settings.from_environ({reuse: "59"}).signed_url_reuse_seconds == 59
+        for bad in ("60", "-1", "soon"):
+            with pytest.raises(SettingsError, match=f"^{reuse}: "):
+                Settings.from_environ({reuse: bad})
+
     def test_values(self) -> None:
         settings = Settings.from_environ(
             {

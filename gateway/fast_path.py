@@ -1,0 +1,160 @@
+"""The cached download, answered below Starlette.
+
+Fleets of CI workers ask ``GET /sha512/<digest>`` for the same few hundred
+files all day, so what a cached answer costs decides how many replicas a fleet
+needs. :class:`FastDownloads` sits in front of the app and answers a request
+itself only when everything it needs is at hand, with the same checks as
+:mod:`gateway.download`, in the same order, and the same bytes:
+
+- ``GET`` or ``HEAD`` of ``/sha512/`` and a well-formed digest;
+- anonymous, or a Bearer token this process has verified and that has not
+  expired (:meth:`gateway.tokens.TokenService.cached`);
+- a fresh index object in the cache (:meth:`gateway.index_cache.IndexCache.peek`),
+  of a visibility the caller may download;
+- a configured region holding a copy (``?region=`` honoured).
+
+Everything else (a malformed digest, Hawk, a token to verify, a miss, a
+refusal, any error) goes on to the app, which answers as it always has.
+"""
+
+from __future__ import annotations
+
+import time
+from urllib.parse import parse_qsl
+
+from starlette.types import ASGIApp, Receive, Scope, Send
+from taskcluster.utils import scopeMatch
+
+from gateway.auth import Permissions
+from gateway.download_urls import DownloadUrls, Redirect
+from gateway.index_cache import IndexCache, Missing
+from gateway.logs import RequestLog
+from gateway.tokens import TokenService
+from gateway.urls import PublicUrls
+from indexer.digests import is_valid_digest
+from indexer.redaction import redact
+from indexer.schema import blob_key
+from indexer.stores import Regions
+
+_PREFIX = "/sha512/"
+_ROUTE_LENGTH = len(_PREFIX) + 128
+_METHODS = frozenset({"GET", "HEAD"})
+_MAX_DECISIONS = 10_000
+
+
+class FastDownloads:
+    """Answers cached downloads; passes every other request to `app`."""
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        index: IndexCache,
+        regions: Regions,
+        download_urls: DownloadUrls,
+        urls: PublicUrls,
+        tokens: TokenService,
+        permissions: Permissions,
+        anonymous_scopes: frozenset[str],
+        log: RequestLog,
+    ) -> None:
+        self.app = app
+        self._index = index
+        self._regions = regions
+        self._download_urls = download_urls
+        self._urls = urls
+        self._tokens = tokens
+        self._permissions = permissions
+        self._anonymous = anonymous_scopes
+        self._log = log
+        # Whether scopes (a token's, with the anonymous ones) allow a visibility.
+        self._decisions: dict[tuple[frozenset[str], str], bool] = {}
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] in _METHODS:
+            started = time.perf_counter()
+            path: str = scope["path"]
+            root: str = scope.get("root_path", "")
+            route = path[len(root) :] if root and path.startswith(root) else path
+            if len(route) == _ROUTE_LENGTH and route.startswith(_PREFIX):
+                answer = self._answer(scope, route[len(_PREFIX) :])
+                if answer is not None:
+                    redirect, request_id = answer
+                    await self._send(scope, send, redirect, request_id, started)
+                    return
+        await self.app(scope, receive, send)
+
+    def _answer(self, scope: Scope, digest: str) -> tuple[Redirect, bytes | None] | None:
+        """The redirect and the caller's X-Request-Id, or None to leave it to the app."""
+        if not is_valid_digest(digest):
+            return None
+        authorization = request_id = None
+        for name, value in scope["headers"]:
+            if name == b"authorization":
+                if authorization is None:
+                    authorization = value
+            elif name == b"x-request-id" and request_id is None:
+                request_id = value
+        if authorization is None:
+            scopes = self._anonymous
+        else:
+            scheme, _, credentials = authorization.decode("latin-1").partition(" ")
+            if scheme.lower() != "bearer":
+                return None
+            verified = self._tokens.cached(credentials.strip())
+            if verified is None:
+                return None
+            scopes = verified.scopes
+        found = self._index.peek(digest)
+        if found is None or isinstance(found, Missing):
+            return None
+        if not self._allows(scopes, found.visibility):
+            return None
+        query = scope.get("query_string", b"")
+        region = _region(query) if query else None
+        store = self._regions.choose(found.instances, region)
+        if store is None:
+            return None
+        try:
+            redirect = self._download_urls.redirect(
+                store, blob_key(digest), lambda: self._urls.base(scope)
+            )
+        except Exception:  # the app answers it, as problem JSON
+            return None
+        return redirect, request_id
+
+    def _allows(self, scopes: frozenset[str], visibility: str) -> bool:
+        key = (scopes, visibility)
+        allowed = self._decisions.get(key)
+        if allowed is None:
+            # As Caller.has_scope, for a caller holding these and the anonymous scopes.
+            held = scopes | self._anonymous
+            allowed = scopeMatch(held, [[self._permissions.download(visibility)]])
+            if len(self._decisions) >= _MAX_DECISIONS:
+                self._decisions.clear()
+            self._decisions[key] = allowed
+        return allowed
+
+    async def _send(
+        self,
+        scope: Scope,
+        send: Send,
+        redirect: Redirect,
+        request_id_header: bytes | None,
+        started: float,
+    ) -> None:
+        request_id = self._log.request_id(request_id_header)
+        headers = [*redirect.raw_headers, (b"x-request-id", request_id.encode("ascii"))]
+        await send({"type": "http.response.start", "status": 302, "headers": headers})
+        path = scope["path"]
+        # The route's part is a digest; only a root path could hold text to redact.
+        self._log.summary(
+            scope["method"], redact(path) if scope.get("root_path") else path, 302, started,
+            request_id,
+        )  # fmt: skip
+        await send({"type": "http.response.body", "body": redirect.body})
+
+
+def _region(query: bytes) -> str | None:
+    """``?region=`` as Starlette's ``query_params.get`` reads it: the last one given."""
+    return dict(parse_qsl(query.decode("latin-1"), keep_blank_values=True)).get("region")
