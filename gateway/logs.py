@@ -13,7 +13,6 @@ from __future__ import annotations
 import itertools
 import json
 import logging
-import os
 import re
 import secrets
 import time
@@ -81,7 +80,7 @@ class RequestLog:
         # no character JSON escapes; `method` is an HTTP token.
         handler.write_line(
             f'{{"Timestamp": {time.time_ns()}, "Type": "{SUMMARY}", {handler.identity},'
-            f' "Severity": 6, "Pid": {os.getpid()}, "Fields": {{"method": "{method}",'
+            f' "Severity": 6, "Pid": {handler.pid}, "Fields": {{"method": "{method}",'
             f' "path": {_json_text(path)}, "code": {code}, "t": {elapsed!r},'
             f' "rid": "{rid}"}}}}'
         )

@@ -9,17 +9,43 @@ from starlette.types import Scope
 
 from gateway.forwarded import TrustedProxies
 
+_ADDRESS_HEADERS = frozenset(
+    {b"host", b"x-forwarded-proto", b"x-forwarded-host", b"x-forwarded-port"}
+)
+_MAX_BASES = 1024
+
 
 class PublicUrls:
     """Resolves root-relative URLs (the local store's) against the address the client used."""
 
     def __init__(self, proxies: TrustedProxies) -> None:
         self._proxies = proxies
+        # Base URLs by what they are made of: the scheme, the root path, whether the
+        # client is a trusted proxy, and the address headers as sent. Bounded: the
+        # headers are the client's to choose.
+        self._bases: dict[tuple[object, ...], str] = {}
 
     def base(self, scope: Scope) -> str:
         """The scheme, host, port and root path the client addressed."""
-        base = self._proxies.target_of(scope).base_url
-        return base + scope.get("root_path", "").rstrip("/")
+        client = scope.get("client")
+        key = (
+            scope.get("scheme"),
+            scope.get("root_path", ""),
+            self._proxies.is_trusted(client[0] if client else None),
+            *[
+                (name, value)
+                for name, value in scope.get("headers", ())
+                if name in _ADDRESS_HEADERS
+            ],
+        )
+        base = self._bases.get(key)
+        if base is None:
+            target = self._proxies.target_of(scope)
+            base = target.base_url + scope.get("root_path", "").rstrip("/")
+            if len(self._bases) >= _MAX_BASES:
+                self._bases.clear()
+            self._bases[key] = base
+        return base
 
     def absolute(self, url: str, request: Request) -> str:
         """An absolute URL with an explicit port unless it is https on 443: the

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 import traceback
 from types import TracebackType
@@ -163,6 +164,11 @@ class MozlogHandler(logging.StreamHandler):
                 "EnvVersion": formatter.LOGGING_FORMAT_VERSION,
             }
         )[1:-1]
+        self.pid = os.getpid()  # what a LogRecord would say, without a system call a line
+        os.register_at_fork(after_in_child=self._forked)
+
+    def _forked(self) -> None:
+        self.pid = os.getpid()
 
     def write_line(self, line: str) -> None:
         """Write one mozlog line built by the caller, as :meth:`emit` writes a record's."""
