@@ -33,7 +33,7 @@ format: $(BIN)/.installed
 # Keeps the local store: it holds the uploaded files, the development client's
 # credentials and the signing keys. `make clean-data` removes it.
 clean:
-	rm -rf $(VENV) .pytest_cache .coverage .ruff_cache .mypy_cache
+	rm -rf $(VENV) .pytest_cache .coverage .ruff_cache .mypy_cache .hypothesis
 	@if [ -d tooltool-data ]; then \
 		echo "kept the local store ./tooltool-data; 'make clean-data' deletes it"; \
 	fi
