@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlunsplit
 
+from gateway.cloudfront import load_private_key
 from gateway.forwarded import TrustedProxies
 from indexer.config import SettingsError, StoreSettings, http_url
 from indexer.logs import LOG_FORMATS
 
 DEFAULT_SCOPE_PREFIX = "project:releng:services/tooltool/api"
+_CLOUDFRONT = ("CLOUDFRONT_URL", "CLOUDFRONT_KEY_ID", "CLOUDFRONT_PRIVATE_KEY")
+_CLOUDFRONT_KEY_ID = re.compile(r"[A-Za-z0-9]{1,128}")
 _TRUE = frozenset({"1", "true", "yes", "on"})
 _FALSE = frozenset({"0", "false", "no", "off"})
 
@@ -122,6 +127,48 @@ class ServerSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class CloudFrontSettings:
+    """A CloudFront distribution in front of the bucket, and the key pair its signed URLs
+    are signed with (:mod:`gateway.cloudfront`)."""
+
+    url: str
+    key_id: str
+    private_key: str = field(repr=False)  # PEM text: never in a repr, a log or a message
+
+    @classmethod
+    def from_environ(cls, environ: Mapping[str, str]) -> CloudFrontSettings | None:
+        """All of CLOUDFRONT_URL, CLOUDFRONT_KEY_ID and CLOUDFRONT_PRIVATE_KEY, or None."""
+        values = {name: environ.get(name, "").strip() for name in _CLOUDFRONT}
+        given = [name for name in _CLOUDFRONT if values[name]]
+        if not given:
+            return None
+        missing = [name for name in _CLOUDFRONT if not values[name]]
+        if missing:
+            raise SettingsError(f"{missing[0]}: required with {' and '.join(given)}")
+        parts = http_url("CLOUDFRONT_URL", values["CLOUDFRONT_URL"])
+        # https only: the legacy client cannot follow an http URL without a port, and a
+        # port of CloudFront's own would have to be in every signed policy.
+        if parts is None or parts.scheme != "https" or parts.query or parts.fragment:
+            raise SettingsError(
+                "CLOUDFRONT_URL: expected the https base URL of a distribution,"
+                " like https://d111111abcdef8.cloudfront.net"
+            )
+        key_id = values["CLOUDFRONT_KEY_ID"]
+        if not _CLOUDFRONT_KEY_ID.fullmatch(key_id):
+            raise SettingsError(
+                f"CLOUDFRONT_KEY_ID: expected a CloudFront key ID (letters and digits),"
+                f" got {key_id[:50]!r}"
+            )
+        # Line breaks may come escaped, as many tools write multi-line values.
+        pem = values["CLOUDFRONT_PRIVATE_KEY"].replace("\\n", "\n").strip()
+        try:
+            load_private_key(pem)
+        except ValueError as exc:
+            raise SettingsError(f"CLOUDFRONT_PRIVATE_KEY: {exc}") from None
+        return cls(url=urlunsplit(parts).rstrip("/"), key_id=key_id, private_key=pem)
+
+
+@dataclass(frozen=True, slots=True)
 class Settings:
     """Everything the gateway is configured with; see the README's table."""
 
@@ -145,6 +192,7 @@ class Settings:
     max_pending_files: int = 2000
     max_pending_bytes: int = 50 * 1024**3
     heartbeat_timeout: int = 3
+    cloudfront: CloudFrontSettings | None = None
 
     @property
     def runs_embedded_indexer(self) -> bool:
@@ -187,6 +235,7 @@ class Settings:
             max_pending_files=_integer(environ, "TOOLTOOL_MAX_PENDING_FILES", 2000),
             max_pending_bytes=_integer(environ, "TOOLTOOL_MAX_PENDING_BYTES", 50 * 1024**3),
             heartbeat_timeout=_integer(environ, "TOOLTOOL_HEARTBEAT_TIMEOUT", 3, maximum=60),
+            cloudfront=CloudFrontSettings.from_environ(environ),
         )
 
 

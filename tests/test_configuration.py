@@ -103,6 +103,10 @@ def assert_one_line(result: subprocess.CompletedProcess[str], starts: str) -> No
             "SettingsError: TOOLTOOL_SIGNED_URL_REUSE_SECONDS: must be less than"
             " DOWLOAD_EXPIRES_IN (30), got 30",
         ),
+        (
+            {"CLOUDFRONT_URL": "https://d111111abcdef8.cloudfront.net"},
+            "SettingsError: CLOUDFRONT_KEY_ID: required with CLOUDFRONT_URL",
+        ),
     ],
     ids=lambda value: str(value)[:40],
 )
@@ -188,6 +192,18 @@ def test_a_key_of_the_wrong_curve_is_refused_at_start(tmp_path: Path) -> None:
     }
     result = run("gateway.cli", environ)
     assert_one_line(result, "SettingsError: TOOLTOOL_JWT_PRIVATE_KEY: unusable key for ES256")
+
+
+def test_an_unreadable_cloudfront_key_is_named_not_shown(tmp_path: Path) -> None:
+    environ = {
+        "TOOLTOOL_DATA_DIR": str(tmp_path / "data"),
+        "CLOUDFRONT_URL": "https://d111111abcdef8.cloudfront.net",
+        "CLOUDFRONT_KEY_ID": "K2JCJMDEHXQW5F",
+        "CLOUDFRONT_PRIVATE_KEY": "-----BEGIN RSA PRIVATE KEY-----\nc2VjcmV0\n-----END RSA",
+    }
+    result = run("gateway.cli", environ)
+    assert_one_line(result, "SettingsError: CLOUDFRONT_PRIVATE_KEY: not the PEM text of an RSA")
+    assert "c2VjcmV0" not in result.stderr + result.stdout
 
 
 @pytest.mark.parametrize(
