@@ -273,6 +273,11 @@ class Presigner:
             logger.info("presigning %s with botocore: %s", bucket, exc)
             self.signer = None
 
+    @property
+    def verified(self) -> frozenset[tuple[str, ...]]:
+        """The kinds of URL signed here: ``("GET",)``, ``("PUT", "content-type")``, …"""
+        return frozenset(kind for kind, verdict in self._verdicts.items() if verdict)
+
     def get_url(self, key: str, *, expires_in: int) -> str:
         """A URL anyone may GET `key` from for `expires_in` seconds."""
         return self._url("GET", key, expires_in, {})
