@@ -16,6 +16,8 @@ from indexer.logs import LOG_FORMATS
 DEFAULT_SCOPE_PREFIX = "project:releng:services/tooltool/api"
 _CLOUDFRONT = ("CLOUDFRONT_URL", "CLOUDFRONT_KEY_ID", "CLOUDFRONT_PRIVATE_KEY")
 _CLOUDFRONT_KEY_ID = re.compile(r"[A-Za-z0-9]{1,128}")
+# A path the signed policies can hold as it is (no character JSON or URLs would escape).
+_CLOUDFRONT_PATH = re.compile(r"[A-Za-z0-9._~/-]*")
 _TRUE = frozenset({"1", "true", "yes", "on"})
 _FALSE = frozenset({"0", "false", "no", "off"})
 
@@ -148,7 +150,13 @@ class CloudFrontSettings:
         parts = http_url("CLOUDFRONT_URL", values["CLOUDFRONT_URL"])
         # https only: the legacy client cannot follow an http URL without a port, and a
         # port of CloudFront's own would have to be in every signed policy.
-        if parts is None or parts.scheme != "https" or parts.query or parts.fragment:
+        if (
+            parts is None
+            or parts.scheme != "https"
+            or not _CLOUDFRONT_PATH.fullmatch(parts.path)
+            or parts.query
+            or parts.fragment
+        ):
             raise SettingsError(
                 "CLOUDFRONT_URL: expected the https base URL of a distribution,"
                 " like https://d111111abcdef8.cloudfront.net"

@@ -123,6 +123,9 @@ class TestSettings:
         found = Settings.from_environ(environ(CLOUDFRONT_URL=BASE + "/")).cloudfront
         assert found == CloudFrontSettings(BASE, KEY_ID, pem().strip())
         assert CloudFrontSigner.from_settings(found).url("k", 1).startswith(f"{BASE}/k?")
+        prefixed = CloudFrontSettings.from_environ(environ(CLOUDFRONT_URL=BASE + "/tooltool/"))
+        assert prefixed is not None
+        assert prefixed.url == f"{BASE}/tooltool"
 
     def test_the_key_is_never_shown(self) -> None:
         found = CloudFrontSettings.from_environ(environ())
@@ -157,6 +160,7 @@ class TestSettings:
             ({"CLOUDFRONT_URL": "http://d111111abcdef8.cloudfront.net"}, "CLOUDFRONT_URL: "),
             ({"CLOUDFRONT_URL": f"{BASE}/?x=1"}, "CLOUDFRONT_URL: "),
             ({"CLOUDFRONT_URL": "d111111abcdef8.cloudfront.net"}, "CLOUDFRONT_URL: "),
+            ({"CLOUDFRONT_URL": f'{BASE}/a"b'}, "CLOUDFRONT_URL: "),
             ({"CLOUDFRONT_KEY_ID": "K2J&x=y"}, "CLOUDFRONT_KEY_ID: "),
         ],
     )

@@ -307,6 +307,32 @@ def test_a_signer_that_disagrees_with_botocore_is_not_used(
     assert "X-Amz-Signature" not in caplog.text
 
 
+def test_credentials_changed_during_the_check_leave_it_for_the_next_url(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    client = client_for("http://127.0.0.1:8333", "us-east-1", 0)
+    calls = count_botocore_calls(monkeypatch, client)
+    presigner = Presigner(client, "bucket-a", clock=lambda: INSTANT)
+    own = presigner._provider
+    presigner._provider = RefreshableCredentials.create_from_metadata(
+        {
+            "access_key": "ASIANEWER",
+            "secret_key": "newer",
+            "token": "t",
+            "expiry_time": "2999-01-01T00:00:00+00:00",
+        },
+        lambda: {},
+        "test",
+    )
+    presigner.get_url("sha512/x", expires_in=60)
+    assert presigner.verified == frozenset()
+    presigner._provider = own
+    presigner.get_url("sha512/y", expires_in=60)
+    assert presigner.verified == {("GET",)}
+    presigner.get_url("sha512/z", expires_in=60)
+    assert len(calls) == 2
+
+
 def test_credentials_are_read_again_every_minute() -> None:
     """An IAM role's credentials expire: the provider refreshes them when read."""
     issued: list[str] = []
