@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import functools
 import re
+from pathlib import Path
 from urllib.parse import quote
 
 import pytest
@@ -20,8 +21,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gateway.cloudfront import CloudFrontSigner, load_private_key
+from gateway.download_urls import DownloadUrls
 from gateway.settings import CloudFrontSettings, Settings
 from indexer.config import SettingsError
+from tests.conftest import make_local_store
 
 BASE = "https://d111111abcdef8.cloudfront.net"
 KEY_ID = "K2JCJMDEHXQW5F"
@@ -104,15 +107,11 @@ def test_a_changed_url_no_longer_verifies() -> None:
         assert_signed(tampered, f"sha512/{DIGEST}", 1767225601)
 
 
-def test_a_url_asked_again_within_its_second_is_signed_once() -> None:
-    calls: list[bytes] = []
-    cloudfront = signer()
-    original = cloudfront._sign
-    cloudfront._signer.rsa_signer = lambda message: calls.append(message) or original(message)
-    first = cloudfront.url("sha512/a", 100)
-    assert cloudfront.url("sha512/a", 100) == first
-    assert cloudfront.url("sha512/a", 101) != first
-    assert len(calls) == 2
+def test_as_the_download_route_would_use_it(tmp_path: Path) -> None:
+    """As DownloadUrls' CDN signer: the URL expires DOWNLOAD_EXPIRES_IN after its signing."""
+    urls = DownloadUrls(expires_in=60, reuse_seconds=5, cdn=signer().url, clock=lambda: 1000.5)
+    redirect = urls.redirect(make_local_store(tmp_path), f"sha512/{DIGEST}", lambda: "")
+    assert_signed(redirect.url, f"sha512/{DIGEST}", 1060)
 
 
 class TestSettings:
