@@ -14,6 +14,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from gateway.auth import Authenticator, Permissions, RequestAuthenticator
 from gateway.blobs import Blobs
 from gateway.catalog_view import CatalogView
+from gateway.cloudfront import CloudFrontSigner
 from gateway.credentials import Credentials, build_credentials
 from gateway.dockerflow import Dockerflow
 from gateway.download import Downloads
@@ -79,6 +80,12 @@ def create_app(
     download_urls = DownloadUrls(
         expires_in=settings.download_expires_in,
         reuse_seconds=settings.signed_url_reuse_seconds,
+        # With a CDN in front of the buckets, its signed URLs replace the stores' own.
+        cdn=(
+            CloudFrontSigner.from_settings(settings.cloudfront).url
+            if settings.cloudfront is not None
+            else None
+        ),
     )
     downloads = Downloads(
         regions=regions,

@@ -10,6 +10,8 @@ from __future__ import annotations
 import base64
 import functools
 import re
+import time
+from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import quote
 
@@ -19,12 +21,14 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from starlette.testclient import TestClient
 
 from gateway.cloudfront import CloudFrontSigner, load_private_key
 from gateway.download_urls import DownloadUrls
 from gateway.settings import CloudFrontSettings, Settings
 from indexer.config import SettingsError
 from tests.conftest import make_local_store
+from tests.gateway.conftest import Gateway, random_bytes
 
 BASE = "https://d111111abcdef8.cloudfront.net"
 KEY_ID = "K2JCJMDEHXQW5F"
@@ -186,3 +190,28 @@ class TestSettings:
         assert "BEGIN" not in message
         with pytest.raises(ValueError, match="RSA private key"):
             load_private_key(text)
+
+
+def test_downloads_redirect_to_signed_cloudfront_urls(
+    make_gateway: Callable[..., Gateway], tmp_path: Path
+) -> None:
+    gateway = make_gateway(cloudfront=CloudFrontSettings.from_environ(environ()))
+    digest = gateway.add(random_bytes(), "public")
+    internal = gateway.add(random_bytes(), "internal")
+    client = TestClient(gateway.app(), follow_redirects=False, raise_server_exceptions=False)
+    before = int(time.time())
+    first = client.get(f"/sha512/{digest}")
+    second = client.get(f"/sha512/{digest}")  # the fast path, with the URL reused
+    after = int(time.time())
+    assert first.status_code == second.status_code == 302
+    assert first.headers["location"] == second.headers["location"]
+    assert first.content == second.content
+    url = first.headers["location"]
+    assert url.startswith(f"{BASE}/sha512/{digest}?Expires=")
+    expires = int(url.split("Expires=")[1].split("&")[0])
+    expires_in = gateway.settings.download_expires_in
+    assert before + expires_in <= expires <= after + expires_in
+    assert_signed(url, f"sha512/{digest}", expires)
+    # The same checks as ever before any URL: internal files stay protected.
+    assert client.get(f"/sha512/{internal}").status_code == 403
+    assert client.get("/sha512/nope").status_code == 400
