@@ -11,6 +11,7 @@ from indexer.config import SettingsError, StoreSettings, http_url
 from indexer.logs import LOG_FORMATS
 
 DEFAULT_SCOPE_PREFIX = "project:releng:services/tooltool/api"
+MAX_WORKERS = 64
 _TRUE = frozenset({"1", "true", "yes", "on"})
 _FALSE = frozenset({"0", "false", "no", "off"})
 
@@ -93,7 +94,7 @@ class AuthSettings:
 
 @dataclass(frozen=True, slots=True)
 class ServerSettings:
-    """How ``tooltool-gateway`` serves: address, log format and HTTP limits."""
+    """How ``tooltool-gateway`` serves: address, log format, HTTP limits, worker processes."""
 
     host: str = "127.0.0.1"
     port: int = 8000
@@ -101,6 +102,7 @@ class ServerSettings:
     max_header_line: int = 16 * 1024
     max_header_bytes: int = 64 * 1024
     header_timeout: int = 15
+    workers: int = 1
 
     @classmethod
     def from_environ(cls, environ: Mapping[str, str]) -> ServerSettings:
@@ -118,6 +120,7 @@ class ServerSettings:
             max_header_line=max_line,
             max_header_bytes=max_bytes,
             header_timeout=_integer(environ, "TOOLTOOL_HEADER_TIMEOUT", 15, maximum=3600),
+            workers=_integer(environ, "TOOLTOOL_WORKERS", 1, maximum=MAX_WORKERS),
         )
 
 
