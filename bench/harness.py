@@ -163,6 +163,16 @@ def _started(log: Path) -> int:
     return log.read_text(errors="replace").count("Application startup complete")
 
 
+def busiest_share(log: Path) -> float:
+    """Of the requests a server logged (its mozlog summary lines), the share of the
+    process that answered most."""
+    counts = Counter(_SUMMARY.findall(log.read_text(errors="replace")))
+    return max(counts.values()) / sum(counts.values()) if counts else float("nan")
+
+
+_SUMMARY = re.compile(r'"Type": "request\.summary".*?"Pid": (\d+)')
+
+
 def tail(server: Server, lines: int = 3) -> str:
     return " | ".join(server.log.read_text(errors="replace").strip().splitlines()[-lines:])
 
@@ -226,6 +236,7 @@ class Run:
     p99: float
     requests: int
     errors: int  # answers other than 2xx/3xx, and socket errors
+    busiest: float | None = None  # with workers: the busiest one's share of the answers
 
 
 def wrk(

@@ -11,6 +11,7 @@ report the errors instead of a rate.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import sys
@@ -23,6 +24,7 @@ from harness import (
     SERVER_CORE,
     BenchError,
     Run,
+    busiest_share,
     failed,
     free_port,
     gateway_command,
@@ -100,8 +102,15 @@ class Measured:
             "ratio": f"{median(ratios):.2f}",
             "p50": self._latency("p50"),
             "p99": self._latency("p99"),
-            "note": "per round " + " ".join(f"{ratio:.2f}" for ratio in ratios),
+            "note": "per round " + " ".join(f"{ratio:.2f}" for ratio in ratios) + self._shares(),
         }
+
+    def _shares(self) -> str:
+        shares = [run.busiest for run in self.ours if run.busiest is not None]
+        if not shares:
+            return ""
+        rounds = " ".join(f"{share:.0%}" for share in shares)
+        return f"; the busiest worker answered {rounds} of ours' requests"
 
     def sides(self) -> dict[str, list[Run]]:
         return {"ours": self.ours, "base": self.base}
@@ -182,6 +191,9 @@ def _runs(
             )
             load_for(duration=WARM_UP_SECONDS)
             runs.append(load_for(duration=duration))
+    if side.workers > 1:
+        share = busiest_share(server.log)
+        runs = [dataclasses.replace(run, busiest=share) for run in runs]
     return runs
 
 
