@@ -95,6 +95,19 @@ class Server:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
+    def cpu_seconds(self) -> float:
+        """CPU time (user and system) used so far by the server and its workers."""
+        pids = [self.process.pid]
+        with contextlib.suppress(OSError):
+            children = Path(f"/proc/{self.process.pid}/task/{self.process.pid}/children")
+            pids += [int(pid) for pid in children.read_text().split()]
+        ticks = 0
+        for pid in pids:
+            with contextlib.suppress(OSError):  # a worker that just ended
+                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+                ticks += int(fields[11]) + int(fields[12])  # utime, stime
+        return ticks / os.sysconf("SC_CLK_TCK")
+
     def memory_kib(self) -> dict[str, int]:
         """VmRSS and VmHWM of the server's own process, KiB."""
         fields: dict[str, int] = {}
@@ -237,6 +250,7 @@ class Run:
     requests: int
     errors: int  # answers other than 2xx/3xx, and socket errors
     busiest: float | None = None  # with workers: the busiest one's share of the answers
+    cpu_per_request: float | None = None  # the server's CPU seconds over the requests
 
 
 def wrk(

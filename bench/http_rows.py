@@ -2,11 +2,13 @@
 
 A comparison is a pair of server processes (ours and a base) and the loads wrk sends
 to each. In every round both are started afresh, in turn (the order alternating from
-round to round), and every load is checked (one request must answer 302), warmed up
-(wrk, 1 s) and measured (wrk, ``--duration``) against each. A row's figures: the
-median of the per-round req/s ratios, and the medians of p50 and p99 of each side. A
-wrk run that saw any answer other than 2xx/3xx, or any socket error, makes its row
-report the errors instead of a rate.
+round to round), and every load is checked (each of its paths must answer 302), warmed
+up (wrk, 1 s) and measured (wrk, ``--duration``) against each. A row's figures: the
+median of the per-round req/s ratios, and the medians of p50 and p99 of each side.
+Its note adds the server's CPU time per request (user and system, the server and its
+workers, over the measured run), which other work on the machine disturbs less than
+the rate. A wrk run that saw any answer other than 2xx/3xx, or any socket error,
+makes its row report the errors instead of a rate.
 """
 
 from __future__ import annotations
@@ -102,8 +104,19 @@ class Measured:
             "ratio": f"{median(ratios):.2f}",
             "p50": self._latency("p50"),
             "p99": self._latency("p99"),
-            "note": "per round " + " ".join(f"{ratio:.2f}" for ratio in ratios) + self._shares(),
+            "note": (
+                "per round "
+                + " ".join(f"{ratio:.2f}" for ratio in ratios)
+                + f"; server CPU per request ours/base {self._cpu()}"
+                + self._shares()
+            ),
         }
+
+    def _cpu(self) -> str:
+        ours, base = (
+            median([run.cpu_per_request or 0.0 for run in runs]) for runs in (self.ours, self.base)
+        )
+        return f"{ours * 1e6:.0f}/{base * 1e6:.0f} µs"
 
     def _shares(self) -> str:
         shares = [run.busiest for run in self.ours if run.busiest is not None]
@@ -190,7 +203,10 @@ def _runs(
                 script=scripts.get(load.row),
             )
             load_for(duration=WARM_UP_SECONDS)
-            runs.append(load_for(duration=duration))
+            used = server.cpu_seconds()
+            run = load_for(duration=duration)
+            used = server.cpu_seconds() - used
+            runs.append(dataclasses.replace(run, cpu_per_request=used / max(run.requests, 1)))
     if side.workers > 1:
         share = busiest_share(server.log)
         runs = [dataclasses.replace(run, busiest=share) for run in runs]
