@@ -1,4 +1,4 @@
-"""bench/fastpath.py's memory rows: one gateway worker's RSS at 1k, 10k (and 100k) files.
+"""bench/fastpath.py's memory rows: one gateway worker's RSS at 1k, 10k and 100k files.
 
 For each size, a new local store gets what ``bench_catalog.py`` writes (one index
 object a file, four in five public, one batch per ten files, the catalog shards;
