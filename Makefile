@@ -26,6 +26,10 @@ lint: $(BIN)/.installed
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 
+# One table of ratios measured side by side (bench/fastpath.py: about 8 minutes; needs wrk).
+bench: $(BIN)/.installed
+	$(BIN)/python bench/fastpath.py $(BENCH_ARGS)
+
 format: $(BIN)/.installed
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .

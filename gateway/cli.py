@@ -2,11 +2,18 @@
 
 Exit codes: 0 stopped, 2 usage, 4 settings or stores unusable (one line on
 stderr naming the setting, never a traceback).
+
+With ``--workers N`` (``TOOLTOOL_WORKERS``) above 1, the socket is bound once and
+uvicorn's supervisor runs N worker processes that accept on it; each builds its own
+app from the settings (its own caches, catalog copy, Hawk nonces and, when on, embedded
+indexer loop, whose passes take turns through the lease). The settings are checked
+and the stores opened once before any worker starts, so a bad setting still exits 4.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import logging
 import os
 import socket
@@ -15,6 +22,9 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import uvicorn
+from starlette.types import ASGIApp
+from uvicorn.config import STARTUP_FAILURE
+from uvicorn.supervisors import Multiprocess
 
 from gateway.app import create_app
 from gateway.logs import configure_logging
@@ -61,6 +71,7 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
     parser.add_argument(
         "--log-format", choices=LOG_FORMATS, help="TOOLTOOL_LOG_FORMAT (default mozlog)"
     )
+    parser.add_argument("--workers", help="worker processes (TOOLTOOL_WORKERS, default 1)")
     args = parser.parse_args(argv)
     overrides = {
         name: value
@@ -68,16 +79,14 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
             ("HOST", args.host),
             ("PORT", args.port),
             ("TOOLTOOL_LOG_FORMAT", args.log_format),
+            ("TOOLTOOL_WORKERS", args.workers),
         )
         if value is not None
     }
     try:
         settings = Settings.from_environ({**environ, **overrides})
         configure_logging(log_format=settings.server.log_format)
-        regions = open_regions(settings.stores)
-        bulk = settings.runs_embedded_indexer and not settings.stores.is_local
-        indexer_regions = open_regions(settings.stores, bulk=True) if bulk else None
-        app = create_app(settings, regions, indexer_regions=indexer_regions)
+        app = build_app(settings)  # with workers, a check: each worker builds its own
     except (SettingsError, StoreError) as exc:
         print(redact(f"{type(exc).__name__}: {exc}"), file=sys.stderr)
         return EXIT_SETTINGS
@@ -91,9 +100,65 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
     except OSError as exc:  # the address is taken, or not this machine's
         print(f"ServerError: cannot listen on {_address(settings.server)}: {exc}", file=sys.stderr)
         return EXIT_SETTINGS
-    config = uvicorn.Config(app, **server_options(settings.server))
     logger.info("listening on http://%s", _address(settings.server))
+    if settings.server.workers > 1:
+        del app
+        return _serve_workers(settings, sock)
+    config = uvicorn.Config(app, **server_options(settings.server))
     uvicorn.Server(config).run(sockets=[sock])
+    return 0
+
+
+def build_app(settings: Settings) -> ASGIApp:
+    """The gateway `settings` configure, over the stores they name."""
+    regions = open_regions(settings.stores)
+    bulk = settings.runs_embedded_indexer and not settings.stores.is_local
+    indexer_regions = open_regions(settings.stores, bulk=True) if bulk else None
+    return create_app(settings, regions, indexer_regions=indexer_regions)
+
+
+def worker_app(settings: Settings) -> ASGIApp:
+    """A worker process's app: its own logging, stores and app, built from `settings`.
+
+    A failure is one log line and uvicorn's start-up failure code, which stops the
+    supervisor (any other exit would have it start the worker again, and again).
+    """
+    configure_logging(log_format=settings.server.log_format)
+    try:
+        return build_app(settings)
+    except Exception as exc:
+        logger.error("the worker cannot start: %s", redact(f"{type(exc).__name__}: {exc}"))
+        sys.exit(STARTUP_FAILURE)
+
+
+class WorkerConfig(uvicorn.Config):
+    """uvicorn's configuration for worker processes, sent to each as the settings alone.
+
+    uvicorn pickles its configuration into every worker it spawns; the protocol class
+    that `http_protocol` makes cannot be pickled, so a worker rebuilds the configuration,
+    protocol and app factory included, from the settings.
+    """
+
+    def __init__(self, settings: Settings) -> None:
+        super().__init__(
+            functools.partial(worker_app, settings),
+            factory=True,
+            workers=settings.server.workers,
+            **server_options(settings.server),
+        )
+        self.settings = settings
+
+    def __reduce__(self) -> tuple[type[WorkerConfig], tuple[Settings]]:
+        return (WorkerConfig, (self.settings,))
+
+
+def _serve_workers(settings: Settings, sock: socket.socket) -> int:
+    logger.info("starting %d worker processes", settings.server.workers)
+    supervisor = Multiprocess(WorkerConfig(settings), sockets=[sock])
+    supervisor.run()
+    if any(process.exitcode == STARTUP_FAILURE for process in supervisor.processes):
+        print("StartupError: a worker process could not start (its log says why)", file=sys.stderr)
+        return EXIT_SETTINGS
     return 0
 
 

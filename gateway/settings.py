@@ -18,6 +18,7 @@ _CLOUDFRONT = ("CLOUDFRONT_URL", "CLOUDFRONT_KEY_ID", "CLOUDFRONT_PRIVATE_KEY")
 _CLOUDFRONT_KEY_ID = re.compile(r"[A-Za-z0-9]{1,128}")
 # A path the signed policies can hold as it is (no character JSON or URLs would escape).
 _CLOUDFRONT_PATH = re.compile(r"[A-Za-z0-9._~/-]*")
+MAX_WORKERS = 64
 _TRUE = frozenset({"1", "true", "yes", "on"})
 _FALSE = frozenset({"0", "false", "no", "off"})
 
@@ -100,7 +101,7 @@ class AuthSettings:
 
 @dataclass(frozen=True, slots=True)
 class ServerSettings:
-    """How ``tooltool-gateway`` serves: address, log format and HTTP limits."""
+    """How ``tooltool-gateway`` serves: address, log format, HTTP limits, worker processes."""
 
     host: str = "127.0.0.1"
     port: int = 8000
@@ -108,6 +109,7 @@ class ServerSettings:
     max_header_line: int = 16 * 1024
     max_header_bytes: int = 64 * 1024
     header_timeout: int = 15
+    workers: int = 1
 
     @classmethod
     def from_environ(cls, environ: Mapping[str, str]) -> ServerSettings:
@@ -125,6 +127,7 @@ class ServerSettings:
             max_header_line=max_line,
             max_header_bytes=max_bytes,
             header_timeout=_integer(environ, "TOOLTOOL_HEADER_TIMEOUT", 15, maximum=3600),
+            workers=_integer(environ, "TOOLTOOL_WORKERS", 1, maximum=MAX_WORKERS),
         )
 
 

@@ -107,6 +107,12 @@ def assert_one_line(result: subprocess.CompletedProcess[str], starts: str) -> No
             {"CLOUDFRONT_URL": "https://d111111abcdef8.cloudfront.net"},
             "SettingsError: CLOUDFRONT_KEY_ID: required with CLOUDFRONT_URL",
         ),
+        ({"TOOLTOOL_WORKERS": "0"}, "SettingsError: TOOLTOOL_WORKERS: must be at least 1"),
+        ({"TOOLTOOL_WORKERS": "two"}, "SettingsError: TOOLTOOL_WORKERS: expected a whole number"),
+        (
+            {"TOOLTOOL_WORKERS": "2", "TOOLTOOL_JWT_SECRET": "short"},
+            "SettingsError: TOOLTOOL_JWT_SECRET: must be at least 32 characters",
+        ),
     ],
     ids=lambda value: str(value)[:40],
 )
@@ -115,6 +121,11 @@ def test_the_gateway_names_the_bad_setting(
 ) -> None:
     result = run("gateway.cli", {"TOOLTOOL_DATA_DIR": str(tmp_path / "data"), **environ})
     assert_one_line(result, starts)
+
+
+def test_the_gateway_names_a_bad_workers_option(tmp_path: Path) -> None:
+    result = run("gateway.cli", {"TOOLTOOL_DATA_DIR": str(tmp_path / "data")}, "--workers", "65")
+    assert_one_line(result, "SettingsError: TOOLTOOL_WORKERS: must be at least 1 and at most 64")
 
 
 def test_the_gateway_says_when_its_port_is_taken(tmp_path: Path) -> None:
