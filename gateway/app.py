@@ -80,12 +80,14 @@ def create_app(
     download_urls = DownloadUrls(
         expires_in=settings.download_expires_in,
         reuse_seconds=settings.signed_url_reuse_seconds,
-        # With a CDN in front of the buckets, its signed URLs replace the stores' own.
+        # A CDN in front of the first region's bucket: its signed URLs replace that
+        # bucket's own (a file served from another region gets that region's URL).
         cdn=(
             CloudFrontSigner.from_settings(settings.cloudfront).url
             if settings.cloudfront is not None
             else None
         ),
+        cdn_region=regions.index.region,
     )
     downloads = Downloads(
         regions=regions,

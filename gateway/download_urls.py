@@ -14,7 +14,8 @@ than ``expires_in - reuse_seconds`` seconds, and no URL is valid longer than
 ``expires_in`` after its signing: reuse never extends a URL's life.
 
 The local store's URLs are root-relative: their redirects are made absolute
-with the address the client used, and kept apart per address.
+with the address the client used, and kept apart per address (only short
+addresses are kept: the client chooses its Host header).
 """
 
 from __future__ import annotations
@@ -36,6 +37,10 @@ _REDIRECT_PAGE = (
     "  If not click the link."
 )
 MAX_ENTRIES = 10_000
+# The longest client address (scheme, host, port, root path) whose redirects are kept:
+# real ones are short, and the Host header is the client's to choose, so this bounds an
+# entry (about 2 KiB) and the whole cache (about 20 MiB).
+MAX_KEPT_ADDRESS = 256
 
 # A CDN's signer: the URL of a key, valid until an absolute POSIX time.
 CdnSigner = Callable[[str, int], str]
@@ -82,6 +87,7 @@ class DownloadUrls:
         expires_in: int,
         reuse_seconds: int,
         cdn: CdnSigner | None = None,
+        cdn_region: str | None = None,
         max_entries: int = MAX_ENTRIES,
         clock: Callable[[], float] = time.time,
     ) -> None:
@@ -90,6 +96,7 @@ class DownloadUrls:
         self.expires_in = expires_in
         self.reuse_seconds = reuse_seconds
         self._cdn = cdn
+        self._cdn_region = cdn_region  # the CDN's origin; None: every region
         self._max_entries = max_entries
         self._clock = clock
         self._entries: dict[tuple[str, str, str], _Entry] = {}
@@ -113,12 +120,12 @@ class DownloadUrls:
             address = base() if is_relative else ""
             cache_key = (region, key, address)
         redirect = Redirect.to(address + url)
-        if self.reuse_seconds > 0:
+        if self.reuse_seconds > 0 and len(address) <= MAX_KEPT_ADDRESS:
             self._remember(cache_key, _Entry(redirect, signed_at + self.reuse_seconds), now)
         return redirect
 
     def _sign(self, store: Store, key: str, signed_at: int) -> str:
-        if self._cdn is not None:
+        if self._cdn is not None and self._cdn_region in (None, store.region):
             return self._cdn(key, signed_at + self.expires_in)
         return store.presign_get(key, expires_in=self.expires_in)
 

@@ -32,7 +32,6 @@ from gateway.logs import RequestLog
 from gateway.tokens import TokenService
 from gateway.urls import PublicUrls
 from indexer.digests import is_valid_digest
-from indexer.redaction import redact
 from indexer.schema import blob_key
 from indexer.stores import Regions
 
@@ -146,11 +145,10 @@ class FastDownloads:
         request_id = self._log.request_id(request_id_header)
         headers = [*redirect.raw_headers, (b"x-request-id", request_id.encode("ascii"))]
         await send({"type": "http.response.start", "status": 302, "headers": headers})
-        path = scope["path"]
         # The route's part is a digest; only a root path could hold text to redact.
         self._log.summary(
-            scope["method"], redact(path) if scope.get("root_path") else path, 302, started,
-            request_id,
+            scope["method"], scope["path"], 302, started, request_id,
+            is_clean=not scope.get("root_path"),
         )  # fmt: skip
         await send({"type": "http.response.body", "body": redirect.body})
 

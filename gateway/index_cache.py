@@ -33,10 +33,16 @@ class _Entry:
     expires: float
 
 
-@dataclass(frozen=True, slots=True)
 class _Loading:
-    future: asyncio.Future[IndexObject | None]
-    generation: int  # of the cache when the read began
+    """A store read in flight, which requests for the same digest share."""
+
+    __slots__ = ("future", "is_stale")
+
+    def __init__(self, future: asyncio.Future[IndexObject | None]) -> None:
+        self.future = future
+        # Set when the digest's index object was written during the read: its answer
+        # may predate the write, so it is neither remembered nor shared further.
+        self.is_stale = False
 
 
 class Missing:
@@ -65,8 +71,6 @@ class IndexCache:
         self._clock = clock
         self._entries: OrderedDict[str, _Entry] = OrderedDict()
         self._loading: dict[str, _Loading] = {}
-        # Counts invalidations: a read that began before one is stale for everyone after it.
-        self._generation = 0
 
     def peek(self, digest: str) -> IndexObject | Missing | None:
         """The cached answer for the digest if it is fresh, else :data:`MISSING`; never
@@ -82,7 +86,7 @@ class IndexCache:
         if entry is not None and entry.expires > self._clock():
             return entry.value
         while (pending := self._loading.get(digest)) is not None:
-            if pending.generation != self._generation:
+            if pending.is_stale:
                 break  # began before an index write: this request reads again
             try:
                 return await asyncio.shield(pending.future)
@@ -94,34 +98,46 @@ class IndexCache:
 
     async def _load_shared(self, digest: str) -> IndexObject | None:
         future: asyncio.Future[IndexObject | None] = asyncio.get_running_loop().create_future()
-        loading = _Loading(future, self._generation)
+        loading = _Loading(future)
         self._loading[digest] = loading
         try:
-            value = await run_in_threadpool(self._load, digest)
-        except asyncio.CancelledError:
-            future.cancel()
-            raise
-        except Exception as exc:
-            future.set_exception(exc)
-            future.exception()  # marks it retrieved when nobody else waits
-            raise
+            try:
+                value = await run_in_threadpool(self._load, digest)
+            except asyncio.CancelledError:
+                future.cancel()
+                raise
+            except Exception as exc:
+                future.set_exception(exc)
+                future.exception()  # marks it retrieved when nobody else waits
+                raise
+            future.set_result(value)
+            if not loading.is_stale:
+                self._remember(digest, value)
+                # An invalidation from another thread marks the read (found here until the
+                # end), then drops the entry: it either dropped this one, or is seen here.
+                if loading.is_stale:
+                    self._entries.pop(digest, None)
+            return value
         finally:
             if self._loading.get(digest) is loading:
                 del self._loading[digest]
-        future.set_result(value)
-        if loading.generation == self._generation:
-            self._remember(digest, value)
-            # An invalidation from another thread counts first, then drops the entry: it
-            # either dropped this one, or is seen here.
-            if loading.generation != self._generation:
-                self._entries.pop(digest, None)
-        return value
 
     def invalidate(self, digest: str) -> None:
-        """Forget the digest, so the next get reads the store. Safe from any thread (the
-        embedded indexer's): it only drops an entry and counts."""
-        self._generation += 1
+        """Forget the digest (its index object was written), so the next get reads the
+        store. Safe from any thread (the embedded indexer's): it marks the digest's read
+        in flight, if any, then drops its entry; other digests are untouched."""
+        loading = self._loading.get(digest)
+        if loading is not None:
+            loading.is_stale = True
         self._entries.pop(digest, None)
+
+    def invalidate_absent(self, digest: str) -> None:
+        """Forget a cached "no such digest" (an upload of it was reported complete), and
+        nothing else: a known file's cached answer stays, and reads in flight are still
+        shared (the index write itself invalidates, when this process makes it)."""
+        entry = self._entries.get(digest)
+        if entry is not None and entry.value is None:
+            self._entries.pop(digest, None)
 
     def _load(self, digest: str) -> IndexObject | None:
         found = read_index(self._store, digest)

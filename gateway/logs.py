@@ -10,8 +10,8 @@ other set-up (text lines, more handlers, a test's capture) gets it through
 
 from __future__ import annotations
 
+import asyncio
 import itertools
-import json
 import logging
 import re
 import secrets
@@ -22,7 +22,7 @@ from dockerflow.logging import request_id_context
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gateway.errors import problem_response
-from indexer.logs import MAX_FIELD, MozlogHandler, configure_logging
+from indexer.logs import MozlogHandler, configure_logging, redacted_json_text, shortened
 from indexer.redaction import redact
 
 __all__ = ["RequestIdMiddleware", "RequestLog", "configure_logging"]
@@ -40,11 +40,15 @@ class RequestLog:
     process) and a counter, unique without a call to the system's random
     source per request. An id the caller sent in ``X-Request-Id`` is kept
     when well formed (and redacted like any logged text).
+
+    Direct lines are flushed once per turn of the event loop: the requests
+    answered in one turn cost one write to the log stream, not one each.
     """
 
     def __init__(self) -> None:
         self._prefix = secrets.token_hex(8)
         self._counter = itertools.count()
+        self._flushing: MozlogHandler | None = None  # a flush is scheduled for it
 
     def request_id(self, header: bytes | None) -> str:
         """The caller's id when well formed, else a new one."""
@@ -54,11 +58,14 @@ class RequestLog:
                 return redact(text)
         return f"{self._prefix}{next(self._counter):016x}"
 
-    def summary(self, method: str, path: str, code: int, started: float, rid: str) -> None:
+    def summary(
+        self, method: str, path: str, code: int, started: float, rid: str, *, is_clean: bool = False
+    ) -> None:
         """Write the summary of a request that began at `started` (``time.perf_counter``).
 
-        `path` must be redacted already unless it is a route's own path (the gateway
-        logs no query strings): the direct line is not scanned again.
+        `rid` comes from :meth:`request_id`; `is_clean` says `path` holds nothing to
+        redact (a route's own path of hex digits), else it is redacted as the formatter
+        would redact it.
         """
         elapsed = round((time.perf_counter() - started) * 1000, 2)
         handler = _direct_handler()
@@ -76,14 +83,32 @@ class RequestLog:
             finally:
                 request_id_context.reset(token)
             return
+        path_json = f'"{path}"' if is_clean else redacted_json_text(shortened(path))
         # The formatter's JSON for these fields, key for key; `rid` is redacted and holds
         # no character JSON escapes; `method` is an HTTP token.
         handler.write_line(
             f'{{"Timestamp": {time.time_ns()}, "Type": "{SUMMARY}", {handler.identity},'
             f' "Severity": 6, "Pid": {handler.pid}, "Fields": {{"method": "{method}",'
-            f' "path": {_json_text(path)}, "code": {code}, "t": {elapsed!r},'
-            f' "rid": "{rid}"}}}}'
+            f' "path": {path_json}, "code": {code}, "t": {elapsed!r}, "rid": "{rid}"}}}}',
+            flush=False,
         )
+        self._flush_soon(handler)
+
+    def _flush_soon(self, handler: MozlogHandler) -> None:
+        if self._flushing is handler:
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # not in the server's loop: at once
+            handler.flush_lines()
+            return
+        self._flushing = handler
+        loop.call_soon(self._flush)
+
+    def _flush(self) -> None:
+        handler, self._flushing = self._flushing, None
+        if handler is not None:
+            handler.flush_lines()
 
 
 def _direct_handler() -> MozlogHandler | None:
@@ -104,14 +129,6 @@ def _direct_handler() -> MozlogHandler | None:
     ):
         return None
     return handler
-
-
-_PLAIN = re.compile(r'[^"\\\x00-\x1f\x7f-\U0010ffff]*')
-
-
-def _json_text(text: str) -> str:
-    # json.dumps escapes quotes, backslashes, controls and every non-ASCII character.
-    return f'"{text}"' if _PLAIN.fullmatch(text) else json.dumps(text)
 
 
 class RequestIdMiddleware:
@@ -138,10 +155,7 @@ class RequestIdMiddleware:
         def log_summary() -> None:
             nonlocal is_logged
             is_logged = True
-            # Redacted and shortened here, as the formatter does a field: the direct line
-            # is not scanned (a path can hold anything).
-            path = redact(scope.get("path", ""))[:MAX_FIELD]
-            self.log.summary(scope["method"], path, status, started, request_id)
+            self.log.summary(scope["method"], scope.get("path", ""), status, started, request_id)
 
         async def send_with_id(message: Message) -> None:
             nonlocal status, is_started

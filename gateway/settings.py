@@ -216,8 +216,14 @@ class Settings:
             "DOWNLOAD_EXPIRES_IN" if "DOWNLOAD_EXPIRES_IN" in environ else ("DOWLOAD_EXPIRES_IN")
         )
         download_expires_in = _integer(environ, download_name, 60, maximum=7 * 24 * 3600)
+        stores = StoreSettings.from_environ(environ)
+        cloudfront = CloudFrontSettings.from_environ(environ)
+        if cloudfront is not None and stores.is_local:
+            raise SettingsError(
+                "CLOUDFRONT_URL: a CloudFront distribution serves an S3 bucket; set S3_REGIONS"
+            )
         return cls(
-            stores=StoreSettings.from_environ(environ),
+            stores=stores,
             auth=AuthSettings.from_environ(environ),
             server=ServerSettings.from_environ(environ),
             download_expires_in=download_expires_in,
@@ -246,7 +252,7 @@ class Settings:
             max_pending_files=_integer(environ, "TOOLTOOL_MAX_PENDING_FILES", 2000),
             max_pending_bytes=_integer(environ, "TOOLTOOL_MAX_PENDING_BYTES", 50 * 1024**3),
             heartbeat_timeout=_integer(environ, "TOOLTOOL_HEARTBEAT_TIMEOUT", 3, maximum=60),
-            cloudfront=CloudFrontSettings.from_environ(environ),
+            cloudfront=cloudfront,
         )
 
 

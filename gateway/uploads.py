@@ -274,7 +274,7 @@ class Uploads:
         # The file becomes downloadable when the indexer has verified it; ask it to look now,
         # and forget a cached "no such file" for it.
         self._on_complete()
-        self._index.invalidate(digest)
+        self._index.invalidate_absent(digest)
         return JSONResponse({"digest": digest, "status": "accepted"}, status_code=202)
 
     async def show(self, request: Request) -> Response:

@@ -13,6 +13,7 @@ _ADDRESS_HEADERS = frozenset(
     {b"host", b"x-forwarded-proto", b"x-forwarded-host", b"x-forwarded-port"}
 )
 _MAX_BASES = 1024
+_MAX_KEPT_HEADERS = 512  # bytes of address headers whose base is kept (the client's choice)
 
 
 class PublicUrls:
@@ -28,23 +29,23 @@ class PublicUrls:
     def base(self, scope: Scope) -> str:
         """The scheme, host, port and root path the client addressed."""
         client = scope.get("client")
+        headers = [
+            (name, value) for name, value in scope.get("headers", ()) if name in _ADDRESS_HEADERS
+        ]
         key = (
             scope.get("scheme"),
             scope.get("root_path", ""),
             self._proxies.is_trusted(client[0] if client else None),
-            *[
-                (name, value)
-                for name, value in scope.get("headers", ())
-                if name in _ADDRESS_HEADERS
-            ],
+            *headers,
         )
         base = self._bases.get(key)
         if base is None:
             target = self._proxies.target_of(scope)
             base = target.base_url + scope.get("root_path", "").rstrip("/")
-            if len(self._bases) >= _MAX_BASES:
-                self._bases.clear()
-            self._bases[key] = base
+            if sum(len(value) for _, value in headers) <= _MAX_KEPT_HEADERS:
+                if len(self._bases) >= _MAX_BASES:
+                    self._bases.clear()
+                self._bases[key] = base
         return base
 
     def absolute(self, url: str, request: Request) -> str:

@@ -231,7 +231,9 @@ class ConsistencyCheck:
                     updated = updated.with_copy(region, etag)
             return updated
 
-        return update_index(self._regions.index, found.digest, change)
+        updated = update_index(self._regions.index, found.digest, change)
+        self._replicator.on_index_written(found.digest)
+        return updated
 
     def _remove_deleted(self, found: IndexObject, listings: Listings) -> int:
         """Delete the bytes a deleted file left in any reachable region; how many."""

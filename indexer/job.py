@@ -132,8 +132,9 @@ class Indexer:
         render_site: bool = False,
         on_index_written: Callable[[str], None] = lambda digest: None,
     ) -> None:
-        """`on_index_written` is told the digest of each index object a pass writes for an
-        upload, as soon as it is written (the gateway forgets its cached answer)."""
+        """`on_index_written` is told the digest of each index object a pass writes (an
+        upload, a copy, a repair), as soon as it is written: the gateway forgets its cached
+        answer."""
         self.regions = regions
         self._on_index_written = on_index_written
         self.site = SiteJob(regions.index) if render_site else None
@@ -145,7 +146,7 @@ class Indexer:
         self.audit = AuditLog(regions.index, clock=clock)
         self.catalog = Catalog(regions.index)
         self._outages = Outages()
-        self._replicator = Replicator(regions, self._outages)
+        self._replicator = Replicator(regions, self._outages, on_index_written=on_index_written)
         self._consistency = ConsistencyCheck(regions, self._replicator)
 
     def run_once(self, *, check: bool = True) -> PassReport:
@@ -458,6 +459,7 @@ class Indexer:
             return existing.with_changes(uploads=_with_uploads(existing, uploads))
 
         recorded = update_index(self._index, pending.digest, change)
+        self._on_index_written(pending.digest)
         report.recorded.append(pending.digest)
         if recorded is not None:
             # Regions configured since, or a pass killed before it copied the file.

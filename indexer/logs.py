@@ -18,7 +18,7 @@ from typing import Any, TextIO
 
 from dockerflow.logging import MozlogFormatter, RequestIdLogFilter
 
-from indexer.redaction import redact
+from indexer.redaction import REDACTED, redact
 
 LOG_FORMATS = ("mozlog", "text")
 LOGGER_NAME = "tooltool"  # the mozlog "Logger" of every line
@@ -96,7 +96,41 @@ class SafeMozlogFormatter(MozlogFormatter):
         return out
 
     def format(self, record: logging.LogRecord) -> str:
-        return redact(json.dumps(self.convert_record(record), default=repr))
+        out = self.convert_record(record)
+        line = json.dumps(out, default=repr)
+        redacted = redact(line)
+        if redacted == line or _is_json(redacted):
+            return redacted
+        # A pattern ran across two members: redact each text on its own instead.
+        return json.dumps(_each_redacted(out), default=repr)
+
+
+def redacted_json_text(text: str) -> str:
+    """`text` as a JSON string, redacted as the formatter redacts it within a line:
+    still one JSON string (all of it redacted if a pattern took a quote)."""
+    encoded = json.dumps(text)
+    redacted = redact(encoded)
+    if redacted != encoded and not (_is_json(redacted) and redacted.startswith('"')):
+        return f'"{REDACTED}"'
+    return redacted
+
+
+def _each_redacted(value: Any) -> Any:
+    if isinstance(value, str):
+        return json.loads(redacted_json_text(value))
+    if isinstance(value, dict):
+        return {key: _each_redacted(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_each_redacted(item) for item in value]
+    return value
+
+
+def _is_json(text: str) -> bool:
+    try:
+        json.loads(text)
+    except ValueError:
+        return False
+    return True
 
 
 class SafeTextFormatter(logging.Formatter):
@@ -144,6 +178,11 @@ def _clean(value: Any) -> Any:
     return _shortened(text)
 
 
+def shortened(text: str) -> str:
+    """A field's text as the formatters write it: redacted and cut when over MAX_FIELD."""
+    return _shortened(text)
+
+
 def _shortened(text: str) -> str:
     return text if len(text) <= MAX_FIELD else redact(text)[:MAX_FIELD]
 
@@ -170,11 +209,24 @@ class MozlogHandler(logging.StreamHandler):
     def _forked(self) -> None:
         self.pid = os.getpid()
 
-    def write_line(self, line: str) -> None:
-        """Write one mozlog line built by the caller, as :meth:`emit` writes a record's."""
-        with self.lock:  # type: ignore[union-attr]
-            self.stream.write(line + self.terminator)
+    def write_line(self, line: str, *, flush: bool = True) -> None:
+        """Write one mozlog line built by the caller, as :meth:`emit` writes a record's
+        (a failing stream is reported as logging reports it, never raised)."""
+        try:
+            with self.lock:  # type: ignore[union-attr]
+                self.stream.write(line + self.terminator)
+                if flush:
+                    self.stream.flush()
+        except Exception:
+            self.handleError(logging.makeLogRecord({"msg": "a line built by its logger"}))
+
+    def flush_lines(self) -> None:
+        """Flush lines written without flushing; a failing stream is reported as
+        :meth:`emit` reports it, never raised."""
+        try:
             self.flush()
+        except Exception:
+            self.handleError(logging.makeLogRecord({"msg": "lines written unflushed"}))
 
 
 def make_handler(stream: TextIO | None = None, *, log_format: str = "mozlog") -> logging.Handler:

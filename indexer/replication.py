@@ -14,7 +14,7 @@ Listing copies changes only ``instances`` and ``etags``: ``updated_at`` and
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 from indexer.digests import Hashed, hash_stream_read_ahead
 from indexer.index import update_index
@@ -106,9 +106,17 @@ class Replicator:
     (:meth:`start_pass`, see :class:`Outages`), and the uploads go on.
     """
 
-    def __init__(self, regions: Regions, outages: Outages | None = None) -> None:
+    def __init__(
+        self,
+        regions: Regions,
+        outages: Outages | None = None,
+        *,
+        on_index_written: Callable[[str], None] = lambda digest: None,
+    ) -> None:
         self._regions = regions
         self.outages = Outages() if outages is None else outages
+        # Told the digest of each index object written here (and by the consistency check).
+        self.on_index_written = on_index_written
 
     def start_pass(self) -> None:
         """Try every region again."""
@@ -169,6 +177,7 @@ class Replicator:
             return updated
 
         after = update_index(self._regions.index, digest, change)
+        self.on_index_written(digest)
         if after is None or after.deleted is not None:
             for region in copies:  # deleted meanwhile: its bytes go
                 try:

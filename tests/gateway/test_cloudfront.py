@@ -33,6 +33,7 @@ from tests.gateway.conftest import Gateway, random_bytes
 BASE = "https://d111111abcdef8.cloudfront.net"
 KEY_ID = "K2JCJMDEHXQW5F"
 DIGEST = "0f" * 64
+S3 = {"S3_REGIONS": "us-east-1:bucket-a;us-west-2:bucket-b"}
 _URL = re.compile(
     r"(?P<resource>[^?]+)\?Expires=(\d+)&Signature=([A-Za-z0-9~_-]+)&Key-Pair-Id=(\w+)"
 )
@@ -123,7 +124,7 @@ class TestSettings:
         assert Settings.from_environ({}).cloudfront is None
 
     def test_all_three(self) -> None:
-        found = Settings.from_environ(environ(CLOUDFRONT_URL=BASE + "/")).cloudfront
+        found = Settings.from_environ({**environ(CLOUDFRONT_URL=BASE + "/"), **S3}).cloudfront
         assert found == CloudFrontSettings(BASE, KEY_ID, pem().strip())
         assert CloudFrontSigner.from_settings(found).url("k", 1).startswith(f"{BASE}/k?")
         prefixed = CloudFrontSettings.from_environ(environ(CLOUDFRONT_URL=BASE + "/tooltool/"))
@@ -133,7 +134,7 @@ class TestSettings:
     def test_the_key_is_never_shown(self) -> None:
         found = CloudFrontSettings.from_environ(environ())
         assert "PRIVATE KEY" not in repr(found)
-        assert "PRIVATE KEY" not in repr(Settings.from_environ(environ()))
+        assert "PRIVATE KEY" not in repr(Settings.from_environ({**environ(), **S3}))
         assert repr(CloudFrontSigner.from_settings(found)) == (
             f"CloudFrontSigner('{BASE}', key_id='{KEY_ID}')"
         )
@@ -215,3 +216,20 @@ def test_downloads_redirect_to_signed_cloudfront_urls(
     # The same checks as ever before any URL: internal files stay protected.
     assert client.get(f"/sha512/{internal}").status_code == 403
     assert client.get("/sha512/nope").status_code == 400
+
+
+def test_cloudfront_needs_s3() -> None:
+    with pytest.raises(SettingsError, match=r"^CLOUDFRONT_URL: .*set S3_REGIONS"):
+        Settings.from_environ(environ())
+
+
+def test_only_the_origin_regions_downloads_go_through_cloudfront(
+    make_gateway: Callable[..., Gateway],
+) -> None:
+    gateway = make_gateway("east", "west", cloudfront=CloudFrontSettings.from_environ(environ()))
+    digest = gateway.add(random_bytes())
+    client = TestClient(gateway.app(), follow_redirects=False, raise_server_exceptions=False)
+    for _ in range(2):
+        assert client.get(f"/sha512/{digest}").headers["location"].startswith(f"{BASE}/sha512/")
+        west = client.get(f"/sha512/{digest}?region=west").headers["location"]
+        assert west.startswith("http://testserver:80/__store__/west/")

@@ -24,6 +24,8 @@ from gateway.fast_path import FastDownloads
 from gateway.index_cache import IndexCache
 from gateway.settings import AuthSettings
 from gateway.tokens import TokenService
+from indexer.index import read_index
+from indexer.job import Indexer
 from indexer.management import SetVisibility, apply
 from indexer.schema import index_key
 from indexer.stores import Regions
@@ -372,3 +374,55 @@ def test_request_ids_are_unique_and_32_hex(gateway: Gateway) -> None:
     ids |= {client.get("/sha512/bad").headers["x-request-id"] for _ in range(50)}
     assert len(ids) == 100
     assert all(len(rid) == 32 and int(rid, 16) >= 0 for rid in ids)
+
+
+def test_an_index_write_of_one_file_leaves_other_reads_shared(gateway: Gateway) -> None:
+    digest = gateway.add(random_bytes())
+    other = gateway.add(random_bytes())
+    slow = SlowStore(gateway.regions.index)
+    cache = IndexCache(slow, ttl=3600, negative_ttl=3600, max_entries=10)  # type: ignore[arg-type]
+
+    async def scenario() -> None:
+        first = asyncio.create_task(cache.get(digest))
+        await asyncio.sleep(0.05)
+        cache.invalidate(other)
+        second = asyncio.create_task(cache.get(digest))
+        await asyncio.sleep(0.05)
+        slow.release.set()
+        await asyncio.gather(first, second)
+
+    asyncio.run(scenario())
+    assert slow.gets == 1
+    assert cache.peek(digest) is not None
+
+
+def test_reporting_a_known_file_complete_keeps_its_cached_answer(
+    make_gateway: Callable[..., Gateway], auth: AuthSettings
+) -> None:
+    gateway = make_gateway(auth=auth)
+    digest = gateway.add(random_bytes())
+    app = gateway.app()
+    delegations = Delegations(app)
+    client = client_for(app)
+    assert client.get(f"/sha512/{digest}").status_code == 302
+    path = f"/upload/complete/sha512/{digest}"
+    headers = {"Authorization": hawk("uploader", f"http://testserver:80{path}")}
+    assert client.get(path, headers=headers).status_code == 202
+    before = delegations.count
+    assert client.get(f"/sha512/{digest}").status_code == 302
+    assert delegations.count == before  # still the cached answer
+
+
+def test_every_index_write_of_a_pass_is_reported(make_gateway: Callable[..., Gateway]) -> None:
+    """Not only uploads: a consistency repair (every copy lost) too, or the gateway would
+    keep redirecting to a copy that is gone for as long as it caches the file."""
+    gateway = make_gateway("east", "west")
+    digest = gateway.add(random_bytes())
+    for store in gateway.regions:  # every copy lost (a lifecycle rule, an operator)
+        store.delete(f"sha512/{digest}")
+    written: list[str] = []
+    Indexer(gateway.regions, on_index_written=written.append).run_once(check=True)
+    found = read_index(gateway.regions.index, digest)
+    assert found is not None
+    assert found[0].instances == ()
+    assert written == [digest]

@@ -175,6 +175,11 @@ def test_text_lines_cannot_be_forged_from_a_request(
         '/file?q="quoted"\\back',
         "/caf\u00e9/\u2028/\x07",
         "/x?token=" + JWT,
+        '/x/"accessToken":"SECRET-value',
+        '/x mac="unterminated-mac',
+        "/x/http://user:pw\t@host/",
+        "/x'token':",
+        "/" + "long-" * 1000 + JWT,
     ],
 )
 def test_the_direct_summary_line_is_the_formatters_line(path: str) -> None:
@@ -187,8 +192,7 @@ def test_the_direct_summary_line_is_the_formatters_line(path: str) -> None:
         handler = root.handlers[0]
         log = RequestLog()
         rid = log.request_id(JWT.encode())  # a caller's id that needs redacting
-        clean_path = redact(path)
-        log.summary("GET", clean_path, 302, time.perf_counter(), rid)
+        log.summary("GET", path, 302, time.perf_counter(), rid)
         direct = json.loads(buffer.getvalue())
         record = logging.makeLogRecord(
             {"name": "request.summary", "levelno": logging.INFO, "levelname": "INFO", "msg": ""}
@@ -206,7 +210,38 @@ def test_the_direct_summary_line_is_the_formatters_line(path: str) -> None:
     assert direct == expected
     assert buffer.getvalue().count("\n") == 1
     assert JWT not in buffer.getvalue()
+    assert "SECRET" not in buffer.getvalue()
     line = buffer.getvalue().rstrip("\n")
     assert line == formatted.replace(
         str(json.loads(formatted)["Timestamp"]), str(direct["Timestamp"])
     ).replace(f'"Pid": {json.loads(formatted)["Pid"]}', f'"Pid": {direct["Pid"]}')
+
+
+class BrokenStream(io.StringIO):
+    """A log stream whose reader went away."""
+
+    def write(self, text: str) -> int:
+        raise BrokenPipeError("the log reader is gone")
+
+    def flush(self) -> None:
+        raise BrokenPipeError("the log reader is gone")
+
+
+def test_a_failing_log_stream_never_cuts_an_answer(
+    gateway: Gateway, capsys: pytest.CaptureFixture[str]
+) -> None:
+    digest = gateway.add(b"x" * 100)
+    root = logging.getLogger()
+    saved = root.handlers[:], root.level
+    try:
+        configure_logging(log_format="mozlog", stream=BrokenStream())
+        client = gateway.client()
+        answers = [client.get(f"/sha512/{digest}") for _ in range(3)]  # the app, then fast
+        answers.append(client.get("/sha512/bad"))
+    finally:
+        root.handlers[:], level = saved
+        root.setLevel(level)
+    assert [answer.status_code for answer in answers] == [302, 302, 302, 400]
+    for answer in answers:
+        assert len(answer.content) == int(answer.headers["content-length"]) > 0
+    capsys.readouterr()  # logging's own report of the failed writes, on stderr
