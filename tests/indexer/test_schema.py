@@ -7,6 +7,8 @@ from pathlib import Path
 
 import jsonschema
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from indexer.schema import (
     SCHEMA_VERSION,
@@ -15,6 +17,7 @@ from indexer.schema import (
     Tombstone,
     Upload,
     index_key,
+    schema_errors,
 )
 
 SCHEMA_FILE = Path(__file__).resolve().parents[2] / "index_schema.json"
@@ -144,3 +147,60 @@ def test_the_reader_refuses_malformed_objects(raw: bytes) -> None:
     except (ValueError, jsonschema.ValidationError):
         return
     assert data["digest"] != DIGEST
+
+
+# Values a mutation may put anywhere: of every JSON type, near-misses of the real ones.
+_ODD_VALUES = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-(2**64), 2**64),
+    st.floats(allow_nan=False),
+    st.sampled_from(["", "public", "internal", "Public", NOW, NOW + "x", "us-east-1", DIGEST,
+                     DIGEST.upper(), '"etag"', "a" * 300, "\n", "2026-13-40T99:99:99Z"]),
+    st.lists(st.sampled_from(["us-east-1", "", 1, None]), max_size=3),
+    st.dictionaries(st.sampled_from(["us-east-1", "", "x y"]), st.sampled_from(['"e"', 1]),
+                    max_size=2),
+)  # fmt: skip
+
+
+def _paths(value: object, path: tuple = ()) -> list[tuple]:
+    found = [path]
+    if isinstance(value, dict):
+        for key, item in value.items():
+            found += _paths(item, (*path, key))
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            found += _paths(item, (*path, index))
+    return found
+
+
+@settings(max_examples=600, deadline=None)
+@given(data=st.data())
+def test_the_compiled_check_agrees_with_jsonschema(data: st.DataObject) -> None:
+    """The fast validator decides validity on reads; it must never pass what jsonschema
+    fails (nor fail what it passes)."""
+    document = json.loads(sample(deleted=None).to_json())
+    if data.draw(st.booleans()):
+        document = json.loads(
+            sample(
+                deleted=Tombstone(at=NOW, by="admin", reason="r", regions=("us-east-1",))
+            ).to_json()
+        )
+    for _ in range(data.draw(st.integers(1, 3))):
+        path = data.draw(st.sampled_from(_paths(document)))
+        action = data.draw(st.sampled_from(["set", "drop", "add"]))
+        if not path:
+            continue
+        parent = document
+        for step in path[:-1]:
+            parent = parent[step]
+        if action == "set":
+            parent[path[-1]] = data.draw(_ODD_VALUES)
+        elif action == "drop" and isinstance(parent, dict):
+            del parent[path[-1]]
+        elif action == "add" and isinstance(parent, dict):
+            parent[data.draw(st.sampled_from(["extra", "visibility", "size", "x"]))] = data.draw(
+                _ODD_VALUES
+            )
+    expected = not list(jsonschema.Draft202012Validator(schema()).iter_errors(document))
+    assert (schema_errors(document) == []) is expected
