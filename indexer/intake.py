@@ -115,9 +115,16 @@ def _is_well_typed_pending(pending: Pending) -> bool:
         and isinstance(pending.author, str)
         and isinstance(pending.region, str)
         and (pending.staging_key is None or isinstance(pending.staging_key, str))
-        and type(pending.created) in (int, float)
-        and 0 <= pending.created < 2**37  # a POSIX time this side of the year 6000
+        and _is_time(pending.created)
+        and (pending.put_url_expires is None or _is_time(pending.put_url_expires))
     )
+
+
+def _is_time(value: object) -> bool:
+    """A POSIX time this side of the year 6000."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return False
+    return 0 <= value < 2**37
 
 
 def _is_well_typed(batch: Batch) -> bool:
@@ -141,6 +148,8 @@ class Pending:
     """A file of a batch that the indexer has yet to verify and index.
 
     One record per digest of a batch, with every name the batch gave it.
+    `put_url_expires` bounds when the staging key's signed PUT URLs expire (no URL
+    signed for it is valid later); records written before it was recorded have None.
     """
 
     digest: str
@@ -152,6 +161,7 @@ class Pending:
     region: str
     staging_key: str | None  # None when the file was already stored
     created: float
+    put_url_expires: float | None = None
 
     @property
     def key(self) -> str:
@@ -163,7 +173,11 @@ class Pending:
         return None if self.staging_key is None else self.size
 
     def to_json(self) -> bytes:
-        return _dump(asdict(self))
+        data = asdict(self)
+        if data["put_url_expires"] is None:
+            # Written only when known: a record without it reads as before, everywhere.
+            del data["put_url_expires"]
+        return _dump(data)
 
     @classmethod
     def from_json(cls, raw: bytes, *, key: str) -> Pending:
