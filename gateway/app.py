@@ -87,7 +87,11 @@ def create_app(
     tokens = TokenRoutes(
         authenticator=request_authenticator, tokens=credentials.tokens, permissions=permissions
     )
-    indexer = Indexer(indexer_regions or regions, render_site=settings.stores.renders_site)
+    indexer = Indexer(
+        indexer_regions or regions,
+        render_site=settings.stores.renders_site,
+        late_put=settings.stores.late_put_seconds,
+    )
     embedded = (
         EmbeddedIndexer(
             indexer,

@@ -44,6 +44,11 @@ STAGING = "staging/"
 VERIFYING = "verifying/"  # the indexer's private copies of staged uploads
 MAX_COUNTER_ATTEMPTS = 20
 MAX_UPLOAD_SIZE = 5 * 1024**3  # the most one signed PUT can carry on S3
+# How long after its URL expired a PUT the store let start in time may still land: a
+# store checks a signed URL's expiry when the request arrives, not when its body ends.
+# An hour carries a whole MAX_UPLOAD_SIZE at 1.5 MiB/s, and any clock skew between the
+# gateway, the store and the indexer.
+LATE_PUT = 3600.0
 
 
 class MalformedRecord(Exception):
