@@ -380,3 +380,20 @@ def test_a_pass_killed_at_each_step_is_finished_by_the_next(setup: Setup) -> Non
         assert setup.leftovers() == [], step
         step += 1
     assert step > 4
+
+
+# -- what the indexer deletes, a versioned bucket does not keep ----------------------
+
+
+@kinds("versioned")
+def test_a_deleted_file_leaves_no_version_behind(setup: Setup) -> None:
+    from indexer.management import DeleteInstances, apply
+
+    upload = new()
+    staged(setup, upload)
+    assert setup.indexer().run_once().indexed == [upload.digest]
+    apply(setup.system.regions, upload.digest, [DeleteInstances("leaked")], by="admin")
+    answer = setup.store.client.list_object_versions(
+        Bucket=setup.store.bucket, Prefix=blob_key(upload.digest)
+    )
+    assert answer.get("Versions", []) == answer.get("DeleteMarkers", []) == []
