@@ -106,6 +106,7 @@ def create_app(
         indexer_regions or regions,
         render_site=settings.stores.renders_site,
         on_index_written=index.invalidate,
+        late_put=settings.stores.late_put_seconds,
     )
     embedded = (
         EmbeddedIndexer(

@@ -136,20 +136,14 @@ class Uploads:
         store = self._upload_store(query_text(request, "region"))
         assert caller.client_id is not None
         async with self._serialized(caller.client_id):
-            batch, staging = await run_in_threadpool(
+            batch, put_urls = await run_in_threadpool(
                 self._create_batch, upload, caller.client_id, store
             )
         # What needs no upload is stored: the batch's files say so (has_instances).
-        result = batch_entry(batch, lambda digest: digest not in staging)
+        result = batch_entry(batch, lambda digest: digest not in put_urls)
         for name, entry in result["files"].items():
-            key = staging.get(entry["digest"])
-            if key is not None:
-                url = store.presign_put(
-                    key,
-                    expires_in=self._expires_in,
-                    content_type=OCTET_STREAM,
-                    content_length=entry["size"],
-                )
+            url = put_urls.get(entry["digest"])
+            if url is not None:
                 result["files"][name]["put_url"] = self._urls.absolute(url, request)
         return JSONResponse({"result": result}, headers={"Cache-Control": "no-store"})
 
@@ -166,7 +160,9 @@ class Uploads:
     ) -> tuple[Batch, dict[str, str]]:
         """Check, then write: the batch record, then one pending record per digest.
 
-        Returns the batch and the staging key of every digest to upload.
+        Returns the batch and the signed PUT URL of every digest to upload. The URLs
+        are signed before the records are written, which say when they expire: the
+        indexer copies a staged upload once, not twice, when no PUT can land any more.
         """
         names = upload.names_by_digest()
         sizes = {digest: upload.files[found[0]].size for digest, found in names.items()}
@@ -180,6 +176,18 @@ class Uploads:
         now = self._clock()
         batch = self._new_batch(upload, author, store.region, now)
         staging = {digest: new_staging_key(digest) for digest in staged}
+        put_urls = {
+            digest: store.presign_put(
+                key,
+                expires_in=self._expires_in,
+                content_type=OCTET_STREAM,
+                content_length=sizes[digest],
+            )
+            for digest, key in staging.items()
+        }
+        # Read after signing: a URL expires at its signing time (whole seconds, rounded
+        # down) plus expires_in, never after this.
+        put_url_expires = self._clock() + self._expires_in
         for digest, filenames in names.items():
             entry = upload.files[filenames[0]]
             pending = Pending(
@@ -192,6 +200,7 @@ class Uploads:
                 region=store.region,
                 staging_key=staging.get(digest),
                 created=now,
+                put_url_expires=put_url_expires if digest in staging else None,
             )
             self._regions.index.put(pending.key, pending.to_json(), content_type="application/json")
         AuditLog(self._regions.index, clock=self._clock).append(
@@ -205,7 +214,7 @@ class Uploads:
             self._catalog.write([], [batch.id])  # searchable once this answers
         except StoreError as exc:  # the batch stands; the next consistency check lists it
             logger.error("batch %d left out of the catalog for now: %s", batch.id, exc)
-        return batch, staging
+        return batch, put_urls
 
     def _stored_digests(self, upload: UploadRequest, names: dict[str, tuple[str, ...]]) -> set[str]:
         """The batch's digests the store holds; 400 for any that conflicts with a verified

@@ -286,7 +286,12 @@ def _positive(value: str) -> float:
 
 def _run(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
     def one_pass(regions: Regions, settings: StoreSettings) -> tuple[dict[str, int], int, bool]:
-        indexer = Indexer(regions, progress=terminal_progress(), render_site=settings.renders_site)
+        indexer = Indexer(
+            regions,
+            progress=terminal_progress(),
+            render_site=settings.renders_site,
+            late_put=settings.late_put_seconds,
+        )
         report = indexer.run_once(check=not args.no_check)
         failures = len(report.failed) + len(report.expired) + len(report.malformed)
         return report.summary(), failures, report.is_partial
@@ -328,7 +333,9 @@ def _print_summary(counts: Mapping[str, int], started: float, failures: int) -> 
 def _watch(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
     settings = StoreSettings.from_environ(environ)
     regions = open_regions(settings, bulk=True)
-    indexer = Indexer(regions, render_site=settings.renders_site)
+    indexer = Indexer(
+        regions, render_site=settings.renders_site, late_put=settings.late_put_seconds
+    )
     logger.info(
         "watching %s: a pass every %g s, a consistency check every %g s; Ctrl-C stops",
         settings.described,

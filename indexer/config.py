@@ -17,6 +17,7 @@ from urllib.parse import SplitResult, urlsplit, urlunsplit
 
 import botocore.exceptions
 
+from indexer.intake import LATE_PUT
 from indexer.local_store import LOCAL_REGION, LocalStore
 from indexer.s3_store import S3Store, Timeouts, make_client
 from indexer.signing import Clock, UrlSigner
@@ -52,6 +53,7 @@ class StoreSettings:
     min_free_bytes: int = 1024**3
     lease_seconds: float = 300.0
     render_site: bool = True
+    late_put_seconds: float = LATE_PUT
 
     @property
     def renders_site(self) -> bool:
@@ -100,6 +102,9 @@ class StoreSettings:
             render_site=_flag(environ, "TOOLTOOL_RENDER_SITE") is not False,
             lease_seconds=_number(
                 environ, "TOOLTOOL_LEASE_SECONDS", 300.0, minimum=1, maximum=86400
+            ),
+            late_put_seconds=_number(
+                environ, "TOOLTOOL_LATE_PUT_SECONDS", LATE_PUT, minimum=0, maximum=7 * 86400
             ),
         )
 

@@ -249,7 +249,7 @@ class ConsistencyCheck:
             if region in self._outages:
                 continue
             try:
-                self._regions[region].delete(key)
+                self._regions[region].delete(key, every_version=True)
             except StoreUnavailable as exc:
                 self._outages.note(exc)
                 continue

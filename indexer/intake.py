@@ -44,6 +44,11 @@ STAGING = "staging/"
 VERIFYING = "verifying/"  # the indexer's private copies of staged uploads
 MAX_COUNTER_ATTEMPTS = 20
 MAX_UPLOAD_SIZE = 5 * 1024**3  # the most one signed PUT can carry on S3
+# How long after its URL expired a PUT the store let start in time may still land: a
+# store checks a signed URL's expiry when the request arrives, not when its body ends.
+# An hour carries a whole MAX_UPLOAD_SIZE at 1.5 MiB/s, and any clock skew between the
+# gateway, the store and the indexer.
+LATE_PUT = 3600.0
 
 
 class MalformedRecord(Exception):
@@ -115,9 +120,16 @@ def _is_well_typed_pending(pending: Pending) -> bool:
         and isinstance(pending.author, str)
         and isinstance(pending.region, str)
         and (pending.staging_key is None or isinstance(pending.staging_key, str))
-        and type(pending.created) in (int, float)
-        and 0 <= pending.created < 2**37  # a POSIX time this side of the year 6000
+        and _is_time(pending.created)
+        and (pending.put_url_expires is None or _is_time(pending.put_url_expires))
     )
+
+
+def _is_time(value: object) -> bool:
+    """A POSIX time this side of the year 6000."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return False
+    return 0 <= value < 2**37
 
 
 def _is_well_typed(batch: Batch) -> bool:
@@ -141,6 +153,8 @@ class Pending:
     """A file of a batch that the indexer has yet to verify and index.
 
     One record per digest of a batch, with every name the batch gave it.
+    `put_url_expires` bounds when the staging key's signed PUT URLs expire (no URL
+    signed for it is valid later); records written before it was recorded have None.
     """
 
     digest: str
@@ -152,6 +166,7 @@ class Pending:
     region: str
     staging_key: str | None  # None when the file was already stored
     created: float
+    put_url_expires: float | None = None
 
     @property
     def key(self) -> str:
@@ -163,7 +178,11 @@ class Pending:
         return None if self.staging_key is None else self.size
 
     def to_json(self) -> bytes:
-        return _dump(asdict(self))
+        data = asdict(self)
+        if data["put_url_expires"] is None:
+            # Written only when known: a record without it reads as before, everywhere.
+            del data["put_url_expires"]
+        return _dump(data)
 
     @classmethod
     def from_json(cls, raw: bytes, *, key: str) -> Pending:

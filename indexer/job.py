@@ -5,10 +5,16 @@ One pass (:meth:`Indexer.run_once`) handles every pending upload, then
 to date. Every step is idempotent and ordered so that a pass killed between
 any two steps leaves the store consistent, and the next pass finishes the work:
 
-1. copy the staged bytes to a private key no signed URL can write to, and
-   verify that copy (size and sha512, streamed);
-2. copy the verified copy to ``sha512/<digest>``, so bytes the uploader PUTs
-   after verification are never copied;
+1. verify the staged bytes (size and sha512, streamed) in a form nothing can
+   change: on a versioned store, the staged version, read by its id; when the
+   staging key's signed PUT URLs expired more than ``late_put`` seconds ago (no
+   PUT can land any more), the staged object itself, read on the condition of
+   its ETag; otherwise a private copy at a key no signed URL can write to
+   (``verifying/``);
+2. copy exactly the verified bytes to ``sha512/<digest>`` (that version, on that
+   ETag, or the private copy), so bytes the uploader PUTs after verification are
+   never copied: one server-side copy where the store pins the bytes, two where
+   nothing does;
 3. create or update the index object (conditional writes, retried);
 4. copy the file to every other configured region, verify each copy, and list
    the good ones (:mod:`indexer.replication`);
@@ -37,6 +43,7 @@ from indexer.digests import hash_stream_read_ahead
 from indexer.index import is_stored, read_index, update_index
 from indexer.intake import (
     FAILURES,
+    LATE_PUT,
     PENDING,
     STAGING,
     VERIFYING,
@@ -58,7 +65,15 @@ from indexer.schema import (
     with_uploads,
 )
 from indexer.site.job import SiteJob
-from indexer.stores import InvalidKey, ObjectNotFound, Regions, Store, StoreUnavailable
+from indexer.stores import (
+    InvalidKey,
+    ObjectInfo,
+    ObjectNotFound,
+    PreconditionFailed,
+    Regions,
+    Store,
+    StoreUnavailable,
+)
 from indexer.strict_json import StrictJsonError, loads_strict
 
 logger = logging.getLogger(__name__)
@@ -131,6 +146,7 @@ class Indexer:
         progress: Progress = QUIET,
         render_site: bool = False,
         on_index_written: Callable[[str], None] = lambda digest: None,
+        late_put: float = LATE_PUT,
     ) -> None:
         """`on_index_written` is told the digest of each index object a pass writes (an
         upload, a copy, a repair), as soon as it is written: the gateway forgets its cached
@@ -141,6 +157,7 @@ class Indexer:
         self._index = regions.index
         self._clock = clock
         self._pending_ttl = pending_ttl
+        self._late_put = late_put
         self._progress = progress
         self._known_pending: dict[str, Pending] = {}
         self.audit = AuditLog(regions.index, clock=clock)
@@ -241,7 +258,8 @@ class Indexer:
             report.deferred.append(pending.digest)
             return
         except ObjectNotFound as exc:
-            # Another indexer finished this upload under our feet.
+            # Another indexer finished this upload under our feet, or the staged bytes
+            # (the version verified) were deleted: a later pass sees which.
             logger.info("pending upload went away: %s", exc, extra={"digest": pending.digest})
             return
         except MalformedIndexObject as exc:
@@ -387,25 +405,74 @@ class Indexer:
         """Put the staged upload at ``sha512/<digest>`` if it is the declared file, and
         return the ETag of that copy; else raise :class:`_Refused` saying why not.
 
-        A private copy no signed URL can write to is verified and then copied:
-        what is verified is exactly what is stored, whatever the uploader PUTs
-        meanwhile (ETags cannot tell apart two uploads with the same MD5).
+        What is verified is exactly what is copied, whatever the uploader PUTs
+        meanwhile (ETags cannot tell apart two uploads with the same MD5): the staged
+        object is read and copied once where nothing can change its bytes
+        (:meth:`_pinned`), else through a private copy no signed URL can write to.
         """
+        assert pending.staging_key is not None
+        staged = self._pinned(store, pending)
+        if staged is not None:
+            try:
+                return self._verify_in_place(store, pending, staged)
+            except PreconditionFailed:
+                # A PUT landed on an expired URL's key later than `late_put` allows:
+                # what the key holds now is verified the way that needs no such bound.
+                logger.warning(
+                    "staged upload %s changed while verified in place; verifying a copy",
+                    pending.staging_key,
+                    extra={"digest": pending.digest},
+                )
+        return self._verify_private_copy(store, pending)
+
+    def _pinned(self, store: Store, pending: Pending) -> ObjectInfo | None:
+        """The staged object, when nothing can change the bytes it names: a version of a
+        versioned store, or an object no signed PUT can land on any more; else None."""
+        assert pending.staging_key is not None
+        staged = None
+        if store.is_versioned():  # asked of the store once, not for each upload
+            staged = store.head(pending.staging_key)
+            if staged.version_id is not None:
+                return staged
+            # Written before versioning was enabled, or while it was suspended: the
+            # next write replaces this version, which pins nothing.
+        if not self._is_past_put_urls(pending):
+            return None
+        return staged if staged is not None else store.head(pending.staging_key)
+
+    def _is_past_put_urls(self, pending: Pending) -> bool:
+        """No signed PUT can land on the record's staging key any more: its URLs expired
+        more than `late_put` seconds ago. Unknown (False) for a record that does not say
+        when they expire (written before it was recorded)."""
+        expires = pending.put_url_expires
+        return expires is not None and self._clock() > expires + self._late_put
+
+    def _verify_in_place(self, store: Store, pending: Pending, staged: ObjectInfo) -> str:
+        """Verify the pinned staged object and copy exactly it: one server-side copy."""
+        assert pending.staging_key is not None
+        _refuse_unless_declared(pending, staged.size)  # refused without reading a byte
+        # A version id pins the bytes by itself. Without one, the ETag condition turns
+        # away a PUT landing later than `late_put` allows (bar an MD5 collision).
+        if_match = staged.etag if staged.version_id is None else None
+        pinned = {"if_match": if_match, "version_id": staged.version_id}
+        with store.open(pending.staging_key, **pinned) as stream:
+            hashed = hash_stream_read_ahead(stream)
+        _refuse_unless_declared(pending, hashed.size, hashed.digest)
+        return store.copy(pending.staging_key, blob_key(pending.digest), **pinned).etag
+
+    def _verify_private_copy(self, store: Store, pending: Pending) -> str:
+        """Copy the staged upload to a private key no signed URL can write to, verify
+        that copy, then copy it into place: two server-side copies."""
         assert pending.staging_key is not None
         private = f"{VERIFYING}{pending.digest}/{secrets.token_urlsafe(12)}"
         store.copy(pending.staging_key, private)
         try:
             with store.open(private) as stream:
                 hashed = hash_stream_read_ahead(stream)
-            if hashed.size != pending.size:
-                raise _Refused(
-                    f"size mismatch: expected {pending.size} bytes, received {hashed.size}"
-                )
-            if hashed.digest != pending.digest:
-                raise _Refused(f"sha512 mismatch: received bytes hash to {hashed.digest}")
+            _refuse_unless_declared(pending, hashed.size, hashed.digest)
             return store.copy(private, blob_key(pending.digest)).etag
         finally:
-            store.delete(private)
+            store.delete(private, every_version=True)
 
     def _indexed(
         self,
@@ -506,7 +573,7 @@ class Indexer:
         # bytes a killed pass leaves behind are orphans, which the consistency check removes.
         self._index.delete(pending.key)
         if pending.staging_key is not None:
-            self._upload_store(pending).delete(pending.staging_key)
+            self._upload_store(pending).delete(pending.staging_key, every_version=True)
 
     def _upload_store(self, pending: Pending) -> Store:
         return self.regions.get(pending.region, self._index)
@@ -546,14 +613,14 @@ class Indexer:
         for store, key in staged:
             if key not in named and store.region not in self._outages:
                 with self._unless_unreachable():
-                    store.delete(key)
+                    store.delete(key, every_version=True)
                     removed += 1
         # Private copies left by a killed pass; one another indexer is verifying
         # right now only makes it try again next pass.
         for store in self._reachable():
             with self._unless_unreachable():
                 for info in store.list(VERIFYING):
-                    store.delete(info.key)
+                    store.delete(info.key, every_version=True)
                     removed += 1
         return removed
 
@@ -606,6 +673,15 @@ class Indexer:
 
 class _Refused(Exception):
     """The staged upload is not the declared file; the message says why."""
+
+
+def _refuse_unless_declared(pending: Pending, size: int, digest: str | None = None) -> None:
+    """Raise :class:`_Refused` unless `size` (and `digest`, once hashed) are the declared
+    file's."""
+    if size != pending.size:
+        raise _Refused(f"size mismatch: expected {pending.size} bytes, received {size}")
+    if digest is not None and digest != pending.digest:
+        raise _Refused(f"sha512 mismatch: received bytes hash to {digest}")
 
 
 @dataclass(frozen=True, slots=True)

@@ -83,8 +83,16 @@ class LocalStore:
             data = stream.read()
             return data, ObjectInfo(key, len(data), version)
 
+    def is_versioned(self) -> bool:
+        # A key holds one version; its copies are snapshots (hard links) instead.
+        return False
+
     @contextlib.contextmanager
-    def open(self, key: str, *, if_match: str | None = None) -> Iterator[BinaryIO]:
+    def open(
+        self, key: str, *, if_match: str | None = None, version_id: str | None = None
+    ) -> Iterator[BinaryIO]:
+        if version_id is not None:  # never handed out: it names no version kept here
+            raise ObjectNotFound(self.region, key)
         try:
             stream = self.path(key).open("rb")
         except (FileNotFoundError, NotADirectoryError, IsADirectoryError) as exc:
@@ -147,11 +155,18 @@ class LocalStore:
 
         self._write(key, write)
 
-    def copy(self, source: str, destination: str, *, if_match: str | None = None) -> ObjectInfo:
+    def copy(
+        self,
+        source: str,
+        destination: str,
+        *,
+        if_match: str | None = None,
+        version_id: str | None = None,
+    ) -> ObjectInfo:
         # Files are never written in place (every write renames a new file into
         # place), so a hard link is a snapshot of the source's version: as good
         # as a copy, and free. The link is checked against `if_match` itself.
-        if self.path(source).is_dir():
+        if version_id is not None or self.path(source).is_dir():
             raise ObjectNotFound(self.region, source)
         with self.temporary() as snapshot:
             try:
@@ -174,7 +189,7 @@ class LocalStore:
         # then rename), never linked, so a copy damaged in one region is not in the other.
         return stream_copy(source, self, key, if_match=if_match)
 
-    def delete(self, key: str) -> None:
+    def delete(self, key: str, *, every_version: bool = False) -> None:
         path = self.path(key)
         try:
             path.unlink()

@@ -160,6 +160,7 @@ def _delete_instances(
     if updated is None:
         raise UnknownFile(digest)
     for store in regions:
-        store.delete(blob_key(digest))
+        # Every version: a versioned bucket would keep the deleted bytes behind a marker.
+        store.delete(blob_key(digest), every_version=True)
     logger.info("instances deleted by %s: %s", by, operation.reason, extra={"digest": digest})
     return updated

@@ -86,7 +86,7 @@ def copy_verified(
         )
         return None
     if hashed != Hashed(digest, index_object.size):
-        destination.delete(key)
+        destination.delete(key, every_version=True)
         logger.error(
             "the copy from %s to %s was not the file (%d bytes hashing to %s); deleted it",
             source.region,
@@ -181,7 +181,7 @@ class Replicator:
         if after is None or after.deleted is not None:
             for region in copies:  # deleted meanwhile: its bytes go
                 try:
-                    self._regions[region].delete(blob_key(digest))
+                    self._regions[region].delete(blob_key(digest), every_version=True)
                 except StoreUnavailable as exc:  # the consistency check deletes them later
                     self.outages.note(exc)
             return {}

@@ -7,8 +7,9 @@ botocore errors never leave this module: :func:`_translated` turns them into
 from __future__ import annotations
 
 import contextlib
+import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, BinaryIO
 
@@ -30,8 +31,14 @@ from indexer.stores import (
     stream_copy,
 )
 
+logger = logging.getLogger(__name__)
+
 SINGLE_COPY_LIMIT = 5 * 1024**3  # S3's CopyObject limit
-_NOT_FOUND_CODES = frozenset({"NoSuchKey", "404", "NotFound"})
+_NOT_FOUND_CODES = frozenset({"NoSuchKey", "NoSuchVersion", "404", "NotFound"})
+# GetBucketVersioning refused to credentials without s3:GetBucketVersioning, or unknown to
+# an S3-compatible server: the bucket is taken as unversioned (the slower, safe way).
+_UNKNOWN_VERSIONING_CODES = frozenset({"AccessDenied", "NotImplemented", "MethodNotAllowed"})
+_DELETE_BATCH = 1000  # DeleteObjects' limit
 _PRECONDITION_CODES = frozenset({"PreconditionFailed", "412"})
 
 
@@ -111,6 +118,7 @@ class S3Store:
         # Presigned URLs are signed here (indexer.sigv4), as botocore signs them but
         # about 30 times cheaper: every download is one.
         self._presigner = Presigner(client, bucket)
+        self._versioning: str | None = None  # the bucket's status, once asked ("" for never)
 
     def __repr__(self) -> str:
         return f"S3Store({self.bucket!r}, region={self.region!r})"
@@ -123,19 +131,23 @@ class S3Store:
     def head(self, key: str) -> ObjectInfo:
         with self._translated(key):
             answer = self.client.head_object(Bucket=self.bucket, Key=check_key(key))
-        return ObjectInfo(key, answer["ContentLength"], answer["ETag"])
+        return ObjectInfo(key, answer["ContentLength"], answer["ETag"], _version(answer))
 
     def get(self, key: str) -> tuple[bytes, ObjectInfo]:
         with self._translated(key):
             answer = self.client.get_object(Bucket=self.bucket, Key=check_key(key))
             data = answer["Body"].read()
-        return data, ObjectInfo(key, len(data), answer["ETag"])
+        return data, ObjectInfo(key, len(data), answer["ETag"], _version(answer))
 
     @contextlib.contextmanager
-    def open(self, key: str, *, if_match: str | None = None) -> Iterator[BinaryIO]:
+    def open(
+        self, key: str, *, if_match: str | None = None, version_id: str | None = None
+    ) -> Iterator[BinaryIO]:
         params: dict[str, Any] = {"Bucket": self.bucket, "Key": check_key(key)}
         if if_match is not None:
             params["IfMatch"] = if_match
+        if version_id is not None:
+            params["VersionId"] = version_id
         with self._translated(key):
             answer = self.client.get_object(**params)
         body = answer["Body"]
@@ -172,7 +184,31 @@ class S3Store:
             params["IfMatch"] = if_match
         with self._translated(key):
             answer = self.client.put_object(**params)
-        return ObjectInfo(key, len(data), answer["ETag"])
+        return ObjectInfo(key, len(data), answer["ETag"], _version(answer))
+
+    def is_versioned(self) -> bool:
+        return self._versioning_status() == "Enabled"
+
+    def _versioning_status(self) -> str:
+        """The bucket's versioning ("Enabled", "Suspended", or "" for never enabled),
+        asked once."""
+        if self._versioning is None:
+            try:
+                with self._translated(""):
+                    answer = self.client.get_bucket_versioning(Bucket=self.bucket)
+            except StoreUnavailable as exc:
+                code = _client_error_code(exc.__cause__)
+                if code not in _UNKNOWN_VERSIONING_CODES:
+                    raise
+                logger.warning(
+                    "%s: cannot tell whether %s is versioned (%s): taken as unversioned",
+                    self.region,
+                    self.endpoint,
+                    code,
+                )
+                answer = {}
+            self._versioning = str(answer.get("Status") or "")
+        return self._versioning
 
     def put_stream(self, key: str, stream: BinaryIO, *, content_type: str = OCTET_STREAM) -> None:
         # upload_fileobj switches to multipart for large streams; S3 makes
@@ -182,8 +218,15 @@ class S3Store:
                 stream, self.bucket, check_key(key), ExtraArgs={"ContentType": content_type}
             )
 
-    def copy(self, source: str, destination: str, *, if_match: str | None = None) -> ObjectInfo:
-        return self._copy(self, source, destination, if_match)
+    def copy(
+        self,
+        source: str,
+        destination: str,
+        *,
+        if_match: str | None = None,
+        version_id: str | None = None,
+    ) -> ObjectInfo:
+        return self._copy(self, source, destination, if_match, version_id)
 
     def copy_from(self, source: Store, key: str, *, if_match: str | None = None) -> ObjectInfo:
         if not isinstance(source, S3Store):
@@ -193,9 +236,16 @@ class S3Store:
         return self._copy(source, key, key, if_match)
 
     def _copy(
-        self, origin: S3Store, source: str, destination: str, if_match: str | None
+        self,
+        origin: S3Store,
+        source: str,
+        destination: str,
+        if_match: str | None,
+        version_id: str | None = None,
     ) -> ObjectInfo:
         copy_source = {"Bucket": origin.bucket, "Key": check_key(source)}
+        if version_id is not None:
+            copy_source["VersionId"] = version_id
         conditions = {"CopySourceIfMatch": if_match} if if_match is not None else {}
         with origin._translated(source):
             head = origin.client.head_object(**copy_source, **_head_conditions(if_match))
@@ -223,9 +273,33 @@ class S3Store:
                 )
         return self.head(destination)
 
-    def delete(self, key: str) -> None:
+    def delete(self, key: str, *, every_version: bool = False) -> None:
+        # A bucket that never had versioning keeps one version a key: the plain delete.
+        if every_version and self._versioning_status():
+            self._delete_versions(key)
+            return
         with self._translated(key):
             self.client.delete_object(Bucket=self.bucket, Key=check_key(key))
+
+    def _delete_versions(self, key: str) -> None:
+        """Delete every version and delete marker of `key` (not of keys it prefixes)."""
+        paginator = self.client.get_paginator("list_object_versions")
+        found: list[dict[str, str]] = []
+        with self._translated(key):
+            for page in paginator.paginate(Bucket=self.bucket, Prefix=check_key(key)):
+                for item in (*page.get("Versions", ()), *page.get("DeleteMarkers", ())):
+                    if item["Key"] == key:
+                        found.append({"Key": key, "VersionId": item["VersionId"]})
+            for start in range(0, len(found), _DELETE_BATCH):
+                batch = found[start : start + _DELETE_BATCH]
+                answer = self.client.delete_objects(
+                    Bucket=self.bucket, Delete={"Objects": batch, "Quiet": True}
+                )
+                errors = answer.get("Errors", ())
+                if errors:
+                    first = errors[0]
+                    reason = f"{first.get('Code')}: {first.get('Message', '')}".strip()
+                    raise StoreUnavailable(self.region, f"deleting versions of {key}: {reason}")
 
     def presign_get(self, key: str, *, expires_in: int) -> str:
         return self._signed(
@@ -318,3 +392,16 @@ class _Translating:
 
 def _head_conditions(if_match: str | None) -> dict[str, str]:
     return {"IfMatch": if_match} if if_match is not None else {}
+
+
+def _version(answer: Mapping[str, Any]) -> str | None:
+    """The version an answer names: None for "null", the one version of a bucket whose
+    versioning is suspended (or never enabled), which the next write replaces."""
+    version = answer.get("VersionId")
+    return None if version in (None, "", "null") else str(version)
+
+
+def _client_error_code(exc: BaseException | None) -> str:
+    if isinstance(exc, botocore.exceptions.ClientError):
+        return str(exc.response.get("Error", {}).get("Code", ""))
+    return ""

@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import BinaryIO, Protocol, runtime_checkable
 
 OCTET_STREAM = "application/octet-stream"
@@ -82,11 +82,18 @@ def check_key(key: str) -> str:
 
 @dataclass(frozen=True, slots=True)
 class ObjectInfo:
-    """What a store knows of an object without reading it."""
+    """What a store knows of an object without reading it.
+
+    `version_id` names these very bytes on a versioned store (None elsewhere, and in
+    listings): :meth:`Store.open` and :meth:`Store.copy` reach them by it whatever is
+    written to the key later. Two infos of the same bytes are equal whether or not they
+    carry it (the ETag tells versions apart; listings name none).
+    """
 
     key: str
     size: int
     etag: str
+    version_id: str | None = field(default=None, compare=False)
 
 
 @runtime_checkable
@@ -104,13 +111,26 @@ class Store(Protocol):
         """The object's bytes and info; :class:`ObjectNotFound` when absent."""
         ...
 
-    def open(self, key: str, *, if_match: str | None = None) -> AbstractContextManager[BinaryIO]:
+    def open(
+        self, key: str, *, if_match: str | None = None, version_id: str | None = None
+    ) -> AbstractContextManager[BinaryIO]:
         """A stream of the object's bytes, for reading large objects; with `if_match`,
-        only of that version (else :class:`PreconditionFailed`)."""
+        only of that version (else :class:`PreconditionFailed`); with `version_id` (from
+        :meth:`head`), of that version whatever the key holds now (else
+        :class:`ObjectNotFound`: the version is gone, or the store keeps none)."""
         ...
 
     def head(self, key: str) -> ObjectInfo:
-        """The object's info; :class:`ObjectNotFound` when absent."""
+        """The object's info, naming its version on a versioned store;
+        :class:`ObjectNotFound` when absent."""
+        ...
+
+    def is_versioned(self) -> bool:
+        """Whether every write of a key makes a new version that :meth:`head` names and
+        :meth:`open` and :meth:`copy` can read by its id (an S3 bucket with versioning
+        enabled). Asked of the store once, then remembered: a store whose versioning is
+        suspended later names the versions it then writes None, so nothing is ever
+        pinned by a version id that does not pin."""
         ...
 
     def put(
@@ -133,12 +153,23 @@ class Store(Protocol):
         """Every object whose key starts with `prefix`, in no particular order."""
         ...
 
-    def delete(self, key: str) -> None:
-        """Delete the object; deleting an absent object is not an error."""
+    def delete(self, key: str, *, every_version: bool = False) -> None:
+        """Delete the object; deleting an absent object is not an error. With
+        `every_version`, a versioned store forgets every version of the key too (staged
+        bytes that must not linger), where a plain delete leaves them behind a marker."""
         ...
 
-    def copy(self, source: str, destination: str, *, if_match: str | None = None) -> ObjectInfo:
-        """Server-side copy within this store; `if_match` conditions on the source's ETag."""
+    def copy(
+        self,
+        source: str,
+        destination: str,
+        *,
+        if_match: str | None = None,
+        version_id: str | None = None,
+    ) -> ObjectInfo:
+        """Server-side copy within this store; `if_match` conditions on the source's ETag;
+        `version_id` copies that version of the source (:class:`ObjectNotFound` when it is
+        gone)."""
         ...
 
     def copy_from(self, source: Store, key: str, *, if_match: str | None = None) -> ObjectInfo:

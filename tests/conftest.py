@@ -134,6 +134,13 @@ class SeaweedFS:
             keys = [{"Key": item["Key"]} for item in page.get("Contents", ())]
             if keys:
                 client.delete_objects(Bucket=bucket, Delete={"Objects": keys, "Quiet": True})
+        if client.get_bucket_versioning(Bucket=bucket).get("Status"):
+            # What a versioned bucket keeps behind its delete markers, and the markers.
+            for page in client.get_paginator("list_object_versions").paginate(Bucket=bucket):
+                versions = [*page.get("Versions", ()), *page.get("DeleteMarkers", ())]
+                keys = [{"Key": item["Key"], "VersionId": item["VersionId"]} for item in versions]
+                if keys:
+                    client.delete_objects(Bucket=bucket, Delete={"Objects": keys, "Quiet": True})
         uploads = client.list_multipart_uploads(Bucket=bucket).get("Uploads", ())
         for upload in uploads:
             client.abort_multipart_upload(

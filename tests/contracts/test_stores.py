@@ -231,6 +231,59 @@ class StoreContract:
         with pytest.raises(PreconditionFailed), store.open("versioned/read", if_match=first.etag):
             pass
 
+    def test_a_version_pins_its_bytes(self, store: Store) -> None:
+        """On a versioned store, the version a head names is read and copied by its id,
+        whatever the key holds since."""
+        if not store.is_versioned():
+            pytest.skip("an unversioned store names no versions")
+        put = store.put("staging/pinned", b"first bytes")
+        first = store.head("staging/pinned")
+        assert first.version_id is not None
+        assert put.version_id == first.version_id
+        store.put("staging/pinned", b"later bytes")
+        assert store.head("staging/pinned").version_id not in (None, first.version_id)
+        with store.open("staging/pinned", version_id=first.version_id) as stream:
+            assert stream.read() == b"first bytes"
+        copied = store.copy("staging/pinned", "sha512/pinned", version_id=first.version_id)
+        assert store.get("sha512/pinned")[0] == b"first bytes"
+        assert copied == store.head("sha512/pinned")
+        assert copied.etag == first.etag
+
+    def test_a_version_deleted_is_not_found(self, store: Store) -> None:
+        if not store.is_versioned():
+            pytest.skip("an unversioned store names no versions")
+        store.put("staging/gone", b"first bytes")
+        first = store.head("staging/gone")
+        store.put("staging/gone", b"later bytes")
+        store.delete("staging/gone", every_version=True)
+        with pytest.raises(ObjectNotFound):
+            store.head("staging/gone")
+        with pytest.raises(ObjectNotFound), store.open("staging/gone", version_id=first.version_id):
+            pass
+        with pytest.raises(ObjectNotFound):
+            store.copy("staging/gone", "sha512/gone", version_id=first.version_id)
+        with pytest.raises(ObjectNotFound):
+            store.head("sha512/gone")
+
+    def test_an_unversioned_store_names_no_versions(self, store: Store) -> None:
+        if store.is_versioned():
+            pytest.skip("a versioned store names its versions")
+        assert store.put("staging/plain", b"bytes").version_id is None
+        assert store.head("staging/plain").version_id is None
+        assert store.copy("staging/plain", "sha512/plain").version_id is None
+
+    def test_delete_every_version(self, store: Store) -> None:
+        for data in (b"one", b"two"):
+            store.put("staging/many", data)
+        store.put("staging/many-more", b"kept")
+        store.delete("staging/many", every_version=True)
+        with pytest.raises(ObjectNotFound):
+            store.head("staging/many")
+        assert [info.key for info in store.list("staging/")] == ["staging/many-more"]
+        store.delete("staging/many", every_version=True)  # nothing left: no error
+        store.put("staging/many", b"three")
+        assert store.get("staging/many")[0] == b"three"
+
     def test_presigned_put_refuses_another_content_type(self, store: Store) -> None:
         url = store.presign_put("staging/typed", expires_in=60)
         status = refused_status(
@@ -302,6 +355,10 @@ class StoreContract:
         store.check()
 
 
+def set_versioning(client: Any, bucket: str, status: str) -> None:
+    client.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": status})
+
+
 class TestLocalStore(StoreContract):
     @pytest.fixture
     def store(self, tmp_path: Path, live_server: Callable[[Any, int], LiveServer]) -> Store:
@@ -314,6 +371,13 @@ class TestLocalStore(StoreContract):
     @pytest.fixture
     def other_region(self, tmp_path: Path) -> Store:
         return make_local_store(tmp_path / "west", region="west")
+
+    def test_a_version_id_names_nothing_here(self, store: Store) -> None:
+        store.put("staging/plain", b"bytes")
+        with pytest.raises(ObjectNotFound), store.open("staging/plain", version_id="v1"):
+            pass
+        with pytest.raises(ObjectNotFound):
+            store.copy("staging/plain", "sha512/plain", version_id="v1")
 
     def test_internal_files_are_not_listed(self, store: Store) -> None:
         store.put("a", b"x")
@@ -334,6 +398,62 @@ class TestS3Store(StoreContract):
         from indexer.s3_store import S3Store
 
         return S3Store(seaweedfs.client("us-west-2"), seaweedfs.new_bucket(), region="us-west-2")
+
+    def test_suspended_versioning_pins_nothing(self, seaweedfs: SeaweedFS) -> None:
+        """Versions written while versioning is suspended are "null", which the next write
+        replaces: none is named, even by a store that found the bucket versioned."""
+        from indexer.s3_store import S3Store
+
+        bucket = seaweedfs.new_bucket()
+        client = seaweedfs.client()
+        set_versioning(client, bucket, "Enabled")
+        store = S3Store(client, bucket, region="us-east-1")
+        assert store.is_versioned()
+        enabled = store.put("staging/x", b"while enabled")
+        assert enabled.version_id is not None
+        set_versioning(client, bucket, "Suspended")
+        assert store.put("staging/x", b"while suspended").version_id is None
+        assert store.head("staging/x").version_id is None
+        assert not S3Store(client, bucket, region="us-east-1").is_versioned()
+        with store.open("staging/x", version_id=enabled.version_id) as stream:
+            assert stream.read() == b"while enabled"  # kept, and still pinned
+        store.delete("staging/x", every_version=True)
+        versions = client.list_object_versions(Bucket=bucket, Prefix="staging/x")
+        assert versions.get("Versions", []) == versions.get("DeleteMarkers", []) == []
+
+    def test_versioning_is_asked_once(self, seaweedfs: SeaweedFS) -> None:
+        from indexer.s3_store import S3Store
+
+        asked: list[str] = []
+        client = seaweedfs.client()
+        client.meta.events.register(
+            "before-call.s3.GetBucketVersioning", lambda **_: asked.append("asked")
+        )
+        store = S3Store(client, seaweedfs.new_bucket(), region="us-east-1")
+        for _ in range(3):
+            store.is_versioned()
+            store.delete("staging/x", every_version=True)
+        assert asked == ["asked"]
+
+    def test_versioning_refused_is_taken_as_unversioned(self, seaweedfs: SeaweedFS) -> None:
+        """Credentials without s3:GetBucketVersioning: the safe, slower way, not an outage."""
+        from botocore.stub import Stubber
+
+        from indexer.s3_store import S3Store
+
+        client = seaweedfs.client()
+        store = S3Store(client, seaweedfs.new_bucket(), region="us-east-1")
+        with Stubber(client) as stub:
+            stub.add_client_error(
+                "get_bucket_versioning", service_error_code="AccessDenied", http_status_code=403
+            )
+            assert not store.is_versioned()
+        with Stubber(client) as stub:
+            stub.add_client_error(
+                "get_bucket_versioning", service_error_code="InternalError", http_status_code=500
+            )
+            with pytest.raises(StoreError):
+                S3Store(client, store.bucket, region="us-east-1").is_versioned()
 
     def test_signed_urls_carry_an_explicit_port(self, store: Store) -> None:
         assert urlsplit(store.presign_get("sha512/x", expires_in=5)).port is not None
@@ -389,6 +509,10 @@ class TestS3Store(StoreContract):
             lambda: list(missing.list("")),
             lambda: missing.copy("k", "l"),
             lambda: missing.copy_from(missing, "k"),
+            lambda: missing.copy("k", "l", version_id="v"),
+            lambda: missing.open("k", version_id="v").__enter__(),
+            lambda: missing.delete("k", every_version=True),
+            missing.is_versioned,
             missing.check,
         ]
         for number, call in enumerate(calls):
@@ -397,3 +521,29 @@ class TestS3Store(StoreContract):
             except StoreError:
                 continue
             pytest.fail(f"call {number} did not raise a StoreError")
+
+
+class TestVersionedS3Store(TestS3Store):
+    """The whole contract again on versioned buckets: an operator may version the bucket
+    holding the index and intake records too."""
+
+    @pytest.fixture
+    def store(self, seaweedfs: SeaweedFS) -> Store:
+        from indexer.s3_store import S3Store
+
+        return versioned(S3Store(seaweedfs.client(), seaweedfs.new_bucket(), region="us-east-1"))
+
+    @pytest.fixture
+    def other_region(self, seaweedfs: SeaweedFS) -> Store:
+        from indexer.s3_store import S3Store
+
+        client = seaweedfs.client("us-west-2")
+        return versioned(S3Store(client, seaweedfs.new_bucket(), region="us-west-2"))
+
+    def test_is_versioned(self, store: Store) -> None:
+        assert store.is_versioned()
+
+
+def versioned(store: Any) -> Any:
+    set_versioning(store.client, store.bucket, "Enabled")
+    return store

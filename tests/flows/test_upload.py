@@ -92,8 +92,8 @@ def test_bytes_put_during_verification_are_never_copied(system: System, monkeypa
     original_copy = store.copy
     replaced = []
 
-    def copy_then_put_again(source: str, destination: str, *, if_match=None):
-        info = original_copy(source, destination, if_match=if_match)
+    def copy_then_put_again(source: str, destination: str, **conditions):
+        info = original_copy(source, destination, **conditions)
         if source.startswith("staging/"):
             assert system.put(url, os.urandom(len(declared.data))) == 200
             replaced.append(source)

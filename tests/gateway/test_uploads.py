@@ -311,3 +311,30 @@ def test_deeply_nested_bodies_are_400(system: System) -> None:
         headers={"Content-Type": "application/json", "Authorization": basic("uploader")},
     )
     assert_problem(response, 400)
+
+
+def test_pending_records_say_when_their_put_urls_expire(system: System) -> None:
+    """No later than the record says: the indexer copies once when no PUT can land."""
+    from datetime import UTC, datetime
+    from urllib.parse import parse_qs, urlsplit
+
+    stored = Uploaded("stored.bin", os.urandom(20), "public")
+    system.upload([stored])
+    Indexer(system.regions).run_once(check=False)
+    new = Uploaded("new.bin", os.urandom(20), "public")
+    before = time.time()
+    files = system.upload([new, stored])["files"]
+    records = {
+        record["digest"]: record
+        for info in system.regions.index.list("intake/pending/")
+        for record in [json.loads(system.regions.index.get(info.key)[0])]
+    }
+    assert "put_url_expires" not in records[stored.digest]  # no URL: nothing to say
+    query = parse_qs(urlsplit(files["new.bin"]["put_url"]).query)
+    if "X-Amz-Date" in query:
+        signed = datetime.strptime(query["X-Amz-Date"][0], "%Y%m%dT%H%M%SZ")
+        expires = signed.replace(tzinfo=UTC).timestamp() + int(query["X-Amz-Expires"][0])
+    else:
+        expires = int(query["expires"][0])
+    recorded = records[new.digest]["put_url_expires"]
+    assert before + 60 - 1 <= expires <= recorded <= time.time() + 60

@@ -1,4 +1,5 @@
-"""Store settings: the local store's regions (TOOLTOOL_LOCAL_REGIONS), and S3_REGIONS."""
+"""Store settings: the local store's regions (TOOLTOOL_LOCAL_REGIONS), S3_REGIONS, and the
+indexer's margin for late PUTs."""
 
 from __future__ import annotations
 
@@ -115,3 +116,11 @@ def test_one_bucket_under_two_regions_is_refused() -> None:
         "S3_REGIONS: bucket tools is listed for both us-east-1 and eu-west-1;"
         " each region needs a bucket of its own"
     )
+
+
+def test_the_late_put_margin_is_a_setting() -> None:
+    assert StoreSettings.from_environ({}).late_put_seconds == 3600
+    assert StoreSettings.from_environ({"TOOLTOOL_LATE_PUT_SECONDS": "0"}).late_put_seconds == 0
+    for bad in ("-1", "soon", "nan", str(8 * 86400)):
+        with pytest.raises(SettingsError, match="TOOLTOOL_LATE_PUT_SECONDS"):
+            StoreSettings.from_environ({"TOOLTOOL_LATE_PUT_SECONDS": bad})

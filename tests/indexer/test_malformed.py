@@ -124,6 +124,9 @@ def test_watch_outlives_a_malformed_object(
         {"batch_id": 0},
         {"size": -1},
         {"filenames": ["x" * 2000]},
+        {"put_url_expires": "soon"},
+        {"put_url_expires": True},
+        {"put_url_expires": -1},
     ],
     ids=lambda changes: str(changes)[:30],
 )
