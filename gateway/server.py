@@ -384,8 +384,9 @@ class _HeadHoldingTransport:
     """The transport as one response cycle sees it: the response's head is held back until
     the first write of its body (or the response's end, or a close), then written with
     it. uvicorn writes a head and a body apart: two system calls for every small answer,
-    which is a fifth of what a cached download costs. An interim ``100 Continue`` is
-    never held."""
+    which is a fifth of what a cached download costs. Only a head declaring its body's
+    length is held (an interim ``100 Continue``, or the head of a streamed body, goes out
+    at once), and its body is written as soon as the app has it (a file's first read)."""
 
     __slots__ = ("_head", "_is_past_head", "_protocol", "_transport")
 
@@ -403,7 +404,9 @@ class _HeadHoldingTransport:
         if head is not None:
             self._release()
             self._transport.writelines((head, data))
-        elif data.startswith(b"HTTP/1.1 1"):  # 100 Continue: the client waits for it
+        elif data.startswith(b"HTTP/1.1 1") or b"\r\ncontent-length:" not in data:
+            # 100 Continue, which the client waits for; or a streamed body (chunked, an
+            # event stream), whose first part may be long in coming: never held.
             self._transport.write(data)
         else:
             self._head = data

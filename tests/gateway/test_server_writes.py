@@ -5,9 +5,11 @@ pipelined requests (gateway/server.py `_HeadHoldingTransport`)."""
 from __future__ import annotations
 
 import socket
+import threading
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
+import anyio
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
@@ -37,12 +39,12 @@ APP = Starlette(
 )
 
 
-def exchange(port: int, request: bytes, *, expect: int) -> bytes:
-    """Send `request` and read until `expect` bytes came or the server closes."""
+def exchange(port: int, request: bytes, *, until: bytes) -> bytes:
+    """Send `request` and read until the answer ends with `until` (or the server closes)."""
     with socket.create_connection(("127.0.0.1", port), timeout=5) as connection:
         connection.sendall(request)
         received = b""
-        while len(received) < expect:
+        while not received.endswith(until):
             chunk = connection.recv(65536)
             if not chunk:
                 break
@@ -53,7 +55,7 @@ def exchange(port: int, request: bytes, *, expect: int) -> bytes:
 def test_bodies_that_look_like_heads_arrive_whole(live_server: Callable[..., Any]) -> None:
     port = free_port()
     live_server(APP, port)
-    answer = exchange(port, b"GET /stream HTTP/1.1\r\nHost: x\r\n\r\n", expect=200)
+    answer = exchange(port, b"GET /stream HTTP/1.1\r\nHost: x\r\n\r\n", until=b"0\r\n\r\n")
     head, _, body = answer.partition(b"\r\n\r\n")
     assert head.startswith(b"HTTP/1.1 200 OK")
     assert b"transfer-encoding: chunked" in head
@@ -67,7 +69,7 @@ def test_head_requests_and_pipelined_requests_get_every_answer(
     port = free_port()
     live_server(APP, port)
     request = b"HEAD /small HTTP/1.1\r\nHost: x\r\n\r\nGET /small HTTP/1.1\r\nHost: x\r\n\r\n"
-    answer = exchange(port, request, expect=10_000)
+    answer = exchange(port, request, until=b"got 0")
     assert answer.count(b"HTTP/1.1 200 OK") == 2
     assert answer.endswith(b"got 0")
 
@@ -88,3 +90,30 @@ def test_100_continue_is_not_held(live_server: Callable[..., Any]) -> None:
             assert chunk
             final += chunk
     assert final.startswith(b"HTTP/1.1 200 OK")
+
+
+RELEASE = threading.Event()
+
+
+async def waiting_stream(request: Request) -> StreamingResponse:
+    async def chunks() -> AsyncIterator[bytes]:
+        await anyio.to_thread.run_sync(RELEASE.wait, 10)  # until the client has the head
+        yield b"event: ready\n\n"
+
+    return StreamingResponse(chunks(), media_type="text/event-stream")
+
+
+def test_the_head_of_a_streamed_body_is_never_held(live_server: Callable[..., Any]) -> None:
+    port = free_port()
+    live_server(Starlette(routes=[Route("/events", waiting_stream)]), port)
+    RELEASE.clear()
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as connection:
+        connection.sendall(b"GET /events HTTP/1.1\r\nHost: x\r\n\r\n")
+        head = connection.recv(65536)  # a held head would time out here
+        assert head.startswith(b"HTTP/1.1 200 OK")
+        RELEASE.set()
+        body = b""
+        while b"event: ready" not in body:
+            chunk = connection.recv(65536)
+            assert chunk
+            body += chunk
