@@ -177,11 +177,8 @@ def create_app(
             regions=regions,
             download_urls=download_urls,
             urls=urls,
-            tokens=credentials.tokens,
+            authenticator=request_authenticator,
             permissions=permissions,
-            anonymous_scopes=permissions.anonymous(
-                allow_public_download=settings.allow_anonymous_public_download
-            ).scopes,
             log=log,
         )
     if settings.root_path:

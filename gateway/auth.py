@@ -139,10 +139,9 @@ class RequestAuthenticator:
         authorization = request.headers.get("authorization")
         if authorization is None:
             return self._anonymous
-        scheme, _, credentials = authorization.partition(" ")
-        scheme = scheme.lower()
+        scheme, credentials = _scheme(authorization)
         if scheme == "bearer":
-            verified = self._tokens.verify(credentials.strip())
+            verified = self._tokens.verify(credentials)
             return self._caller(verified.client_id, verified.scopes)
         if scheme == "hawk":
             identity = await self._provider.authenticate_hawk(
@@ -153,6 +152,18 @@ class RequestAuthenticator:
             raise InvalidCredentials("Basic credentials are accepted by POST /token only")
         raise InvalidCredentials("unsupported Authorization scheme")
 
+    def known_caller(self, authorization: str | None) -> Caller | None:
+        """The caller of a request with this Authorization header when that needs no work:
+        anonymous, or a Bearer token verified before that has not expired since. None when
+        :meth:`authenticate` must decide (and may refuse)."""
+        if authorization is None:
+            return self._anonymous
+        scheme, credentials = _scheme(authorization)
+        if scheme != "bearer":
+            return None
+        verified = self._tokens.cached(credentials)
+        return None if verified is None else self._caller(verified.client_id, verified.scopes)
+
     async def identify(self, request: Request) -> Identity:
         """The Taskcluster identity behind a Hawk or Basic request (for POST /token)."""
         authorization = request.headers.get("authorization")
@@ -161,8 +172,7 @@ class RequestAuthenticator:
                 "POST /token needs Taskcluster credentials (Hawk or Basic)",
                 headers={"WWW-Authenticate": 'Basic realm="tooltool"'},
             )
-        scheme, _, credentials = authorization.partition(" ")
-        scheme = scheme.lower()
+        scheme, credentials = _scheme(authorization)
         if scheme == "hawk":
             return await self._provider.authenticate_hawk(
                 await self.hawk_request(request, authorization)
@@ -199,6 +209,12 @@ class RequestAuthenticator:
     def _caller(self, client_id: str, scopes: frozenset[str]) -> Caller:
         # A client may do at least what an anonymous caller may.
         return Caller(client_id, scopes | self._anonymous.scopes)
+
+
+def _scheme(authorization: str) -> tuple[str, str]:
+    """An Authorization header's scheme (lowercased) and its credentials (stripped)."""
+    scheme, _, credentials = authorization.partition(" ")
+    return scheme.lower(), credentials.strip()
 
 
 def _has_body(request: Request) -> bool:

@@ -20,16 +20,14 @@ refusal, any error) goes on to the app, which answers as it always has.
 from __future__ import annotations
 
 import time
-from urllib.parse import parse_qsl
 
+from starlette.datastructures import Headers, QueryParams
 from starlette.types import ASGIApp, Receive, Scope, Send
-from taskcluster.utils import scopeMatch
 
-from gateway.auth import Permissions
+from gateway.auth import Caller, Permissions, RequestAuthenticator
 from gateway.download_urls import DownloadUrls, Redirect
 from gateway.index_cache import IndexCache, Missing
 from gateway.logs import RequestLog
-from gateway.tokens import TokenService
 from gateway.urls import PublicUrls
 from indexer.digests import is_valid_digest
 from indexer.schema import blob_key
@@ -52,9 +50,8 @@ class FastDownloads:
         regions: Regions,
         download_urls: DownloadUrls,
         urls: PublicUrls,
-        tokens: TokenService,
+        authenticator: RequestAuthenticator,
         permissions: Permissions,
-        anonymous_scopes: frozenset[str],
         log: RequestLog,
     ) -> None:
         self.app = app
@@ -62,11 +59,10 @@ class FastDownloads:
         self._regions = regions
         self._download_urls = download_urls
         self._urls = urls
-        self._tokens = tokens
+        self._authenticator = authenticator
         self._permissions = permissions
-        self._anonymous = anonymous_scopes
         self._log = log
-        # Whether scopes (a token's, with the anonymous ones) allow a visibility.
+        # Whether a caller's scopes allow downloading a visibility.
         self._decisions: dict[tuple[frozenset[str], str], bool] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -83,34 +79,21 @@ class FastDownloads:
                     return
         await self.app(scope, receive, send)
 
-    def _answer(self, scope: Scope, digest: str) -> tuple[Redirect, bytes | None] | None:
+    def _answer(self, scope: Scope, digest: str) -> tuple[Redirect, str | None] | None:
         """The redirect and the caller's X-Request-Id, or None to leave it to the app."""
         if not is_valid_digest(digest):
             return None
-        authorization = request_id = None
-        for name, value in scope["headers"]:
-            if name == b"authorization":
-                if authorization is None:
-                    authorization = value
-            elif name == b"x-request-id" and request_id is None:
-                request_id = value
-        if authorization is None:
-            scopes = self._anonymous
-        else:
-            scheme, _, credentials = authorization.decode("latin-1").partition(" ")
-            if scheme.lower() != "bearer":
-                return None
-            verified = self._tokens.cached(credentials.strip())
-            if verified is None:
-                return None
-            scopes = verified.scopes
+        headers = Headers(scope=scope)
+        caller = self._authenticator.known_caller(headers.get("authorization"))
+        if caller is None:
+            return None
         found = self._index.peek(digest)
         if found is None or isinstance(found, Missing):
             return None
-        if not self._allows(scopes, found.visibility):
+        if not self._allows(caller, found.visibility):
             return None
         query = scope.get("query_string", b"")
-        region = _region(query) if query else None
+        region = QueryParams(query).get("region") if query else None
         store = self._regions.choose(found.instances, region)
         if store is None:
             return None
@@ -120,15 +103,14 @@ class FastDownloads:
             )
         except Exception:  # the app answers it, as problem JSON
             return None
-        return redirect, request_id
+        return redirect, headers.get("x-request-id")
 
-    def _allows(self, scopes: frozenset[str], visibility: str) -> bool:
-        key = (scopes, visibility)
+    def _allows(self, caller: Caller, visibility: str) -> bool:
+        """`caller.has_scope` for the visibility's download scope, remembered by scopes."""
+        key = (caller.scopes, visibility)
         allowed = self._decisions.get(key)
         if allowed is None:
-            # As Caller.has_scope, for a caller holding these and the anonymous scopes.
-            held = scopes | self._anonymous
-            allowed = scopeMatch(held, [[self._permissions.download(visibility)]])
+            allowed = caller.has_scope(self._permissions.download(visibility))
             if len(self._decisions) >= _MAX_DECISIONS:
                 self._decisions.clear()
             self._decisions[key] = allowed
@@ -139,7 +121,7 @@ class FastDownloads:
         scope: Scope,
         send: Send,
         redirect: Redirect,
-        request_id_header: bytes | None,
+        request_id_header: str | None,
         started: float,
     ) -> None:
         request_id = self._log.request_id(request_id_header)
@@ -151,8 +133,3 @@ class FastDownloads:
             is_clean=not scope.get("root_path"),
         )  # fmt: skip
         await send({"type": "http.response.body", "body": redirect.body})
-
-
-def _region(query: bytes) -> str | None:
-    """``?region=`` as Starlette's ``query_params.get`` reads it: the last one given."""
-    return dict(parse_qsl(query.decode("latin-1"), keep_blank_values=True)).get("region")

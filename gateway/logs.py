@@ -19,6 +19,7 @@ import time
 from typing import Any
 
 from dockerflow.logging import request_id_context
+from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gateway.errors import problem_response
@@ -50,12 +51,10 @@ class RequestLog:
         self._counter = itertools.count()
         self._flushing: MozlogHandler | None = None  # a flush is scheduled for it
 
-    def request_id(self, header: bytes | None) -> str:
-        """The caller's id when well formed, else a new one."""
-        if header is not None:
-            text = header.decode("latin-1")
-            if _REQUEST_ID.fullmatch(text):
-                return redact(text)
+    def request_id(self, header: str | None) -> str:
+        """The caller's id (its X-Request-Id header) when well formed, else a new one."""
+        if header is not None and _REQUEST_ID.fullmatch(header):
+            return redact(header)
         return f"{self._prefix}{next(self._counter):016x}"
 
     def summary(
@@ -146,7 +145,7 @@ class RequestIdMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        request_id = self.log.request_id(header_value(scope, b"x-request-id"))
+        request_id = self.log.request_id(Headers(scope=scope).get("x-request-id"))
         token = request_id_context.set(request_id)
         started = time.perf_counter()
         status = 500
@@ -183,11 +182,3 @@ class RequestIdMiddleware:
             if not is_logged:
                 log_summary()
             request_id_context.reset(token)
-
-
-def header_value(scope: Scope, name: bytes) -> bytes | None:
-    """The first value of the header `name` (lowercase), as Starlette's ``headers.get``."""
-    for key, value in scope.get("headers", ()):
-        if key == name:
-            return value
-    return None

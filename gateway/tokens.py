@@ -207,12 +207,10 @@ class TokenService:
 
     def verify(self, token: str) -> VerifiedToken:
         """The identity in a valid token; :class:`InvalidToken` says what is wrong."""
-        now = self._clock()
-        cached = self._cache.get(token)
+        cached = self.cached(token)
         if cached is not None:
-            if cached.expires + self._leeway >= now:
-                return cached
-            del self._cache[token]
+            return cached
+        self._cache.pop(token, None)  # expired, if there at all
         verified = self._verify(token)
         self._cache[token] = verified
         while len(self._cache) > self._cache_entries:

@@ -191,7 +191,7 @@ def test_the_direct_summary_line_is_the_formatters_line(path: str) -> None:
         configure_logging(log_format="mozlog", stream=buffer)
         handler = root.handlers[0]
         log = RequestLog()
-        rid = log.request_id(JWT.encode())  # a caller's id that needs redacting
+        rid = log.request_id(JWT)  # a caller's id that needs redacting
         log.summary("GET", path, 302, time.perf_counter(), rid)
         direct = json.loads(buffer.getvalue())
         record = logging.makeLogRecord(
