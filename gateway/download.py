@@ -58,5 +58,7 @@ class Downloads:
 
 
 def redirect(answer: Redirect) -> Response:
-    """A 302 to a signed URL; never cached, since the URL expires."""
-    return Response(answer.body, status_code=302, media_type="text/html", headers=answer.headers)
+    """A 302 to a signed URL, with the headers the fast path sends too."""
+    response = Response(answer.body, status_code=302)
+    response.raw_headers = list(answer.raw_headers)
+    return response

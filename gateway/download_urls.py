@@ -66,11 +66,6 @@ class Redirect:
         )
         return cls(url, body, headers)
 
-    @property
-    def headers(self) -> dict[str, str]:
-        """The headers that are not about the body (Starlette's Response adds those)."""
-        return {"Location": self.url, "Cache-Control": "no-store"}
-
 
 @dataclass(frozen=True, slots=True)
 class _Entry:

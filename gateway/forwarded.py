@@ -14,7 +14,8 @@ from starlette.requests import Request
 from starlette.types import Scope
 
 _DEFAULT_PORTS = {"http": 80, "https": 443}
-_TARGET_HEADERS = frozenset(
+# The headers a request's address is made of (what `target_of` reads).
+ADDRESS_HEADERS = frozenset(
     {b"host", b"x-forwarded-proto", b"x-forwarded-host", b"x-forwarded-port"}
 )
 _MAX_ADDRESSES = 4096
@@ -118,7 +119,7 @@ def _first_values(raw: Iterable[tuple[bytes, bytes]]) -> dict[bytes, str]:
     """The first value of each header `target_of` reads, as Starlette's ``headers.get``."""
     found: dict[bytes, str] = {}
     for name, value in raw:
-        if name in _TARGET_HEADERS and name not in found:
+        if name in ADDRESS_HEADERS and name not in found:
             found[name] = value.decode("latin-1")
     return found
 

@@ -7,11 +7,8 @@ from urllib.parse import urlsplit, urlunsplit
 from starlette.requests import Request
 from starlette.types import Scope
 
-from gateway.forwarded import TrustedProxies
+from gateway.forwarded import ADDRESS_HEADERS, TrustedProxies
 
-_ADDRESS_HEADERS = frozenset(
-    {b"host", b"x-forwarded-proto", b"x-forwarded-host", b"x-forwarded-port"}
-)
 _MAX_BASES = 1024
 _MAX_KEPT_HEADERS = 512  # bytes of address headers whose base is kept (the client's choice)
 
@@ -30,7 +27,7 @@ class PublicUrls:
         """The scheme, host, port and root path the client addressed."""
         client = scope.get("client")
         headers = [
-            (name, value) for name, value in scope.get("headers", ()) if name in _ADDRESS_HEADERS
+            (name, value) for name, value in scope.get("headers", ()) if name in ADDRESS_HEADERS
         ]
         key = (
             scope.get("scheme"),

@@ -53,7 +53,7 @@ def format_exception(
     """An exception as (error, traceback) text that cannot carry a secret: its type and a
     redacted, shortened message; the frames' files, lines and code."""
     name = exc_type.__name__ if exc_type is not None else "Exception"
-    error = f"{name}: {escape_controls(_shortened(_safe_str(exc)))}"
+    error = f"{name}: {escape_controls(shortened(_safe_str(exc)))}"
     frames = "".join(traceback.format_tb(tb)) if tb is not None else ""
     return error, f"Traceback (most recent call last):\n{frames}{error}"
 
@@ -175,15 +175,11 @@ def _clean(value: Any) -> Any:
     if isinstance(value, bool | int | float) or value is None:
         return value
     text = value if isinstance(value, str) else repr(value)
-    return _shortened(text)
+    return shortened(text)
 
 
 def shortened(text: str) -> str:
     """A field's text as the formatters write it: redacted and cut when over MAX_FIELD."""
-    return _shortened(text)
-
-
-def _shortened(text: str) -> str:
     return text if len(text) <= MAX_FIELD else redact(text)[:MAX_FIELD]
 
 

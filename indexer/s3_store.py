@@ -330,9 +330,8 @@ class S3Store:
         try:
             return sign(check_key(key))
         except Exception:
-            with self._translated(
-                key, is_call=False
-            ):  # signing is local: a down store is no matter
+            # Signing is local: a store that is down is no matter (is_call=False).
+            with self._translated(key, is_call=False):
                 raise
 
     def check(self) -> None:
