@@ -8,7 +8,6 @@ path, with the same signed URL (reused within its window).
 
 from __future__ import annotations
 
-import asyncio
 import json
 import threading
 from collections.abc import Callable
@@ -21,7 +20,6 @@ from starlette.testclient import TestClient
 from gateway.app import create_app
 from gateway.credentials import Credentials, build_credentials
 from gateway.fast_path import FastDownloads
-from gateway.index_cache import IndexCache
 from gateway.settings import AuthSettings
 from gateway.tokens import TokenService
 from indexer.index import read_index
@@ -32,7 +30,6 @@ from indexer.stores import Regions
 from tests.gateway.auth_helpers import basic, clients_file_entries, hawk
 from tests.gateway.conftest import Gateway, random_bytes
 from tests.gateway.test_download import assert_problem
-from tests.gateway.test_index_cache import SlowStore
 from tests.recording_store import RecordingStore
 
 SECRET = "fast-path-jwt-secret-0123456789abcdef"
@@ -302,46 +299,6 @@ def test_a_miss_costs_one_store_read_and_a_hit_none(gateway: Gateway) -> None:
     assert len(recording.calls) == 1
 
 
-def test_an_index_write_drops_a_negative_answer(gateway: Gateway) -> None:
-    cache = IndexCache(gateway.regions.index, ttl=3600, negative_ttl=3600, max_entries=10)
-    data = random_bytes()
-    digest = gateway.add(data)
-    gateway.regions.index.delete(index_key(digest))
-    assert asyncio.run(cache.get(digest)) is None
-    assert gateway.add(data) == digest  # indexed again, behind the cache's back
-    assert asyncio.run(cache.get(digest)) is None  # remembered
-    cache.invalidate(digest)  # what the embedded indexer does at its index write
-    found = asyncio.run(cache.get(digest))
-    assert found is not None
-    assert found.digest == digest
-
-
-def test_a_read_begun_before_an_index_write_is_not_remembered_or_shared(
-    gateway: Gateway,
-) -> None:
-    digest = gateway.add(random_bytes())
-    slow = SlowStore(gateway.regions.index)
-    cache = IndexCache(slow, ttl=3600, negative_ttl=3600, max_entries=10)  # type: ignore[arg-type]
-
-    async def scenario() -> None:
-        early = asyncio.create_task(cache.get(digest))
-        await asyncio.sleep(0.05)
-        # The index write lands while the read is in flight (from the indexer's thread).
-        thread = threading.Thread(target=cache.invalidate, args=(digest,))
-        thread.start()
-        thread.join()
-        late = asyncio.create_task(cache.get(digest))  # must not join the early read
-        await asyncio.sleep(0.05)
-        slow.release.set()
-        await asyncio.gather(early, late)
-
-    asyncio.run(scenario())
-    assert slow.gets == 2
-    asyncio.run(cache.get(digest))
-    assert slow.gets == 2  # the late read was remembered
-    assert cache.peek(digest) is not None
-
-
 def test_an_upload_is_downloadable_as_soon_as_the_embedded_indexer_writes_it(
     tmp_path: Path,
 ) -> None:
@@ -374,26 +331,6 @@ def test_request_ids_are_unique_and_32_hex(gateway: Gateway) -> None:
     ids |= {client.get("/sha512/bad").headers["x-request-id"] for _ in range(50)}
     assert len(ids) == 100
     assert all(len(rid) == 32 and int(rid, 16) >= 0 for rid in ids)
-
-
-def test_an_index_write_of_one_file_leaves_other_reads_shared(gateway: Gateway) -> None:
-    digest = gateway.add(random_bytes())
-    other = gateway.add(random_bytes())
-    slow = SlowStore(gateway.regions.index)
-    cache = IndexCache(slow, ttl=3600, negative_ttl=3600, max_entries=10)  # type: ignore[arg-type]
-
-    async def scenario() -> None:
-        first = asyncio.create_task(cache.get(digest))
-        await asyncio.sleep(0.05)
-        cache.invalidate(other)
-        second = asyncio.create_task(cache.get(digest))
-        await asyncio.sleep(0.05)
-        slow.release.set()
-        await asyncio.gather(first, second)
-
-    asyncio.run(scenario())
-    assert slow.gets == 1
-    assert cache.peek(digest) is not None
 
 
 def test_reporting_a_known_file_complete_keeps_its_cached_answer(

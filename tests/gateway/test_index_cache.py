@@ -1,4 +1,4 @@
-"""The index cache under concurrency: shared loads, cancellation, errors."""
+"""The index cache under concurrency: shared loads, cancellation, errors, invalidations."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import threading
 import pytest
 
 from gateway.index_cache import IndexCache
+from indexer.schema import index_key
 from indexer.stores import StoreUnavailable
 from tests.gateway.conftest import Gateway, random_bytes
 
@@ -98,3 +99,49 @@ def test_entries_are_bounded(gateway: Gateway) -> None:
 
     asyncio.run(scenario())
     assert len(cache._entries) == 3
+
+
+def test_an_index_write_drops_a_negative_answer(gateway: Gateway) -> None:
+    cache = make_cache(gateway.regions.index)
+    data = random_bytes()
+    digest = gateway.add(data)
+    gateway.regions.index.delete(index_key(digest))
+    assert asyncio.run(cache.get(digest)) is None
+    assert gateway.add(data) == digest  # indexed again, behind the cache's back
+    assert asyncio.run(cache.get(digest)) is None  # remembered
+    cache.invalidate(digest)  # what the embedded indexer does at its index write
+    found = asyncio.run(cache.get(digest))
+    assert found is not None
+    assert found.digest == digest
+
+
+@pytest.mark.parametrize(("written", "reads"), [("same", 2), ("other", 1)])
+def test_an_index_write_during_a_read_stales_that_digest_only(
+    gateway: Gateway, written: str, reads: int
+) -> None:
+    """A read begun before its digest's index write is neither remembered nor shared with
+    requests after the write; a write of another digest changes nothing."""
+    digest = gateway.add(random_bytes())
+    other = gateway.add(random_bytes())
+    slow = SlowStore(gateway.regions.index)
+    cache = make_cache(slow)
+
+    async def scenario() -> None:
+        early = asyncio.create_task(cache.get(digest))
+        await asyncio.sleep(0.05)
+        # The write lands while the read is in flight, from the indexer's thread.
+        invalidated = digest if written == "same" else other
+        thread = threading.Thread(target=cache.invalidate, args=(invalidated,))
+        thread.start()
+        thread.join()
+        late = asyncio.create_task(cache.get(digest))
+        await asyncio.sleep(0.05)
+        slow.release.set()
+        results = await asyncio.gather(early, late)
+        assert {result.digest for result in results} == {digest}
+
+    asyncio.run(scenario())
+    assert slow.gets == reads
+    assert cache.peek(digest) is not None  # the last read is remembered
+    asyncio.run(cache.get(digest))
+    assert slow.gets == reads
