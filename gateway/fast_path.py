@@ -21,11 +21,12 @@ from __future__ import annotations
 
 import time
 
-from starlette.datastructures import Headers, QueryParams
+from starlette.datastructures import QueryParams
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from gateway.auth import Caller, Permissions, RequestAuthenticator
 from gateway.download_urls import DownloadUrls, Redirect
+from gateway.forwarded import first_values
 from gateway.index_cache import IndexCache, Missing
 from gateway.logs import RequestLog
 from gateway.urls import PublicUrls
@@ -37,6 +38,7 @@ _PREFIX = "/sha512/"
 _ROUTE_LENGTH = len(_PREFIX) + 128
 _METHODS = frozenset({"GET", "HEAD"})
 _MAX_DECISIONS = 10_000
+_READ_HEADERS = frozenset({b"authorization", b"x-request-id"})
 
 
 class FastDownloads:
@@ -83,8 +85,8 @@ class FastDownloads:
         """The redirect and the caller's X-Request-Id, or None to leave it to the app."""
         if not is_valid_digest(digest):
             return None
-        headers = Headers(scope=scope)
-        caller = self._authenticator.known_caller(headers.get("authorization"))
+        headers = first_values(scope, _READ_HEADERS)
+        caller = self._authenticator.known_caller(headers.get(b"authorization"))
         if caller is None:
             return None
         found = self._index.peek(digest)
@@ -103,7 +105,7 @@ class FastDownloads:
             )
         except Exception:  # the app answers it, as problem JSON
             return None
-        return redirect, headers.get("x-request-id")
+        return redirect, headers.get(b"x-request-id")
 
     def _allows(self, caller: Caller, visibility: str) -> bool:
         """`caller.has_scope` for the visibility's download scope, remembered by scopes."""

@@ -82,7 +82,7 @@ class TrustedProxies:
         """:meth:`target` of a request's ASGI scope (without building a Request)."""
         scheme = scope.get("scheme", "http")
         client = scope.get("client")
-        headers = _first_values(scope.get("headers", ()))
+        headers = first_values(scope, ADDRESS_HEADERS)
         host_header = headers.get(b"host", "")
         forwarded_port: str | None = None
         if self.is_trusted(client[0] if client else None):
@@ -115,11 +115,13 @@ def split_host(value: str) -> tuple[str, int | None]:
     return host, port
 
 
-def _first_values(raw: Iterable[tuple[bytes, bytes]]) -> dict[bytes, str]:
-    """The first value of each header `target_of` reads, as Starlette's ``headers.get``."""
+def first_values(scope: Scope, names: frozenset[bytes]) -> dict[bytes, str]:
+    """The first value of each of the headers `names` (lowercase) a request has, as
+    Starlette's ``headers.get`` reads them, in one pass (a tenth of what a ``Headers``
+    costs, on the paths that read headers for every request)."""
     found: dict[bytes, str] = {}
-    for name, value in raw:
-        if name in ADDRESS_HEADERS and name not in found:
+    for name, value in scope.get("headers", ()):
+        if name in names and name not in found:
             found[name] = value.decode("latin-1")
     return found
 

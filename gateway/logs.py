@@ -19,15 +19,16 @@ import time
 from typing import Any
 
 from dockerflow.logging import request_id_context
-from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gateway.errors import problem_response
+from gateway.forwarded import first_values
 from indexer.logs import MozlogHandler, configure_logging, redacted_json_text, shortened
 from indexer.redaction import redact
 
 __all__ = ["RequestIdMiddleware", "RequestLog", "configure_logging"]
 
+_REQUEST_ID_HEADER = frozenset({b"x-request-id"})
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,128}")
 SUMMARY = "request.summary"
 summary_logger = logging.getLogger(SUMMARY)
@@ -145,7 +146,9 @@ class RequestIdMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        request_id = self.log.request_id(Headers(scope=scope).get("x-request-id"))
+        request_id = self.log.request_id(
+            first_values(scope, _REQUEST_ID_HEADER).get(b"x-request-id")
+        )
         token = request_id_context.set(request_id)
         started = time.perf_counter()
         status = 500
