@@ -1,0 +1,296 @@
+"""The S3 store stopped, killed, paused, slow, hung or answering 5xx, under a live gateway.
+
+Every fault is made for real on a SeaweedFS of this module's own (SIGTERM,
+SIGKILL, SIGSTOP/SIGCONT, started again on the same ports and data) or by a
+proxy in front of it (tests/fault_proxy.py: slow, 5xx, hung). For each, over
+uvicorn with the fast path, many requests at once while the store is out:
+
+- what needs a store read is a 503 problem with ``Retry-After``, within the
+  store's timeouts (the client's own timeout bounds every request);
+- decisions cached before the fault (302, 403, 404) keep their answers;
+- ``/__heartbeat__`` is 503; ``POST /upload`` is 503 and writes nothing;
+- once the store is back, everything recovers without restarting the
+  gateway, and a second wave of requests finds no worker wedged.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+from collections import Counter
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx2 as httpx
+import pytest
+
+from gateway.app import create_app
+from gateway.settings import Settings
+from indexer.config import open_regions
+from indexer.importer import import_file
+from indexer.schema import schema_errors
+from indexer.stores import Regions
+from tests.conftest import LiveServer, SeaweedFS, SeaweedProcess, free_port
+from tests.fault_proxy import FaultProxy
+from tests.gateway.auth_helpers import basic, clients_file_entries
+from tests.gateway.test_download import assert_problem
+
+# A request waits at most about connect + read (1 s each, one attempt) on the store; the
+# client's bound is far above it, and fails the test instead of hanging it.
+STORE_TIMEOUTS = {"S3_CONNECT_TIMEOUT": "1", "S3_READ_TIMEOUT": "1", "S3_MAX_ATTEMPTS": "1"}
+CLIENT_BOUND = 15.0
+CACHE_SECONDS = 120  # longer than any fault here: cached decisions must outlast it
+WAVE = 120  # requests sent at once during a fault, and again after it
+RECOVERY_BOUND = 30.0
+
+REPORT: dict[str, dict[str, Any]] = {}
+
+
+@pytest.fixture(scope="module")
+def weed_process(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SeaweedProcess]:
+    """This module's own SeaweedFS: its faults disturb no other test."""
+    process = SeaweedProcess(tmp_path_factory.mktemp("fault-weed"))
+    try:
+        yield process
+    finally:
+        process.stop()
+        if REPORT:
+            print("\nrequests served during faults:", json.dumps(REPORT, indent=1))
+
+
+@pytest.fixture
+def weed(weed_process: SeaweedProcess) -> Iterator[SeaweedProcess]:
+    """The module's SeaweedFS, running again after the test whatever the test did to it."""
+    yield weed_process
+    if weed_process.is_running:
+        weed_process.resume()
+    else:
+        weed_process.start()
+
+
+@dataclass
+class Fault:
+    """One way the store fails, made and undone for real."""
+
+    name: str
+    make: Callable[[SeaweedProcess, FaultProxy], None]
+    undo: Callable[[SeaweedProcess, FaultProxy], None]
+    through_proxy: bool = False
+
+
+FAULTS = [
+    Fault("sigterm", lambda weed, proxy: weed.stop(), lambda weed, proxy: weed.start()),
+    Fault("sigkill", lambda weed, proxy: weed.kill(), lambda weed, proxy: weed.start()),
+    Fault("sigstop", lambda weed, proxy: weed.pause(), lambda weed, proxy: weed.resume()),
+    Fault(
+        "5xx",
+        lambda weed, proxy: proxy.set("error"),
+        lambda weed, proxy: proxy.set("pass"),
+        through_proxy=True,
+    ),
+    Fault(
+        "slow",  # each chunk 3 s late: past the 1 s read timeout
+        lambda weed, proxy: proxy.set("slow", delay=3),
+        lambda weed, proxy: proxy.set("pass"),
+        through_proxy=True,
+    ),
+    Fault(
+        "hung",
+        lambda weed, proxy: proxy.set("hang"),
+        lambda weed, proxy: proxy.set("pass"),
+        through_proxy=True,
+    ),
+]
+
+
+@dataclass
+class Deployment:
+    """A live gateway over one bucket of the module's SeaweedFS (maybe through a proxy)."""
+
+    url: str
+    regions: Regions  # straight to SeaweedFS, for the test's own reads and writes
+    tmp_path: Path
+
+    def add(self, visibility: str, name: str) -> str:
+        path = self.tmp_path / name
+        path.write_bytes(os.urandom(2000))
+        imported = import_file(self.regions, path, visibility=visibility, message="m", author="a")
+        return imported.digest
+
+    def keys(self) -> set[str]:
+        return {info.key for info in self.regions.index.list("")}
+
+
+@pytest.fixture
+def deploy(weed: SeaweedProcess, tmp_path: Path) -> Iterator[Callable[[str], Deployment]]:
+    """Start a gateway whose store is SeaweedFS itself, or the proxy in front of it."""
+    with contextlib.ExitStack() as stack:
+
+        def start(endpoint: str) -> Deployment:
+            bucket = weed.seaweedfs.new_bucket()
+            (tmp_path / "clients.json").write_text(json.dumps(clients_file_entries()))
+            environ = SeaweedFS(endpoint).environ(("us-east-1", bucket)) | STORE_TIMEOUTS
+            environ |= {
+                "TOOLTOOL_HEARTBEAT_TIMEOUT": "1",
+                "TOOLTOOL_INDEX_CACHE_SECONDS": str(CACHE_SECONDS),
+                "TOOLTOOL_INDEX_NEGATIVE_CACHE_SECONDS": str(CACHE_SECONDS),
+                "TOOLTOOL_JWT_SECRET": "s" * 32,
+                "TOOLTOOL_CLIENTS_FILE": str(tmp_path / "clients.json"),
+            }
+            settings = Settings.from_environ(environ)
+            app = create_app(settings, open_regions(settings.stores))
+            server = stack.enter_context(LiveServer(app, free_port()))
+            direct = weed.seaweedfs.environ(("us-east-1", bucket))
+            regions = open_regions(Settings.from_environ(direct).stores, bulk=True)
+            return Deployment(server.url, regions, tmp_path)
+
+        yield start
+
+
+@pytest.fixture
+def proxy(weed: SeaweedProcess) -> Iterator[FaultProxy]:
+    port = int(weed.seaweedfs.endpoint.rsplit(":", 1)[1])
+    with FaultProxy(("127.0.0.1", port)) as running:
+        yield running
+
+
+def upload_body(name: str) -> bytes:
+    digest = "ab" * 64
+    files = {name: {"size": 10, "digest": digest, "algorithm": "sha512", "visibility": "public"}}
+    return json.dumps({"message": "during the fault", "files": files}).encode()
+
+
+class Wave:
+    """Requests sent at once, their answers checked and counted by kind."""
+
+    def __init__(self, client: httpx.Client) -> None:
+        self._client = client
+        self.counts: Counter[str] = Counter()
+        self.slowest: dict[str, float] = {}  # seconds, for the report (never asserted)
+
+    def send(self, requests: list[tuple[str, Callable[[httpx.Client], httpx.Response]]]) -> None:
+        """Send every request (32 at a time); each kind's answers, counted as kind:status."""
+        with ThreadPoolExecutor(32) as pool:
+            answers = list(pool.map(lambda item: (item[0], item[1](self._client)), requests))
+        for kind, response in answers:
+            self.counts[f"{kind}:{response.status_code}"] += 1
+            seconds = response.elapsed.total_seconds()
+            self.slowest[kind] = round(max(seconds, self.slowest.get(kind, 0.0)), 2)
+            if response.status_code == 503:
+                assert_problem(response, 503)
+                if kind != "heartbeat":
+                    assert response.headers["retry-after"].isdigit(), kind
+
+
+def requests_for(
+    files: dict[str, str], tokens: dict[str, str], *, count: int, only_cached: bool = False
+) -> list[tuple[str, Callable[[httpx.Client], httpx.Response]]]:
+    """About `count` requests, of every kind in turn (`only_cached`: of the kinds whose
+    answers a fault must not change, once they are cached)."""
+    bearer = {"Authorization": f"Bearer {tokens['reader']}"}
+    upload_headers = {
+        "Authorization": f"Bearer {tokens['uploader']}",
+        "Content-Type": "application/json",
+    }
+    kinds: dict[str, Callable[[httpx.Client], httpx.Response]] = {
+        "cached-public": lambda c: c.get(f"/sha512/{files['public']}"),
+        "cached-internal-anonymous": lambda c: c.get(f"/sha512/{files['internal']}"),
+        "cached-internal-bearer": lambda c: c.get(f"/sha512/{files['internal']}", headers=bearer),
+        "cached-unknown": lambda c: c.get(f"/sha512/{files['unknown']}"),
+        "uncached": lambda c: c.get(f"/sha512/{files['uncached']}"),
+        "cached-search": lambda c: c.get("/file", params={"q": files["uncached"][:16]}),
+        "heartbeat": lambda c: c.get("/__heartbeat__"),
+        "upload": lambda c: c.post("/upload", content=upload_body("x.bin"), headers=upload_headers),
+    }
+    if only_cached:
+        kinds = {kind: call for kind, call in kinds.items() if kind.startswith("cached-")}
+    per_kind = max(1, count // len(kinds))
+    return [(kind, call) for _ in range(per_kind) for kind, call in kinds.items()]
+
+
+@pytest.mark.parametrize("fault", FAULTS, ids=[fault.name for fault in FAULTS])
+def test_a_store_fault_is_503_cached_answers_stay_and_the_gateway_recovers(
+    fault: Fault,
+    weed: SeaweedProcess,
+    proxy: FaultProxy,
+    deploy: Callable[[str], Deployment],
+) -> None:
+    deployment = deploy(proxy.url if fault.through_proxy else weed.seaweedfs.endpoint)
+    files = {
+        "public": deployment.add("public", "public.bin"),
+        "internal": deployment.add("internal", "internal.bin"),
+        "uncached": deployment.add("public", "uncached.bin"),
+        "unknown": "0" * 128,
+    }
+    with httpx.Client(
+        base_url=deployment.url, timeout=CLIENT_BOUND, follow_redirects=False
+    ) as client:
+        tokens = {
+            client_id: client.post("/token", headers={"Authorization": basic(client_id)}).json()[
+                "token"
+            ]
+            for client_id in ("reader", "uploader")
+        }
+        before = Wave(client)
+        before.send(requests_for(files, tokens, count=5, only_cached=True))  # warms the caches
+        assert before.counts == {
+            "cached-public:302": 1,
+            "cached-internal-anonymous:403": 1,
+            "cached-internal-bearer:302": 1,
+            "cached-unknown:404": 1,
+            "cached-search:200": 1,
+        }
+        keys = deployment.keys()
+
+        fault.make(weed, proxy)
+        try:
+            during = Wave(client)
+            during.send(requests_for(files, tokens, count=WAVE))
+        finally:
+            fault.undo(weed, proxy)
+        per_kind = WAVE // 8
+        assert during.counts == {
+            "cached-public:302": per_kind,
+            "cached-internal-anonymous:403": per_kind,
+            "cached-internal-bearer:302": per_kind,
+            "cached-unknown:404": per_kind,
+            "uncached:503": per_kind,
+            "cached-search:200": per_kind,
+            "heartbeat:503": per_kind,
+            "upload:503": per_kind,
+        }
+
+        wait_for_recovery(client, files["uncached"])
+        assert deployment.keys() == keys  # the uploads refused wrote nothing
+        after = Wave(client)
+        after.send(requests_for(files, tokens, count=WAVE))
+    assert after.counts["uncached:302"] == after.counts["heartbeat:200"] == per_kind
+    assert after.counts["upload:200"] == per_kind
+    REPORT[fault.name] = {
+        "during": dict(during.counts),
+        "slowest during": during.slowest,
+        "after": dict(after.counts),
+    }
+
+
+def wait_for_recovery(client: httpx.Client, digest: str) -> None:
+    """Poll until a store read and the heartbeat succeed again (bounded)."""
+    import time
+
+    deadline = time.monotonic() + RECOVERY_BOUND
+    while (
+        client.get(f"/sha512/{digest}").status_code != 302
+        or client.get("/__heartbeat__").status_code != 200
+    ):
+        assert time.monotonic() < deadline, "the gateway did not recover"
+        time.sleep(0.2)
+
+
+def check_index_objects(regions: Regions) -> None:
+    for info in regions.index.list("index/"):
+        raw, _ = regions.index.get(info.key)
+        assert schema_errors(json.loads(raw)) == [], info.key
