@@ -118,8 +118,11 @@ def test_store_calls_have_short_timeouts_by_default() -> None:
     config = store.client.meta.config  # type: ignore[attr-defined]
     assert (config.connect_timeout, config.read_timeout) == (3.0, 5.0)
     assert config.retries["total_max_attempts"] == 2
+    assert store.copy_client is store.client  # type: ignore[attr-defined]
     [bulk] = open_regions(settings, bulk=True)
-    assert bulk.client.meta.config.read_timeout == 120.0  # type: ignore[attr-defined]
+    # The indexer's copies wait for whole blobs to be written; its other calls do not.
+    assert bulk.client.meta.config.read_timeout == 5.0  # type: ignore[attr-defined]
+    assert bulk.copy_client.meta.config.read_timeout == 120.0  # type: ignore[attr-defined]
 
 
 # -- a full disk --------------------------------------------------------------

@@ -18,6 +18,10 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import signal
+import subprocess
+import sys
+import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -33,11 +37,12 @@ from gateway.settings import Settings
 from indexer.config import open_regions
 from indexer.importer import import_file
 from indexer.schema import schema_errors
-from indexer.stores import Regions
-from tests.conftest import LiveServer, SeaweedFS, SeaweedProcess, free_port
+from indexer.stores import Regions, Store, StoreUnavailable
+from tests.conftest import LiveServer, SeaweedFS, SeaweedProcess, free_port, make_system
 from tests.fault_proxy import FaultProxy
 from tests.gateway.auth_helpers import basic, clients_file_entries
 from tests.gateway.test_download import assert_problem
+from tests.system import Uploaded
 
 # A request waits at most about connect + read (1 s each, one attempt) on the store; the
 # client's bound is far above it, and fails the test instead of hanging it.
@@ -279,8 +284,6 @@ def test_a_store_fault_is_503_cached_answers_stay_and_the_gateway_recovers(
 
 def wait_for_recovery(client: httpx.Client, digest: str) -> None:
     """Poll until a store read and the heartbeat succeed again (bounded)."""
-    import time
-
     deadline = time.monotonic() + RECOVERY_BOUND
     while (
         client.get(f"/sha512/{digest}").status_code != 302
@@ -294,3 +297,88 @@ def check_index_objects(regions: Regions) -> None:
     for info in regions.index.list("index/"):
         raw, _ = regions.index.get(info.key)
         assert schema_errors(json.loads(raw)) == [], info.key
+
+
+# -- the indexer --------------------------------------------------------------
+
+INDEXER_FAULTS = [fault for fault in FAULTS if fault.name in ("sigkill", "sigstop")]
+PASS_FILES = 10
+
+
+def indexer(environ: dict[str, str], *arguments: str) -> subprocess.Popen[str]:
+    """``tooltool-indexer`` in a process of its own, as cron starts it."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "indexer.cli", *arguments],
+        env={**os.environ, **environ},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def takes_writes(store: Store) -> bool:
+    try:
+        store.put("probe", b"")
+    except StoreUnavailable:
+        return False
+    store.delete("probe")
+    return True
+
+
+def poll(condition: Callable[[], bool], what: str, *, bound: float = 30.0) -> None:
+    deadline = time.monotonic() + bound
+    while not condition():
+        assert time.monotonic() < deadline, what
+        time.sleep(0.05)
+
+
+@pytest.mark.parametrize("fault", INDEXER_FAULTS, ids=[fault.name for fault in INDEXER_FAULTS])
+def test_an_indexer_pass_the_store_stops_exits_non_zero_and_the_next_loses_nothing(
+    fault: Fault, weed: SeaweedProcess, proxy: FaultProxy, tmp_path: Path
+) -> None:
+    bucket = weed.seaweedfs.new_bucket()
+    environ = weed.seaweedfs.environ(("us-east-1", bucket)) | STORE_TIMEOUTS
+    environ |= {"TOOLTOOL_LEASE_SECONDS": "3", "TOOLTOOL_RENDER_SITE": "false"}
+    store = open_regions(Settings.from_environ(environ).stores).index
+    system = make_system(store, tmp_path)
+    uploads = [
+        Uploaded(f"tool-{number}.bin", os.urandom(64 * 1024), "public")
+        for number in range(PASS_FILES)
+    ]
+    system.upload(uploads)
+
+    def indexed() -> int:
+        return sum(1 for _ in store.list("index/"))
+
+    first = indexer(environ, "run")
+    try:
+        poll(lambda: indexed() > 0 or first.poll() is not None, "the pass did not start")
+        first.send_signal(signal.SIGSTOP)  # mid-pass, while the store is made to fail
+        done = indexed()
+        fault.make(weed, proxy)
+        first.send_signal(signal.SIGCONT)
+        _, stderr = first.communicate(timeout=60)
+    finally:
+        first.kill()
+    assert 0 < done < PASS_FILES, "the fault came too late to stop the pass midway"
+    assert first.returncode == 4, stderr
+    assert "Traceback" not in stderr
+    assert stderr.splitlines()[-1].startswith("StoreUnavailable: us-east-1: store unavailable: ")
+    fault.undo(weed, proxy)
+    # SeaweedFS started again answers 500 to writes until its volumes have registered
+    # (a second or two): a pass meeting that exits 4 as above. The next pass is the one
+    # after it takes writes again, as cron starts it, with the default timeouts.
+    poll(lambda: takes_writes(store), "the store took no write again")
+    settings = {name: value for name, value in environ.items() if name not in STORE_TIMEOUTS}
+    second = indexer(settings, "run", "--wait", "10")
+    stdout, stderr = second.communicate(timeout=120)
+    assert second.returncode == 0, stderr
+    assert json.loads(stdout)["failures"] == 0
+    for upload in uploads:
+        assert system.download(upload.digest) == (302, upload.data)
+    check_index_objects(system.regions)
+    assert [info.key for info in store.list("intake/pending/")] == []
+    assert [info.key for info in store.list("staging/")] == []
+    assert system.indexer.failures() == []
+    found = system.client.get("/file", params={"q": "tool-"}).json()["result"]
+    assert sorted(entry["digest"] for entry in found) == sorted(u.digest for u in uploads)
