@@ -7,7 +7,8 @@ between a store client and it, can. Its modes:
 - ``slow``: each chunk the server sends waits `delay` seconds first;
 - ``error``: every request (its head and ``Content-Length`` body read) is
   answered ``503 Service Unavailable`` with an S3 error body, and closed;
-- ``hang``: connections are accepted and never answered.
+- ``hang``: connections are accepted and never answered;
+- ``close``: connections are closed as soon as they are accepted.
 
 Changing the mode closes every open connection, so a client's pooled
 connections meet the new mode on their next request. `connections` counts the
@@ -22,7 +23,7 @@ import threading
 import time
 from typing import Literal
 
-Mode = Literal["pass", "slow", "error", "hang"]
+Mode = Literal["pass", "slow", "error", "hang", "close"]
 
 _ERROR_BODY = (
     b'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>ServiceUnavailable</Code>'
@@ -85,10 +86,10 @@ class FaultProxy:
                 self.connections += 1
                 mode, delay = self.mode, self.delay
                 self._open.add(client)
-            handler = {"pass": self._forward, "slow": self._forward, "error": self._refuse}.get(
-                mode
-            )
-            if handler is not None:  # hang: held open, never answered, closed by set()
+            if mode == "close":
+                self._forget(client)
+            elif mode != "hang":  # hung ones are held open, never answered, closed by set()
+                handler = self._refuse if mode == "error" else self._forward
                 threading.Thread(target=handler, args=(client, delay), daemon=True).start()
 
     def _refuse(self, client: socket.socket, delay: float) -> None:
