@@ -49,7 +49,7 @@ from tests.system import Uploaded
 STORE_TIMEOUTS = {"S3_CONNECT_TIMEOUT": "1", "S3_READ_TIMEOUT": "1", "S3_MAX_ATTEMPTS": "1"}
 CLIENT_BOUND = 15.0
 CACHE_SECONDS = 120  # longer than any fault here: cached decisions must outlast it
-WAVE = 120  # requests sent at once during a fault, and again after it
+WAVE = 80  # requests sent at once during a fault, and again after it
 RECOVERY_BOUND = 30.0
 
 REPORT: dict[str, dict[str, Any]] = {}
@@ -140,7 +140,6 @@ def deploy(weed: SeaweedProcess, tmp_path: Path) -> Iterator[Callable[[str], Dep
             (tmp_path / "clients.json").write_text(json.dumps(clients_file_entries()))
             environ = SeaweedFS(endpoint).environ(("us-east-1", bucket)) | STORE_TIMEOUTS
             environ |= {
-                "TOOLTOOL_HEARTBEAT_TIMEOUT": "1",
                 "TOOLTOOL_INDEX_CACHE_SECONDS": str(CACHE_SECONDS),
                 "TOOLTOOL_INDEX_NEGATIVE_CACHE_SECONDS": str(CACHE_SECONDS),
                 "TOOLTOOL_JWT_SECRET": "s" * 32,
@@ -305,13 +304,15 @@ INDEXER_FAULTS = [fault for fault in FAULTS if fault.name in ("sigkill", "sigsto
 PASS_FILES = 10
 
 
-def indexer(environ: dict[str, str], *arguments: str) -> subprocess.Popen[str]:
+def indexer(
+    environ: dict[str, str], *arguments: str, stderr: Any = subprocess.PIPE
+) -> subprocess.Popen[str]:
     """``tooltool-indexer`` in a process of its own, as cron starts it."""
     return subprocess.Popen(
         [sys.executable, "-m", "indexer.cli", *arguments],
         env={**os.environ, **environ},
         stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
+        stderr=stderr,
         text=True,
     )
 
@@ -382,3 +383,37 @@ def test_an_indexer_pass_the_store_stops_exits_non_zero_and_the_next_loses_nothi
     assert system.indexer.failures() == []
     found = system.client.get("/file", params={"q": "tool-"}).json()["result"]
     assert sorted(entry["digest"] for entry in found) == sorted(u.digest for u in uploads)
+
+
+def test_watch_outlives_a_stopped_store_and_finishes_the_work_once_it_is_back(
+    weed: SeaweedProcess, tmp_path: Path
+) -> None:
+    bucket = weed.seaweedfs.new_bucket()
+    environ = weed.seaweedfs.environ(("us-east-1", bucket)) | STORE_TIMEOUTS
+    environ |= {"TOOLTOOL_LEASE_SECONDS": "3", "TOOLTOOL_RENDER_SITE": "false"}
+    store = open_regions(Settings.from_environ(environ).stores).index
+    system = make_system(store, tmp_path)
+    before, after = (Uploaded(f"{name}.bin", os.urandom(1000), "public") for name in "ab")
+    system.upload([before])
+    log = tmp_path / "watch.log"
+    with log.open("w") as stream:
+        watch = indexer(environ, "watch", "--interval", "0.5", stderr=stream)
+    try:
+        poll(lambda: system.redirect(before.digest).status_code == 302, "no pass indexed it")
+        weed.pause()
+        try:
+            poll(lambda: "indexer pass failed" in log.read_text(), "no pass failed")
+            assert watch.poll() is None, "watch exited with the store stopped"
+        finally:
+            weed.resume()
+        system.upload([after])  # once the store answers: watch indexes it, unrestarted
+        poll(lambda: system.redirect(after.digest).status_code == 302, "watch did not recover")
+    finally:
+        watch.send_signal(signal.SIGTERM)
+        watch.communicate(timeout=30)
+    assert watch.returncode == 0
+    stderr = log.read_text()
+    assert "Traceback" not in stderr
+    failed = [line for line in stderr.splitlines() if "indexer pass failed" in line]
+    assert all("StoreUnavailable" in line for line in failed), stderr
+    assert system.download(after.digest) == (302, after.data)
