@@ -42,7 +42,7 @@ from tests.conftest import LiveServer, SeaweedFS, SeaweedProcess, free_port, mak
 from tests.fault_proxy import FaultProxy
 from tests.gateway.auth_helpers import basic, clients_file_entries
 from tests.gateway.test_download import assert_problem
-from tests.system import Uploaded
+from tests.system import System, Uploaded
 
 # A request waits at most about connect + read (1 s each, one attempt) on the store; the
 # client's bound is far above it, and fails the test instead of hanging it.
@@ -326,6 +326,16 @@ def takes_writes(store: Store) -> bool:
     return True
 
 
+def indexer_system(weed: SeaweedProcess, tmp_path: Path) -> tuple[dict[str, str], System]:
+    """The indexer's settings over a new bucket (short timeouts and lease), and a gateway
+    over it to upload through."""
+    bucket = weed.seaweedfs.new_bucket()
+    environ = weed.seaweedfs.environ(("us-east-1", bucket)) | STORE_TIMEOUTS
+    environ |= {"TOOLTOOL_LEASE_SECONDS": "3", "TOOLTOOL_RENDER_SITE": "false"}
+    store = open_regions(Settings.from_environ(environ).stores).index
+    return environ, make_system(store, tmp_path)
+
+
 def poll(condition: Callable[[], bool], what: str, *, bound: float = 30.0) -> None:
     deadline = time.monotonic() + bound
     while not condition():
@@ -337,11 +347,8 @@ def poll(condition: Callable[[], bool], what: str, *, bound: float = 30.0) -> No
 def test_an_indexer_pass_the_store_stops_exits_non_zero_and_the_next_loses_nothing(
     fault: Fault, weed: SeaweedProcess, proxy: FaultProxy, tmp_path: Path
 ) -> None:
-    bucket = weed.seaweedfs.new_bucket()
-    environ = weed.seaweedfs.environ(("us-east-1", bucket)) | STORE_TIMEOUTS
-    environ |= {"TOOLTOOL_LEASE_SECONDS": "3", "TOOLTOOL_RENDER_SITE": "false"}
-    store = open_regions(Settings.from_environ(environ).stores).index
-    system = make_system(store, tmp_path)
+    environ, system = indexer_system(weed, tmp_path)
+    store = system.regions.index
     uploads = [
         Uploaded(f"tool-{number}.bin", os.urandom(64 * 1024), "public")
         for number in range(PASS_FILES)
@@ -388,11 +395,7 @@ def test_an_indexer_pass_the_store_stops_exits_non_zero_and_the_next_loses_nothi
 def test_watch_outlives_a_stopped_store_and_finishes_the_work_once_it_is_back(
     weed: SeaweedProcess, tmp_path: Path
 ) -> None:
-    bucket = weed.seaweedfs.new_bucket()
-    environ = weed.seaweedfs.environ(("us-east-1", bucket)) | STORE_TIMEOUTS
-    environ |= {"TOOLTOOL_LEASE_SECONDS": "3", "TOOLTOOL_RENDER_SITE": "false"}
-    store = open_regions(Settings.from_environ(environ).stores).index
-    system = make_system(store, tmp_path)
+    environ, system = indexer_system(weed, tmp_path)
     before, after = (Uploaded(f"{name}.bin", os.urandom(1000), "public") for name in "ab")
     system.upload([before])
     log = tmp_path / "watch.log"
