@@ -1,4 +1,4 @@
-"""Faults of the stores: a hung S3 server, a full disk.
+"""Faults of the stores: a hung S3 server, a full disk, a store lost midway through an upload.
 
 Regressions (review findings 7 and 8): with SeaweedFS stopped by SIGSTOP an
 uncached download and ``/file?q=`` answered 503 only after 90 s, and
