@@ -188,12 +188,11 @@ class Uploads:
         # Read after signing: a URL expires at its signing time (whole seconds, rounded
         # down) plus expires_in, never after this.
         put_url_expires = self._clock() + self._expires_in
-        for digest, filenames in names.items():
-            entry = upload.files[filenames[0]]
-            pending = Pending(
+        pendings = [
+            Pending(
                 digest=digest,
-                size=entry.size,
-                visibility=entry.visibility,
+                size=upload.files[filenames[0]].size,
+                visibility=upload.files[filenames[0]].visibility,
                 batch_id=batch.id,
                 filenames=filenames,
                 author=author,
@@ -202,19 +201,43 @@ class Uploads:
                 created=now,
                 put_url_expires=put_url_expires if digest in staging else None,
             )
-            self._regions.index.put(pending.key, pending.to_json(), content_type="application/json")
-        AuditLog(self._regions.index, clock=self._clock).append(
-            "batch",
-            who=author,
-            why=summary(upload.message),
-            batch_id=batch.id,
-            details={"files": len(upload.files), "region": store.region},
+            for digest, filenames in names.items()
+        ]
+        self._record_pending(
+            pendings,
+            lambda: AuditLog(self._regions.index, clock=self._clock).append(
+                "batch",
+                who=author,
+                why=summary(upload.message),
+                batch_id=batch.id,
+                details={"files": len(upload.files), "region": store.region},
+            ),
         )
         try:
             self._catalog.write([], [batch.id])  # searchable once this answers
         except StoreError as exc:  # the batch stands; the next consistency check lists it
             logger.error("batch %d left out of the catalog for now: %s", batch.id, exc)
         return batch, put_urls
+
+    def _record_pending(self, pendings: list[Pending], audit: Callable[[], object]) -> None:
+        """Write the pending records, then the batch's audit record. When a write fails, the
+        pending records written are deleted again (best effort) before the error goes on:
+        the caller, answered 503, got no URL to upload their bytes with, and they would hold
+        its quota for a day. The batch record stays, as a batch whose bytes never came."""
+        index = self._regions.index
+        written: list[str] = []
+        try:
+            for pending in pendings:
+                index.put(pending.key, pending.to_json(), content_type="application/json")
+                written.append(pending.key)
+            audit()
+        except StoreError:
+            for key in written:
+                try:
+                    index.delete(key)
+                except StoreError as exc:
+                    logger.warning("pending record %s left to expire: %s", key, exc)
+            raise
 
     def _stored_digests(self, upload: UploadRequest, names: dict[str, tuple[str, ...]]) -> set[str]:
         """The batch's digests the store holds; 400 for any that conflicts with a verified

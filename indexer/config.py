@@ -11,8 +11,9 @@ import re
 import secrets
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 from urllib.parse import SplitResult, urlsplit, urlunsplit
 
 import botocore.exceptions
@@ -243,21 +244,25 @@ def open_regions(
 ) -> Regions:
     """The configured stores: one S3Store per region, or a LocalStore per local region.
 
-    `bulk` stores are the indexer's: they stream and copy whole blobs, so
-    they wait longer for an answer than the gateway's, which answer requests.
+    `bulk` stores are the indexer's: their server-side copies and streamed
+    uploads, which answer once a whole blob is written, wait longer for an
+    answer (S3_INDEXER_READ_TIMEOUT) than any other call (S3_READ_TIMEOUT).
     """
     if settings.is_local:
         return _local_regions(settings, clock)
     timeouts = Timeouts(
         connect=settings.s3_connect_timeout,
-        read=settings.s3_bulk_read_timeout if bulk else settings.s3_read_timeout,
+        read=settings.s3_read_timeout,
         attempts=settings.s3_max_attempts,
         # The gateway's requests fail fast for a moment after one found the store
         # unreachable; the indexer's passes just wait for the next.
         pause_after_failure=0.0 if bulk else settings.s3_connect_timeout,
     )
+    # Only copies and streamed uploads wait longer: a pass finds a hung store out as
+    # soon as a request would.
+    copy_timeouts = replace(timeouts, read=settings.s3_bulk_read_timeout) if bulk else None
     try:
-        return _s3_regions(settings, timeouts)
+        return _s3_regions(settings, timeouts, copy_timeouts)
     except botocore.exceptions.BotoCoreError as exc:  # a region or endpoint botocore refuses
         raise SettingsError(f"S3_REGIONS: {exc}") from None
 
@@ -309,19 +314,25 @@ def _refuse_root_layout(settings: StoreSettings) -> None:
         )
 
 
-def _s3_regions(settings: StoreSettings, timeouts: Timeouts) -> Regions:
+def _s3_regions(
+    settings: StoreSettings, timeouts: Timeouts, copy_timeouts: Timeouts | None
+) -> Regions:
+    def client(region: str, timeouts: Timeouts) -> Any:
+        return make_client(
+            region,
+            endpoint_url=settings.s3_endpoint_url,
+            access_key_id=settings.s3_access_key_id,
+            secret_access_key=settings.s3_secret_access_key,
+            timeouts=timeouts,
+        )
+
     return Regions(
         S3Store(
-            make_client(
-                region,
-                endpoint_url=settings.s3_endpoint_url,
-                access_key_id=settings.s3_access_key_id,
-                secret_access_key=settings.s3_secret_access_key,
-                timeouts=timeouts,
-            ),
+            client(region, timeouts),
             bucket,
             region=region,
             pause_after_failure=timeouts.pause_after_failure,
+            copy_client=None if copy_timeouts is None else client(region, copy_timeouts),
         )
         for region, bucket in settings.s3_regions
     )

@@ -34,6 +34,9 @@ from indexer.stores import (
 logger = logging.getLogger(__name__)
 
 SINGLE_COPY_LIMIT = 5 * 1024**3  # S3's CopyObject limit
+# Copies up to this size answer within any read timeout (S3 copies within its servers,
+# SeaweedFS at some 300 MiB/s): only larger ones wait on the copy client's longer one.
+QUICK_COPY_LIMIT = 64 * 1024**2
 _NOT_FOUND_CODES = frozenset({"NoSuchKey", "NoSuchVersion", "404", "NotFound"})
 # GetBucketVersioning refused to credentials without s3:GetBucketVersioning, or unknown to
 # an S3-compatible server: the bucket is taken as unversioned (the slower, safe way).
@@ -104,8 +107,14 @@ class S3Store:
         copy_threshold: int = SINGLE_COPY_LIMIT,
         pause_after_failure: float = 0.0,
         clock: Callable[[], float] = time.monotonic,
+        copy_client: Any | None = None,
     ) -> None:
         self.client = client
+        # Server-side copies of large objects and streamed uploads answer once the server
+        # has written the whole blob (minutes, for gigabytes): they may get a client with a
+        # longer read timeout, so that every other call still finds a hung store out in
+        # seconds.
+        self.copy_client = client if copy_client is None else copy_client
         self.bucket = bucket
         self.region = region
         self.copy_threshold = copy_threshold
@@ -214,7 +223,7 @@ class S3Store:
         # upload_fileobj switches to multipart for large streams; S3 makes
         # the object visible only when the upload completes, so it is whole.
         with self._translated(key):
-            self.client.upload_fileobj(
+            self.copy_client.upload_fileobj(
                 stream, self.bucket, check_key(key), ExtraArgs={"ContentType": content_type}
             )
 
@@ -250,8 +259,10 @@ class S3Store:
         with origin._translated(source):
             head = origin.client.head_object(**copy_source, **_head_conditions(if_match))
         with self._translated(source):
-            if head["ContentLength"] <= self.copy_threshold:
-                self.client.copy_object(
+            size = head["ContentLength"]
+            if size <= self.copy_threshold:
+                client = self.client if size <= QUICK_COPY_LIMIT else self.copy_client
+                client.copy_object(
                     Bucket=self.bucket,
                     Key=check_key(destination),
                     CopySource=copy_source,
@@ -260,7 +271,7 @@ class S3Store:
             else:
                 # Past the single-copy limit (5 GiB on S3): a managed multipart
                 # copy, each part conditioned on the same source version.
-                self.client.copy(
+                self.copy_client.copy(
                     copy_source,
                     self.bucket,
                     check_key(destination),

@@ -209,9 +209,15 @@ _WEED_PORTS = (
 )
 
 
-def start_seaweedfs(root: Path) -> tuple[subprocess.Popen[bytes], Any, str] | None:
-    (root / "log").mkdir(parents=True)
-    ports = dict(zip(_WEED_PORTS, free_ports(len(_WEED_PORTS)), strict=True))
+def start_seaweedfs(
+    root: Path, ports: dict[str, int] | None = None
+) -> tuple[subprocess.Popen[bytes], Any, str] | None:
+    """A SeaweedFS over `root` on `ports` (by flag name; free ones by default), once its
+    S3 port answers; None when it exits first (a port taken meanwhile, say). Started
+    again on the same root and ports, it serves what it held (in about a second)."""
+    (root / "log").mkdir(parents=True, exist_ok=True)
+    if ports is None:
+        ports = dict(zip(_WEED_PORTS, free_ports(len(_WEED_PORTS)), strict=True))
     command = [
         _weed(),
         f"-logdir={root / 'log'}",
@@ -228,7 +234,7 @@ def start_seaweedfs(root: Path) -> tuple[subprocess.Popen[bytes], Any, str] | No
         "-s3.autoCreateBucket=false",  # as on AWS: a missing bucket is an error
     ]
     environ = {**os.environ, "AWS_ACCESS_KEY_ID": ACCESS_KEY, "AWS_SECRET_ACCESS_KEY": SECRET_KEY}
-    output = (root / "weed.out").open("wb")
+    output = (root / "weed.out").open("ab")
     process = subprocess.Popen(
         command, env=environ, stdout=output, stderr=subprocess.STDOUT, start_new_session=True
     )
@@ -240,6 +246,56 @@ def start_seaweedfs(root: Path) -> tuple[subprocess.Popen[bytes], Any, str] | No
     output.close()
     print(f"SeaweedFS failed to start:\n{(root / 'weed.out').read_text()[-3000:]}")
     return None
+
+
+class SeaweedProcess:
+    """A SeaweedFS of its own, which a test stops (SIGTERM), kills (SIGKILL), pauses
+    (SIGSTOP) and resumes (SIGCONT), and starts again on the same ports and data."""
+
+    def __init__(self, root: Path) -> None:
+        self._root = root
+        self._ports = dict(zip(_WEED_PORTS, free_ports(len(_WEED_PORTS)), strict=True))
+        self._running: tuple[subprocess.Popen[bytes], Any] | None = None
+        self.start()
+        self.seaweedfs = SeaweedFS(f"http://127.0.0.1:{self._ports['s3.port']}")
+
+    @property
+    def is_running(self) -> bool:
+        return self._running is not None
+
+    @property
+    def pid(self) -> int:
+        assert self._running is not None, "SeaweedFS is not running"
+        return self._running[0].pid
+
+    def start(self) -> None:
+        """Start it (again) on its ports and data."""
+        assert self._running is None, "SeaweedFS is running"
+        started = start_seaweedfs(self._root, self._ports)
+        if started is None:
+            pytest.fail("SeaweedFS did not start")
+        self._running = started[:2]
+
+    def pause(self) -> None:
+        os.killpg(self.pid, signal.SIGSTOP)
+
+    def resume(self) -> None:
+        os.killpg(self.pid, signal.SIGCONT)
+
+    def stop(self) -> None:
+        """SIGTERM (SIGKILL after a wait); idempotent."""
+        if self._running is not None:
+            stop_seaweedfs(*self._running)
+            self._running = None
+
+    def kill(self) -> None:
+        """SIGKILL, as the OOM killer or a lost machine stops it."""
+        assert self._running is not None, "SeaweedFS is not running"
+        process, output = self._running
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+        output.close()
+        self._running = None
 
 
 def _wait_for_http(url: str, process: subprocess.Popen[bytes]) -> bool:

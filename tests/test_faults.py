@@ -1,4 +1,4 @@
-"""Faults of the stores: a hung S3 server, a full disk.
+"""Faults of the stores: a hung S3 server, a full disk, a store lost midway through an upload.
 
 Regressions (review findings 7 and 8): with SeaweedFS stopped by SIGSTOP an
 uncached download and ``/file?q=`` answered 503 only after 90 s, and
@@ -27,7 +27,7 @@ from gateway.settings import Settings
 from indexer.config import StoreSettings, open_regions
 from indexer.importer import import_file
 from indexer.local_store import LocalStore
-from indexer.stores import Regions
+from indexer.stores import Regions, StoreUnavailable
 from tests.conftest import (
     SeaweedFS,
     make_local_store,
@@ -118,8 +118,11 @@ def test_store_calls_have_short_timeouts_by_default() -> None:
     config = store.client.meta.config  # type: ignore[attr-defined]
     assert (config.connect_timeout, config.read_timeout) == (3.0, 5.0)
     assert config.retries["total_max_attempts"] == 2
+    assert store.copy_client is store.client  # type: ignore[attr-defined]
     [bulk] = open_regions(settings, bulk=True)
-    assert bulk.client.meta.config.read_timeout == 120.0  # type: ignore[attr-defined]
+    # The indexer's copies wait for whole blobs to be written; its other calls do not.
+    assert bulk.client.meta.config.read_timeout == 5.0  # type: ignore[attr-defined]
+    assert bulk.copy_client.meta.config.read_timeout == 120.0  # type: ignore[attr-defined]
 
 
 # -- a full disk --------------------------------------------------------------
@@ -281,3 +284,57 @@ def test_a_blob_that_cannot_be_read_is_a_503_not_an_empty_200(
 
     monkeypatch.setattr(gateway.blobs, "_readable_stat", unreadable)
     assert_problem(system.client.get(location), 503)
+
+
+# -- a store lost in the middle of a request -----------------------------------
+
+
+class FailingAt:
+    """A store whose `at`-th write from now (a put) finds it unavailable; 0 for never."""
+
+    def __init__(self, store: Any) -> None:
+        self._store = store
+        self.region = store.region
+        self.at = 0
+
+    def put(self, *args: Any, **kwargs: Any) -> Any:
+        if self.at:
+            self.at -= 1
+            if self.at == 0:
+                raise StoreUnavailable(self.region, "lost in this test")
+        return self._store.put(*args, **kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._store, name)
+
+
+def test_an_upload_the_store_fails_midway_is_503_and_leaves_no_pending_record(
+    system: System, tmp_path: Path
+) -> None:
+    """Pending records written before the failure held the uploader's quota for a day,
+    for uploads it had no URL to make."""
+    from indexer.intake import PENDING
+
+    failing = FailingAt(system.regions.index)
+    faulty = make_system(failing, tmp_path)
+    files = [Uploaded(f"{name}.bin", os.urandom(100), "public") for name in "ab"]
+    step = 0
+    while True:
+        step += 1
+        failing.at = step
+        response = faulty.post(files)
+        failing.at = 0
+        if response.status_code == 200:
+            break
+        assert_problem(response, 503)
+        assert response.headers["retry-after"].isdigit()
+        assert list(system.regions.index.list(PENDING)) == [], step
+    assert step > 5, step  # the batch record, each pending record and the audit record failed
+    data = {upload.name: upload.data for upload in files}
+    for name, entry in response.json()["result"]["files"].items():
+        # through the gateway over the store itself, which serves a local store's URLs
+        assert system.put(entry["put_url"], data[name]) == 200
+    system.indexer.run_once()
+    for upload in files:
+        assert system.download(upload.digest) == (302, upload.data)
+    assert list(system.regions.index.list(PENDING)) == []
