@@ -13,12 +13,15 @@ and the stores opened once before any worker starts, so a bad setting still exit
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import functools
 import logging
 import os
 import socket
 import sys
+import tempfile
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import uvicorn
@@ -33,6 +36,7 @@ from gateway.settings import ServerSettings, Settings
 from indexer.config import SettingsError, open_regions
 from indexer.logs import LOG_FORMATS, format_exception
 from indexer.redaction import redact
+from indexer.sentry import init_sentry
 from indexer.stores import StoreError
 
 logger = logging.getLogger(__name__)
@@ -86,6 +90,7 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
     try:
         settings = Settings.from_environ({**environ, **overrides})
         configure_logging(log_format=settings.server.log_format)
+        init_sentry(settings.sentry_dsn, component="gateway")
         app = build_app(settings)  # with workers, a check: each worker builds its own
     except (SettingsError, StoreError) as exc:
         print(redact(f"{type(exc).__name__}: {exc}"), file=sys.stderr)
@@ -125,6 +130,7 @@ def worker_app(settings: Settings) -> ASGIApp:
     """
     configure_logging(log_format=settings.server.log_format)
     try:
+        init_sentry(settings.sentry_dsn, component="gateway")
         return build_app(settings)
     except Exception as exc:
         logger.error("the worker cannot start: %s", redact(f"{type(exc).__name__}: {exc}"))
@@ -154,8 +160,11 @@ class WorkerConfig(uvicorn.Config):
 
 def _serve_workers(settings: Settings, sock: socket.socket) -> int:
     logger.info("starting %d worker processes", settings.server.workers)
-    supervisor = Multiprocess(WorkerConfig(settings), sockets=[sock])
-    supervisor.run()
+    # Where the workers share their metrics, so that any of them answers a scrape for all.
+    with tempfile.TemporaryDirectory(prefix="tooltool-metrics-") as directory:
+        settings = dataclasses.replace(settings, metrics_dir=Path(directory))
+        supervisor = Multiprocess(WorkerConfig(settings), sockets=[sock])
+        supervisor.run()
     if any(process.exitcode == STARTUP_FAILURE for process in supervisor.processes):
         print("StartupError: a worker process could not start (its log says why)", file=sys.stderr)
         return EXIT_SETTINGS

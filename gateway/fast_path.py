@@ -20,6 +20,7 @@ refusal, any error) goes on to the app, which answers as it always has.
 from __future__ import annotations
 
 import time
+from typing import NamedTuple
 
 from starlette.datastructures import QueryParams
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -29,12 +30,15 @@ from gateway.download_urls import DownloadUrls, Redirect
 from gateway.forwarded import first_values
 from gateway.index_cache import IndexCache, Missing
 from gateway.logs import RequestLog
+from gateway.metrics import GatewayMetrics
 from gateway.urls import PublicUrls
 from indexer.digests import is_valid_digest
+from indexer.metrics import observe_into
 from indexer.schema import blob_key
 from indexer.stores import Regions
 
 _PREFIX = "/sha512/"
+ROUTE = "/sha512/{digest}"  # the download route's template, as the app's lines name it
 _ROUTE_LENGTH = len(_PREFIX) + 128
 _METHODS = frozenset({"GET", "HEAD"})
 _MAX_DECISIONS = 10_000
@@ -55,6 +59,7 @@ class FastDownloads:
         authenticator: RequestAuthenticator,
         permissions: Permissions,
         log: RequestLog,
+        metrics: GatewayMetrics,
     ) -> None:
         self.app = app
         self._index = index
@@ -64,6 +69,11 @@ class FastDownloads:
         self._authenticator = authenticator
         self._permissions = permissions
         self._log = log
+        # The latency slots of the answers given here, by method, updated in place; and
+        # how many there were (each one an index cache hit).
+        self._slots = {method: metrics.slot(method, ROUTE, 302) for method in _METHODS}
+        self._buckets = metrics.requests.buckets
+        self.answered = 0
         # Whether a caller's scopes allow downloading a visibility.
         self._decisions: dict[tuple[frozenset[str], str], bool] = {}
 
@@ -76,13 +86,12 @@ class FastDownloads:
             if len(route) == _ROUTE_LENGTH and route.startswith(_PREFIX):
                 answer = self._answer(scope, route[len(_PREFIX) :])
                 if answer is not None:
-                    redirect, request_id = answer
-                    await self._send(scope, send, redirect, request_id, started)
+                    await self._send(scope, send, answer, started)
                     return
         await self.app(scope, receive, send)
 
-    def _answer(self, scope: Scope, digest: str) -> tuple[Redirect, str | None] | None:
-        """The redirect and the caller's X-Request-Id, or None to leave it to the app."""
+    def _answer(self, scope: Scope, digest: str) -> _Answer | None:
+        """The answer, or None to leave the request to the app."""
         if not is_valid_digest(digest):
             return None
         headers = first_values(scope, _READ_HEADERS)
@@ -105,7 +114,7 @@ class FastDownloads:
             )
         except Exception:  # the app answers it, as problem JSON
             return None
-        return redirect, headers.get(b"x-request-id")
+        return _Answer(redirect, headers.get(b"x-request-id"), digest, caller.client_id)
 
     def _allows(self, caller: Caller, visibility: str) -> bool:
         """`caller.has_scope` for the visibility's download scope, remembered by scopes."""
@@ -118,20 +127,25 @@ class FastDownloads:
             self._decisions[key] = allowed
         return allowed
 
-    async def _send(
-        self,
-        scope: Scope,
-        send: Send,
-        redirect: Redirect,
-        request_id_header: str | None,
-        started: float,
-    ) -> None:
-        request_id = self._log.request_id(request_id_header)
+    async def _send(self, scope: Scope, send: Send, answer: _Answer, started: float) -> None:
+        request_id = self._log.request_id(answer.request_id)
+        redirect = answer.redirect
         headers = [*redirect.raw_headers, (b"x-request-id", request_id.encode("ascii"))]
         await send({"type": "http.response.start", "status": 302, "headers": headers})
+        method = scope["method"]
         # The route's part is a digest; only a root path could hold text to redact.
-        self._log.summary(
-            scope["method"], scope["path"], 302, started, request_id,
-            is_clean=not scope.get("root_path"),
+        seconds = self._log.summary(
+            method, scope["path"], 302, started, request_id,
+            is_clean=not scope.get("root_path"), route=ROUTE, digest=answer.digest,
+            client=answer.client_id,
         )  # fmt: skip
+        observe_into(self._slots[method], self._buckets, seconds)
+        self.answered += 1
         await send({"type": "http.response.body", "body": redirect.body})
+
+
+class _Answer(NamedTuple):
+    redirect: Redirect
+    request_id: str | None  # the caller's X-Request-Id
+    digest: str
+    client_id: str | None
