@@ -20,7 +20,7 @@ refusal, any error) goes on to the app, which answers as it always has.
 from __future__ import annotations
 
 import time
-from typing import NamedTuple
+from bisect import bisect_left
 
 from starlette.datastructures import QueryParams
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -33,7 +33,6 @@ from gateway.logs import RequestLog
 from gateway.metrics import GatewayMetrics
 from gateway.urls import PublicUrls
 from indexer.digests import is_valid_digest
-from indexer.metrics import observe_into
 from indexer.schema import blob_key
 from indexer.stores import Regions
 
@@ -43,6 +42,9 @@ _ROUTE_LENGTH = len(_PREFIX) + 128
 _METHODS = frozenset({"GET", "HEAD"})
 _MAX_DECISIONS = 10_000
 _READ_HEADERS = frozenset({b"authorization", b"x-request-id"})
+# A plain tuple (a NamedTuple costs a request 0.3 µs more): the redirect, the caller's
+# X-Request-Id, the digest, the caller's id.
+_Answer = tuple[Redirect, str | None, str, str | None]
 
 
 class FastDownloads:
@@ -91,7 +93,8 @@ class FastDownloads:
         await self.app(scope, receive, send)
 
     def _answer(self, scope: Scope, digest: str) -> _Answer | None:
-        """The answer, or None to leave the request to the app."""
+        """The redirect, the caller's X-Request-Id, the digest and the caller's id, or None
+        to leave the request to the app."""
         if not is_valid_digest(digest):
             return None
         headers = first_values(scope, _READ_HEADERS)
@@ -114,7 +117,7 @@ class FastDownloads:
             )
         except Exception:  # the app answers it, as problem JSON
             return None
-        return _Answer(redirect, headers.get(b"x-request-id"), digest, caller.client_id)
+        return redirect, headers.get(b"x-request-id"), digest, caller.client_id
 
     def _allows(self, caller: Caller, visibility: str) -> bool:
         """`caller.has_scope` for the visibility's download scope, remembered by scopes."""
@@ -128,24 +131,19 @@ class FastDownloads:
         return allowed
 
     async def _send(self, scope: Scope, send: Send, answer: _Answer, started: float) -> None:
-        request_id = self._log.request_id(answer.request_id)
-        redirect = answer.redirect
+        redirect, request_id_header, digest, client_id = answer
+        request_id = self._log.request_id(request_id_header)
         headers = [*redirect.raw_headers, (b"x-request-id", request_id.encode("ascii"))]
         await send({"type": "http.response.start", "status": 302, "headers": headers})
         method = scope["method"]
         # The route's part is a digest; only a root path could hold text to redact.
         seconds = self._log.summary(
             method, scope["path"], 302, started, request_id,
-            is_clean=not scope.get("root_path"), route=ROUTE, digest=answer.digest,
-            client=answer.client_id,
+            is_clean=not scope.get("root_path"), route=ROUTE, digest=digest, client=client_id,
         )  # fmt: skip
-        observe_into(self._slots[method], self._buckets, seconds)
+        # indexer.metrics.observe_into, inlined: a function call costs this path 0.1 µs.
+        slot = self._slots[method]
+        slot[bisect_left(self._buckets, seconds)] += 1
+        slot[-1] += seconds
         self.answered += 1
         await send({"type": "http.response.body", "body": redirect.body})
-
-
-class _Answer(NamedTuple):
-    redirect: Redirect
-    request_id: str | None  # the caller's X-Request-Id
-    digest: str
-    client_id: str | None

@@ -35,6 +35,7 @@ _REQUEST_ID_HEADER = frozenset({b"x-request-id"})
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,128}")
 SUMMARY = "request.summary"
 UNMATCHED = "(unmatched)"  # the route of a request no route matched
+_MAX_CLIENTS = 10_000
 _CONVERTOR = re.compile(r"\{(\w+):\w+\}")  # {digest:anything} is {digest}
 _DECISIONS = {
     302: "redirect",
@@ -65,6 +66,7 @@ class RequestLog:
         self._prefix = secrets.token_hex(8)
         self._counter = itertools.count()
         self._flushing: MozlogHandler | None = None  # a flush is scheduled for it
+        self._clients: dict[str, str] = {}  # the client member of lines, by client id
 
     def request_id(self, header: str | None) -> str:
         """The caller's id (its X-Request-Id header) when well formed, else a new one."""
@@ -119,9 +121,7 @@ class RequestLog:
             return seconds
         path_json = f'"{path}"' if is_clean else redacted_json_text(shortened(path))
         digest_json = "" if digest is None else f', "digest": "{digest}"'
-        client_json = (
-            "" if client is None else f', "client": {redacted_json_text(shortened(client))}'
-        )
+        client_json = "" if client is None else self._client_member(client)
         # The formatter's JSON for these fields, key for key; `rid` is redacted and holds
         # no character JSON escapes; `method` is an HTTP token; `route`, a digest and the
         # decision are the code's own text.
@@ -134,6 +134,17 @@ class RequestLog:
         )
         self._flush_soon(handler)
         return seconds
+
+    def _client_member(self, client: str) -> str:
+        """The line's ``client`` member: escaped and redacted once per client id (it costs
+        a Bearer download's line microseconds), remembered for a bounded number of ids."""
+        member = self._clients.get(client)
+        if member is None:
+            member = f', "client": {redacted_json_text(shortened(client))}'
+            if len(self._clients) >= _MAX_CLIENTS:
+                self._clients.clear()
+            self._clients[client] = member
+        return member
 
     def _flush_soon(self, handler: MozlogHandler) -> None:
         if self._flushing is handler:
