@@ -158,24 +158,28 @@ class RequestAuthenticator:
 
     async def authenticate(self, request: Request) -> Caller:
         authorization = request.headers.get("authorization")
-        if authorization is None:
-            return self._anonymous
+        # Anonymous, or a token this process verified before: nothing to verify (or count).
+        caller = self.known_caller(authorization)
+        if caller is None:
+            assert authorization is not None  # known_caller answers an anonymous caller
+            caller = await self._verified_caller(request, authorization)
+        request.scope[CLIENT_ID] = caller.client_id
+        return caller
+
+    async def _verified_caller(self, request: Request, authorization: str) -> Caller:
         scheme, credentials = _scheme(authorization)
         with self._verifying(scheme):
             if scheme == "bearer":
                 verified = self._tokens.verify(credentials)
-                caller = self._caller(verified.client_id, verified.scopes)
-            elif scheme == "hawk":
+                return self._caller(verified.client_id, verified.scopes)
+            if scheme == "hawk":
                 identity = await self._provider.authenticate_hawk(
                     await self.hawk_request(request, authorization)
                 )
-                caller = self._caller(identity.client_id, identity.scopes)
-            elif scheme == "basic":
+                return self._caller(identity.client_id, identity.scopes)
+            if scheme == "basic":
                 raise InvalidCredentials("Basic credentials are accepted by POST /token only")
-            else:
-                raise InvalidCredentials("unsupported Authorization scheme")
-        request.scope[CLIENT_ID] = caller.client_id
-        return caller
+            raise InvalidCredentials("unsupported Authorization scheme")
 
     def known_caller(self, authorization: str | None) -> Caller | None:
         """The caller of a request with this Authorization header when that needs no work:

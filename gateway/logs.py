@@ -81,7 +81,6 @@ class RequestLog:
         code: int,
         started: float,
         rid: str,
-        *,
         is_clean: bool = False,
         route: str = UNMATCHED,
         digest: str | None = None,
@@ -94,7 +93,8 @@ class RequestLog:
         redact (a route's own path of hex digits), else it is redacted as the formatter
         would redact it. `route` is the template of the route that answered, `digest` the
         valid digest its path names (if any), `client` the authenticated caller's id
-        (None: anonymous, or not authenticated); the decision is the status's.
+        (None: anonymous, or not authenticated); the decision is the status's. (Not
+        keyword-only: the fast path passes them by position, which costs it less.)
         """
         seconds = time.perf_counter() - started
         elapsed = round(seconds * 1000, 2)
@@ -129,7 +129,8 @@ class RequestLog:
             f'{{"Timestamp": {time.time_ns()}, "Type": "{SUMMARY}", {handler.identity},'
             f' "Severity": 6, "Pid": {handler.pid}, "Fields": {{"method": "{method}",'
             f' "path": {path_json}, "code": {code}, "t": {elapsed!r}, "rid": "{rid}",'
-            f' "route": "{route}"{digest_json}{client_json}, "decision": "{decision(code)}"}}}}',
+            f' "route": "{route}"{digest_json}{client_json},'
+            f' "decision": "{_DECISIONS[code] if code in _DECISIONS else decision(code)}"}}}}',
             flush=False,
         )
         self._flush_soon(handler)
