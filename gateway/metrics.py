@@ -60,6 +60,12 @@ class GatewayMetrics:
             "Credentials verified (Bearer tokens, Hawk, Basic), by scheme and outcome",
             ("scheme", "outcome"),
         )
+        self.refused = self.metrics.counter(
+            "tooltool_http_refused",
+            "Requests the HTTP server refused before the app, by status (400 malformed HTTP,"
+            " 408 a head too slow, 431 a head too large)",
+            ("status",),
+        )
         self._slots: dict[tuple[str, str, str], list[float]] = {}
         self.metrics.add_source(self._count_requests)
 

@@ -10,6 +10,8 @@ from __future__ import annotations
 import io
 import json
 import logging
+import socket
+import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -18,9 +20,12 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from starlette.testclient import TestClient
 
+from gateway.app import create_app
+from gateway.metrics import GatewayMetrics
 from gateway.settings import AuthSettings, Settings
-from indexer.config import StoreSettings
+from indexer.config import StoreSettings, open_regions
 from indexer.logs import configure_logging
+from tests.conftest import LiveServer, free_port
 from tests.gateway import test_fast_path
 from tests.gateway.auth_helpers import basic
 from tests.gateway.conftest import Gateway, random_bytes
@@ -138,9 +143,6 @@ def test_token_verifications_are_counted_by_scheme_and_outcome(
 def test_metrics_are_served_to_the_configured_networks_only(
     tmp_path: Path, networks: str, address: tuple[str, int], status: int
 ) -> None:
-    from gateway.app import create_app
-    from indexer.config import open_regions
-
     environ = {"TOOLTOOL_DATA_DIR": str(tmp_path / "data"), "TOOLTOOL_METRICS_NETWORKS": networks}
     settings = Settings.from_environ(environ)
     response = client_for(create_app(settings, open_regions(settings.stores)), address).get(
@@ -218,3 +220,19 @@ def test_summary_lines_name_route_digest_caller_and_decision(
     assert unknown["decision"] == "not-found"
     assert unknown["digest"] == UNKNOWN
     assert token not in mozlog_lines.getvalue()
+
+
+def test_requests_the_server_refuses_are_counted(tmp_path: Path) -> None:
+    settings = Settings.from_environ({"TOOLTOOL_DATA_DIR": str(tmp_path / "data")})
+    metrics = GatewayMetrics()
+    app = create_app(settings, open_regions(settings.stores), metrics=metrics)
+    with LiveServer(app, free_port(), metrics) as server:
+        host, port = server.url.removeprefix("http://").split(":")
+        with socket.create_connection((host, int(port)), timeout=10) as connection:
+            connection.sendall(
+                b"GET / HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 20_000 + b"\r\n\r\n"
+            )
+            assert connection.recv(100).startswith(b"HTTP/1.1 431 ")
+        with urllib.request.urlopen(f"{server.url}/__metrics__", timeout=10) as answer:
+            text = answer.read().decode()
+    assert 'tooltool_http_refused_total{status="431"} 1.0' in text
