@@ -23,7 +23,7 @@ from starlette.testclient import TestClient
 from gateway.app import create_app
 from gateway.metrics import GatewayMetrics
 from gateway.settings import AuthSettings, Settings
-from indexer.config import StoreSettings, open_regions
+from indexer.config import SettingsError, open_regions
 from indexer.logs import configure_logging
 from tests.conftest import LiveServer, free_port
 from tests.gateway import test_fast_path
@@ -154,7 +154,11 @@ def test_metrics_are_served_to_the_configured_networks_only(
     else:
         body = assert_problem(response, 403)
         assert "TOOLTOOL_METRICS_NETWORKS" in body["detail"]
-    assert isinstance(settings.stores, StoreSettings)
+
+
+def test_a_bad_network_is_a_settings_error(tmp_path: Path) -> None:
+    with pytest.raises(SettingsError, match=r"^TOOLTOOL_METRICS_NETWORKS: .*10\.0\.0\.0/33"):
+        Settings.from_environ({"TOOLTOOL_METRICS_NETWORKS": "127.0.0.1,10.0.0.0/33"})
 
 
 @pytest.fixture
