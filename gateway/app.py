@@ -28,15 +28,19 @@ from gateway.index_cache import IndexCache
 from gateway.logs import RequestIdMiddleware, RequestLog
 from gateway.lookup import FileLookup
 from gateway.manage import Management
+from gateway.metrics import GatewayMetrics, MetricsRoute, counts_of
 from gateway.settings import Settings
 from gateway.site import Site
 from gateway.token_routes import TokenRoutes
 from gateway.uploads import Quota, Uploads
 from gateway.urls import PublicUrls
+from gateway.worker_metrics import SharedMetrics
 from indexer.catalog import Catalog
+from indexer.instrumented_store import instrumented, unwrapped
 from indexer.job import Indexer
 from indexer.lease import Lease
 from indexer.local_store import LocalStore
+from indexer.pass_metrics import PassMetrics
 from indexer.stores import Regions
 
 logger = logging.getLogger(__name__)
@@ -50,16 +54,23 @@ def create_app(
     authenticator: Authenticator | None = None,
     indexer_regions: Regions | None = None,
     monotonic: Callable[[], float] = time.monotonic,
+    metrics: GatewayMetrics | None = None,
 ) -> ASGIApp:
     """The gateway over `regions`, configured by `settings`.
 
     `credentials` defaults to what the settings configure; `authenticator`
     replaces request authentication on the download route (a seam for tests);
     `indexer_regions` are the same stores opened for the embedded indexer's
-    bulk work (longer timeouts), `regions` when not given.
+    bulk work (longer timeouts), `regions` when not given; `metrics` are where the
+    app counts (new ones when not given).
     """
     if credentials is None:
         credentials = build_credentials(settings)
+    if metrics is None:
+        metrics = GatewayMetrics()
+    # Every store call counted, the embedded indexer's too, at this one seam.
+    indexer_regions = instrumented(indexer_regions or regions, metrics.metrics)
+    regions = instrumented(regions, metrics.metrics)
     permissions = Permissions(settings.scope_prefix)
     proxies = TrustedProxies.parse(settings.auth.trusted_proxies)
     request_authenticator = RequestAuthenticator(
@@ -68,6 +79,7 @@ def create_app(
         permissions=permissions,
         allow_anonymous_public_download=settings.allow_anonymous_public_download,
         proxies=proxies,
+        verifications=metrics.token_verifications,
     )
     index = IndexCache(
         regions.index,
@@ -103,7 +115,7 @@ def create_app(
         authenticator=request_authenticator, tokens=credentials.tokens, permissions=permissions
     )
     indexer = Indexer(
-        indexer_regions or regions,
+        indexer_regions,
         render_site=settings.stores.renders_site,
         on_index_written=index.invalidate,
         late_put=settings.stores.late_put_seconds,
@@ -113,6 +125,7 @@ def create_app(
             indexer,
             interval=settings.indexer_interval,
             lease=lambda: Lease(indexer.regions.index, seconds=settings.stores.lease_seconds),
+            passes=PassMetrics(metrics.metrics),
         )
         if settings.runs_embedded_indexer
         else None
@@ -144,7 +157,9 @@ def create_app(
         index=index,
         catalog=catalog,
     )
-    blobs = Blobs({store.region: store for store in regions if isinstance(store, LocalStore)})
+    blobs = Blobs(
+        {store.region: store for store in map(unwrapped, regions) if isinstance(store, LocalStore)}
+    )
     site = Site(store=regions.index, authenticator=request_authenticator, permissions=permissions)
     dockerflow = Dockerflow(
         regions=regions,
@@ -161,17 +176,26 @@ def create_app(
             *blobs.routes(),
             *dockerflow.routes(),
             *site.routes(),
+            *MetricsRoute(
+                metrics.metrics, networks=TrustedProxies.parse(settings.metrics_networks)
+            ).routes(),
         ],
         exception_handlers=EXCEPTION_HANDLERS,
-        lifespan=_lifespan(embedded),
+        lifespan=_lifespan(
+            embedded,
+            None
+            if settings.metrics_dir is None
+            else SharedMetrics(settings.metrics_dir, metrics.metrics),
+        ),
     )
     # A redirect to add a slash would be an answer outside the problem-JSON shape.
     app.router.redirect_slashes = False
     log = RequestLog()
     # Outside Starlette's error middleware, so 500 answers carry the request id too.
-    wrapped: ASGIApp = RequestIdMiddleware(app, log)
+    wrapped: ASGIApp = RequestIdMiddleware(app, log, metrics)
+    fast: FastDownloads | None = None
     if authenticator is None:  # a test's authenticator sees every download
-        wrapped = FastDownloads(
+        wrapped = fast = FastDownloads(
             wrapped,
             index=index,
             regions=regions,
@@ -180,20 +204,34 @@ def create_app(
             authenticator=request_authenticator,
             permissions=permissions,
             log=log,
+            metrics=metrics,
         )
+    metrics.add_counts(
+        metrics.index_cache,
+        lambda: counts_of(
+            hit=index.hits + (fast.answered if fast is not None else 0), miss=index.misses
+        ),
+    )
+    metrics.add_counts(
+        metrics.signed_urls,
+        lambda: counts_of(reused=download_urls.reused, signed=download_urls.signed),
+    )
     if settings.root_path:
         return RootPathMiddleware(wrapped, settings.root_path)
     return wrapped
 
 
-def _lifespan(embedded: EmbeddedIndexer | None) -> Callable[[Starlette], Any]:
+def _lifespan(
+    embedded: EmbeddedIndexer | None, shared: SharedMetrics | None
+) -> Callable[[Starlette], Any]:
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         if embedded is not None:
             embedded.start()
             logger.info("indexer loop running in process")
         try:
-            yield
+            async with shared.publishing() if shared is not None else contextlib.nullcontext():
+                yield
         finally:
             if embedded is not None:
                 embedded.stop()

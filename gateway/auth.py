@@ -7,21 +7,39 @@ or carries ``Authorization: Bearer <jwt>`` (verified locally, no network).
 from __future__ import annotations
 
 import base64
-from collections.abc import Iterable
+import contextlib
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Protocol
 
 from starlette.requests import Request
+from starlette.types import Scope
 from taskcluster.utils import scopeMatch
 
 from gateway.bodies import read_body
 from gateway.errors import CHALLENGE, Forbidden, Unauthorized
 from gateway.forwarded import TrustedProxies
 from gateway.hawk import HawkError, HawkRequest, parse_header
-from gateway.identity import Identity, IdentityProvider, InvalidCredentials
+from gateway.identity import (
+    AuthError,
+    Identity,
+    IdentityProvider,
+    InvalidCredentials,
+    ProviderUnavailable,
+)
 from gateway.tokens import TokenService
+from indexer.metrics import Family
 
 MAX_SIGNED_BODY = 1024 * 1024  # bodies hashed for Hawk are JSON requests, not files
+# Where a request's scope holds the id of its authenticated caller, for its log line.
+CLIENT_ID = "tooltool.client_id"
+_SCHEMES = frozenset({"bearer", "hawk", "basic"})
+
+
+def client_id(scope: Scope) -> str | None:
+    """The id of the request's authenticated caller (None: anonymous, or not yet known)."""
+    value = scope.get(CLIENT_ID)
+    return value if isinstance(value, str) else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,7 +145,10 @@ class RequestAuthenticator:
         permissions: Permissions,
         allow_anonymous_public_download: bool,
         proxies: TrustedProxies,
+        verifications: Family | None = None,
     ) -> None:
+        """`verifications` counts credentials verified, by scheme and outcome."""
+        self._verifications = verifications
         self._provider = provider
         self._tokens = tokens
         self._anonymous = permissions.anonymous(
@@ -137,20 +158,28 @@ class RequestAuthenticator:
 
     async def authenticate(self, request: Request) -> Caller:
         authorization = request.headers.get("authorization")
-        if authorization is None:
-            return self._anonymous
+        # Anonymous, or a token this process verified before: nothing to verify (or count).
+        caller = self.known_caller(authorization)
+        if caller is None:
+            assert authorization is not None  # known_caller answers an anonymous caller
+            caller = await self._verified_caller(request, authorization)
+        request.scope[CLIENT_ID] = caller.client_id
+        return caller
+
+    async def _verified_caller(self, request: Request, authorization: str) -> Caller:
         scheme, credentials = _scheme(authorization)
-        if scheme == "bearer":
-            verified = self._tokens.verify(credentials)
-            return self._caller(verified.client_id, verified.scopes)
-        if scheme == "hawk":
-            identity = await self._provider.authenticate_hawk(
-                await self.hawk_request(request, authorization)
-            )
-            return self._caller(identity.client_id, identity.scopes)
-        if scheme == "basic":
-            raise InvalidCredentials("Basic credentials are accepted by POST /token only")
-        raise InvalidCredentials("unsupported Authorization scheme")
+        with self._verifying(scheme):
+            if scheme == "bearer":
+                verified = self._tokens.verify(credentials)
+                return self._caller(verified.client_id, verified.scopes)
+            if scheme == "hawk":
+                identity = await self._provider.authenticate_hawk(
+                    await self.hawk_request(request, authorization)
+                )
+                return self._caller(identity.client_id, identity.scopes)
+            if scheme == "basic":
+                raise InvalidCredentials("Basic credentials are accepted by POST /token only")
+            raise InvalidCredentials("unsupported Authorization scheme")
 
     def known_caller(self, authorization: str | None) -> Caller | None:
         """The caller of a request with this Authorization header when that needs no work:
@@ -173,14 +202,40 @@ class RequestAuthenticator:
                 headers={"WWW-Authenticate": 'Basic realm="tooltool"'},
             )
         scheme, credentials = _scheme(authorization)
-        if scheme == "hawk":
-            return await self._provider.authenticate_hawk(
-                await self.hawk_request(request, authorization)
-            )
-        if scheme == "basic":
-            client_id, access_token = _basic(credentials)
-            return await self._provider.authenticate_basic(client_id, access_token)
-        raise InvalidCredentials("POST /token needs Taskcluster credentials (Hawk or Basic)")
+        with self._verifying(scheme):
+            if scheme == "hawk":
+                identity = await self._provider.authenticate_hawk(
+                    await self.hawk_request(request, authorization)
+                )
+            elif scheme == "basic":
+                client, access_token = _basic(credentials)
+                identity = await self._provider.authenticate_basic(client, access_token)
+            else:
+                raise InvalidCredentials(
+                    "POST /token needs Taskcluster credentials (Hawk or Basic)"
+                )
+        request.scope[CLIENT_ID] = identity.client_id
+        return identity
+
+    @contextlib.contextmanager
+    def _verifying(self, scheme: str) -> Iterator[None]:
+        """Count the verification of credentials of `scheme` by its outcome."""
+        outcome = "ok"
+        try:
+            yield
+        except AuthError:
+            outcome = "invalid"
+            raise
+        except ProviderUnavailable:
+            outcome = "unavailable"
+            raise
+        except BaseException:
+            outcome = "error"
+            raise
+        finally:
+            if self._verifications is not None:
+                label = scheme if scheme in _SCHEMES else "other"
+                self._verifications.inc((label, outcome))
 
     async def hawk_request(self, request: Request, authorization: str) -> HawkRequest:
         """The request as the client signed it: its host, port, path and (hashed) body."""

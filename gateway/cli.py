@@ -13,12 +13,15 @@ and the stores opened once before any worker starts, so a bad setting still exit
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import functools
 import logging
 import os
 import socket
 import sys
+import tempfile
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import uvicorn
@@ -28,11 +31,13 @@ from uvicorn.supervisors import Multiprocess
 
 from gateway.app import create_app
 from gateway.logs import configure_logging
+from gateway.metrics import GatewayMetrics
 from gateway.server import http_protocol
 from gateway.settings import ServerSettings, Settings
 from indexer.config import SettingsError, open_regions
 from indexer.logs import LOG_FORMATS, format_exception
 from indexer.redaction import redact
+from indexer.sentry import init_sentry
 from indexer.stores import StoreError
 
 logger = logging.getLogger(__name__)
@@ -50,14 +55,16 @@ SERVER_OPTIONS: Mapping[str, object] = {
 }
 
 
-def server_options(server: ServerSettings) -> dict[str, Any]:
-    """uvicorn's options for `server`: SERVER_OPTIONS and the header-limited protocol."""
+def server_options(server: ServerSettings, metrics: GatewayMetrics | None = None) -> dict[str, Any]:
+    """uvicorn's options for `server`: SERVER_OPTIONS and the header-limited protocol
+    (counting its refusals in `metrics`, when given)."""
     return {
         **SERVER_OPTIONS,
         "http": http_protocol(
             max_line=server.max_header_line,
             max_headers=server.max_header_bytes,
             header_timeout=server.header_timeout,
+            refused=metrics.refused if metrics is not None else None,
         ),
     }
 
@@ -86,7 +93,9 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
     try:
         settings = Settings.from_environ({**environ, **overrides})
         configure_logging(log_format=settings.server.log_format)
-        app = build_app(settings)  # with workers, a check: each worker builds its own
+        init_sentry(settings.sentry_dsn, component="gateway")
+        metrics = GatewayMetrics()
+        app = build_app(settings, metrics)  # with workers, a check: each worker builds its own
     except (SettingsError, StoreError) as exc:
         print(redact(f"{type(exc).__name__}: {exc}"), file=sys.stderr)
         return EXIT_SETTINGS
@@ -104,20 +113,20 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
     if settings.server.workers > 1:
         del app
         return _serve_workers(settings, sock)
-    config = uvicorn.Config(app, **server_options(settings.server))
+    config = uvicorn.Config(app, **server_options(settings.server, metrics))
     uvicorn.Server(config).run(sockets=[sock])
     return 0
 
 
-def build_app(settings: Settings) -> ASGIApp:
-    """The gateway `settings` configure, over the stores they name."""
+def build_app(settings: Settings, metrics: GatewayMetrics | None = None) -> ASGIApp:
+    """The gateway `settings` configure, over the stores they name, counting in `metrics`."""
     regions = open_regions(settings.stores)
     bulk = settings.runs_embedded_indexer and not settings.stores.is_local
     indexer_regions = open_regions(settings.stores, bulk=True) if bulk else None
-    return create_app(settings, regions, indexer_regions=indexer_regions)
+    return create_app(settings, regions, indexer_regions=indexer_regions, metrics=metrics)
 
 
-def worker_app(settings: Settings) -> ASGIApp:
+def worker_app(settings: Settings, metrics: GatewayMetrics | None = None) -> ASGIApp:
     """A worker process's app: its own logging, stores and app, built from `settings`.
 
     A failure is one log line and uvicorn's start-up failure code, which stops the
@@ -125,7 +134,8 @@ def worker_app(settings: Settings) -> ASGIApp:
     """
     configure_logging(log_format=settings.server.log_format)
     try:
-        return build_app(settings)
+        init_sentry(settings.sentry_dsn, component="gateway")
+        return build_app(settings, metrics)
     except Exception as exc:
         logger.error("the worker cannot start: %s", redact(f"{type(exc).__name__}: {exc}"))
         sys.exit(STARTUP_FAILURE)
@@ -140,11 +150,12 @@ class WorkerConfig(uvicorn.Config):
     """
 
     def __init__(self, settings: Settings) -> None:
+        metrics = GatewayMetrics()  # the worker's app and protocol count into the same
         super().__init__(
-            functools.partial(worker_app, settings),
+            functools.partial(worker_app, settings, metrics),
             factory=True,
             workers=settings.server.workers,
-            **server_options(settings.server),
+            **server_options(settings.server, metrics),
         )
         self.settings = settings
 
@@ -154,8 +165,11 @@ class WorkerConfig(uvicorn.Config):
 
 def _serve_workers(settings: Settings, sock: socket.socket) -> int:
     logger.info("starting %d worker processes", settings.server.workers)
-    supervisor = Multiprocess(WorkerConfig(settings), sockets=[sock])
-    supervisor.run()
+    # Where the workers share their metrics, so that any of them answers a scrape for all.
+    with tempfile.TemporaryDirectory(prefix="tooltool-metrics-") as directory:
+        settings = dataclasses.replace(settings, metrics_dir=Path(directory))
+        supervisor = Multiprocess(WorkerConfig(settings), sockets=[sock])
+        supervisor.run()
     if any(process.exitcode == STARTUP_FAILURE for process in supervisor.processes):
         print("StartupError: a worker process could not start (its log says why)", file=sys.stderr)
         return EXIT_SETTINGS

@@ -96,6 +96,8 @@ class DownloadUrls:
         self._clock = clock
         self._entries: dict[tuple[str, str, str], _Entry] = {}
         self._relative: dict[str, bool] = {}  # by region: whether its URLs are root-relative
+        self.reused = 0  # redirects to a URL signed before
+        self.signed = 0  # URLs signed
 
     def redirect(self, store: Store, key: str, base: Callable[[], str]) -> Redirect:
         """The redirect to `key` in `store`; `base` (scheme, host, port and root path the
@@ -106,7 +108,9 @@ class DownloadUrls:
         now = self._clock()
         entry = self._entries.get(cache_key)
         if entry is not None and now < entry.reusable_until:
+            self.reused += 1
             return entry.redirect
+        self.signed += 1
         signed_at = math.floor(now)
         url = self._sign(store, key, signed_at)
         is_relative = url.startswith("/")

@@ -20,6 +20,7 @@ refusal, any error) goes on to the app, which answers as it always has.
 from __future__ import annotations
 
 import time
+from bisect import bisect_left
 
 from starlette.datastructures import QueryParams
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -29,16 +30,21 @@ from gateway.download_urls import DownloadUrls, Redirect
 from gateway.forwarded import first_values
 from gateway.index_cache import IndexCache, Missing
 from gateway.logs import RequestLog
+from gateway.metrics import GatewayMetrics
 from gateway.urls import PublicUrls
 from indexer.digests import is_valid_digest
 from indexer.schema import blob_key
 from indexer.stores import Regions
 
 _PREFIX = "/sha512/"
+ROUTE = "/sha512/{digest}"  # the download route's template, as the app's lines name it
 _ROUTE_LENGTH = len(_PREFIX) + 128
 _METHODS = frozenset({"GET", "HEAD"})
 _MAX_DECISIONS = 10_000
 _READ_HEADERS = frozenset({b"authorization", b"x-request-id"})
+# A plain tuple (a NamedTuple costs a request 0.3 µs more): the redirect, the caller's
+# X-Request-Id, the digest, the caller's id.
+_Answer = tuple[Redirect, str | None, str, str | None]
 
 
 class FastDownloads:
@@ -55,6 +61,7 @@ class FastDownloads:
         authenticator: RequestAuthenticator,
         permissions: Permissions,
         log: RequestLog,
+        metrics: GatewayMetrics,
     ) -> None:
         self.app = app
         self._index = index
@@ -64,6 +71,11 @@ class FastDownloads:
         self._authenticator = authenticator
         self._permissions = permissions
         self._log = log
+        # The latency slots of the answers given here, by method, updated in place; and
+        # how many there were (each one an index cache hit).
+        self._slots = {method: metrics.slot(method, ROUTE, 302) for method in _METHODS}
+        self._buckets = metrics.requests.buckets
+        self.answered = 0
         # Whether a caller's scopes allow downloading a visibility.
         self._decisions: dict[tuple[frozenset[str], str], bool] = {}
 
@@ -76,13 +88,13 @@ class FastDownloads:
             if len(route) == _ROUTE_LENGTH and route.startswith(_PREFIX):
                 answer = self._answer(scope, route[len(_PREFIX) :])
                 if answer is not None:
-                    redirect, request_id = answer
-                    await self._send(scope, send, redirect, request_id, started)
+                    await self._send(scope, send, answer, started)
                     return
         await self.app(scope, receive, send)
 
-    def _answer(self, scope: Scope, digest: str) -> tuple[Redirect, str | None] | None:
-        """The redirect and the caller's X-Request-Id, or None to leave it to the app."""
+    def _answer(self, scope: Scope, digest: str) -> _Answer | None:
+        """The redirect, the caller's X-Request-Id, the digest and the caller's id, or None
+        to leave the request to the app."""
         if not is_valid_digest(digest):
             return None
         headers = first_values(scope, _READ_HEADERS)
@@ -105,7 +117,7 @@ class FastDownloads:
             )
         except Exception:  # the app answers it, as problem JSON
             return None
-        return redirect, headers.get(b"x-request-id")
+        return redirect, headers.get(b"x-request-id"), digest, caller.client_id
 
     def _allows(self, caller: Caller, visibility: str) -> bool:
         """`caller.has_scope` for the visibility's download scope, remembered by scopes."""
@@ -118,20 +130,20 @@ class FastDownloads:
             self._decisions[key] = allowed
         return allowed
 
-    async def _send(
-        self,
-        scope: Scope,
-        send: Send,
-        redirect: Redirect,
-        request_id_header: str | None,
-        started: float,
-    ) -> None:
+    async def _send(self, scope: Scope, send: Send, answer: _Answer, started: float) -> None:
+        redirect, request_id_header, digest, client_id = answer
         request_id = self._log.request_id(request_id_header)
         headers = [*redirect.raw_headers, (b"x-request-id", request_id.encode("ascii"))]
         await send({"type": "http.response.start", "status": 302, "headers": headers})
+        method = scope["method"]
         # The route's part is a digest; only a root path could hold text to redact.
-        self._log.summary(
-            scope["method"], scope["path"], 302, started, request_id,
-            is_clean=not scope.get("root_path"),
+        seconds = self._log.summary(
+            method, scope["path"], 302, started, request_id, not scope.get("root_path"), ROUTE,
+            digest, client_id,
         )  # fmt: skip
+        # indexer.metrics.observe_into, inlined: a function call costs this path 0.1 µs.
+        slot = self._slots[method]
+        slot[bisect_left(self._buckets, seconds)] += 1
+        slot[-1] += seconds
+        self.answered += 1
         await send({"type": "http.response.body", "body": redirect.body})

@@ -71,6 +71,10 @@ class IndexCache:
         self._clock = clock
         self._entries: OrderedDict[str, _Entry] = OrderedDict()
         self._loading: dict[str, _Loading] = {}
+        # Lookups by `get` answered from an entry, and the others (the fast path counts
+        # the hits it answers from `peek` itself).
+        self.hits = 0
+        self.misses = 0
 
     def peek(self, digest: str) -> IndexObject | Missing | None:
         """The cached answer for the digest if it is fresh, else :data:`MISSING`; never
@@ -84,7 +88,9 @@ class IndexCache:
         """The digest's index object, or None when the index has none."""
         entry = self._entries.get(digest)
         if entry is not None and entry.expires > self._clock():
+            self.hits += 1
             return entry.value
+        self.misses += 1
         while (pending := self._loading.get(digest)) is not None:
             if pending.is_stale:
                 break  # began before an index write: this request reads again

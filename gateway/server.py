@@ -44,6 +44,7 @@ from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 from uvicorn.server import ServerState
 
 from gateway.errors import problem_response
+from indexer.metrics import Family
 
 __all__ = [
     "DEFAULT_HEADER_TIMEOUT",
@@ -70,13 +71,15 @@ def http_protocol(
     max_line: int = DEFAULT_MAX_LINE,
     max_headers: int = DEFAULT_MAX_HEADERS,
     header_timeout: float = DEFAULT_HEADER_TIMEOUT,
+    refused: Family | None = None,
 ) -> type[HttpToolsProtocol]:
     """An `HttpProtocol` class with these limits, for ``uvicorn.Config(app, http=...)``.
 
     Both sizes count bytes as sent, line ends included: `max_line` bounds the request
     line and each header line, `max_headers` the whole head (request line, header lines
     and the empty line ending them). `header_timeout` is how long a connection may take
-    to send a whole head, from its opening or the end of the previous answer.
+    to send a whole head, from its opening or the end of the previous answer. `refused`
+    counts the requests refused here, by status.
     """
     if not 0 < max_line <= max_headers:
         raise ValueError(
@@ -92,6 +95,7 @@ def http_protocol(
     LimitedHttpProtocol.max_line = max_line
     LimitedHttpProtocol.max_headers = max_headers
     LimitedHttpProtocol.header_timeout = header_timeout
+    LimitedHttpProtocol.refused = refused
     return LimitedHttpProtocol
 
 
@@ -102,6 +106,7 @@ class HttpProtocol(HttpToolsProtocol):
     max_line: ClassVar[int] = DEFAULT_MAX_LINE
     max_headers: ClassVar[int] = DEFAULT_MAX_HEADERS
     header_timeout: ClassVar[float] = DEFAULT_HEADER_TIMEOUT
+    refused: ClassVar[Family | None] = None  # counts refusals by status
 
     # Slots, not the instance dict: uvicorn's protocol already has 28 attributes there, and
     # a 31st makes CPython give up the split dict, which slows every attribute of a request.
@@ -328,6 +333,8 @@ class HttpProtocol(HttpToolsProtocol):
     def _refuse(self, status: int, detail: str) -> None:
         """Answer `status` as problem JSON and close, once the requests before this one are
         answered; this one never reaches the app, and nothing after it is read."""
+        if self.refused is not None:
+            self.refused.inc((str(status),))
         # Refused below the app, so before its request-id middleware: an id of its own.
         request_id = uuid.uuid4().hex
         token = request_id_context.set(request_id)

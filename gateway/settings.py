@@ -12,6 +12,7 @@ from gateway.cloudfront import load_private_key
 from gateway.forwarded import TrustedProxies
 from indexer.config import SettingsError, StoreSettings, http_url
 from indexer.logs import LOG_FORMATS
+from indexer.sentry import sentry_dsn
 
 DEFAULT_SCOPE_PREFIX = "project:releng:services/tooltool/api"
 _CLOUDFRONT = ("CLOUDFRONT_URL", "CLOUDFRONT_KEY_ID", "CLOUDFRONT_PRIVATE_KEY")
@@ -19,6 +20,7 @@ _CLOUDFRONT_KEY_ID = re.compile(r"[A-Za-z0-9]{1,128}")
 # A path the signed policies can hold as it is (no character JSON or URLs would escape).
 _CLOUDFRONT_PATH = re.compile(r"[A-Za-z0-9._~/-]*")
 MAX_WORKERS = 64
+DEFAULT_METRICS_NETWORKS = "127.0.0.0/8,::1"
 _TRUE = frozenset({"1", "true", "yes", "on"})
 _FALSE = frozenset({"0", "false", "no", "off"})
 
@@ -204,6 +206,11 @@ class Settings:
     max_pending_bytes: int = 50 * 1024**3
     heartbeat_timeout: int = 3
     cloudfront: CloudFrontSettings | None = None
+    # Who may read /__metrics__ (gateway/metrics.py): addresses or networks.
+    metrics_networks: str = DEFAULT_METRICS_NETWORKS
+    # Where worker processes share their metrics (set by tooltool-gateway --workers).
+    metrics_dir: Path | None = None
+    sentry_dsn: str | None = field(default=None, repr=False)  # holds Sentry's key
 
     @property
     def runs_embedded_indexer(self) -> bool:
@@ -253,6 +260,8 @@ class Settings:
             max_pending_bytes=_integer(environ, "TOOLTOOL_MAX_PENDING_BYTES", 50 * 1024**3),
             heartbeat_timeout=_integer(environ, "TOOLTOOL_HEARTBEAT_TIMEOUT", 3, maximum=60),
             cloudfront=cloudfront,
+            metrics_networks=_metrics_networks(environ.get("TOOLTOOL_METRICS_NETWORKS", "")),
+            sentry_dsn=sentry_dsn(environ),
         )
 
 
@@ -308,6 +317,21 @@ def _scope_prefix(value: str) -> str:
     value = value.strip().rstrip("/")
     if not value or "*" in value:
         raise SettingsError(f"TOOLTOOL_SCOPE_PREFIX: expected a scope prefix, got {value!r}")
+    return value
+
+
+def _metrics_networks(value: str) -> str:
+    """TOOLTOOL_METRICS_NETWORKS: addresses or networks, ``none`` for nobody; blank is
+    loopback."""
+    value = value.strip()
+    if not value:
+        return DEFAULT_METRICS_NETWORKS
+    if value.lower() == "none":
+        return ""
+    try:
+        TrustedProxies.parse(value)
+    except ValueError as exc:
+        raise SettingsError(f"TOOLTOOL_METRICS_NETWORKS: {exc}") from None
     return value
 
 

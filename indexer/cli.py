@@ -30,8 +30,9 @@ from indexer.catalog import file_entry
 from indexer.config import SettingsError, StoreSettings, open_regions
 from indexer.digests import is_valid_digest
 from indexer.importer import ImportRefused, import_file, record_import
+from indexer.instrumented_store import instrumented
 from indexer.intake import next_batch_id
-from indexer.job import Indexer
+from indexer.job import Indexer, PassReport
 from indexer.lease import Lease, LeaseHeld
 from indexer.logs import LOG_FORMATS, configure_logging, escape_controls, format_exception
 from indexer.management import (
@@ -42,10 +43,13 @@ from indexer.management import (
     UnknownFile,
     apply,
 )
+from indexer.metrics import Metrics
+from indexer.pass_metrics import PassMetrics, outcome_of
 from indexer.progress import terminal_progress
 from indexer.rebuild import rebuild
 from indexer.redaction import redact
 from indexer.schema import VISIBILITIES
+from indexer.sentry import init_sentry, sentry_dsn
 from indexer.site.job import render_site
 from indexer.stores import Regions, StoreError
 
@@ -80,6 +84,7 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
         stream=sys.stderr,
     )
     try:
+        init_sentry(sentry_dsn(environ), component="indexer")
         with _terminated_on_sigterm():
             return int(args.command(args, environ))
     except Terminated:
@@ -140,6 +145,7 @@ def _parser() -> argparse.ArgumentParser:
         "--no-check", action="store_true", help="skip the consistency check and catalog rebuild"
     )
     _wait_argument(running)
+    _metrics_argument(running)
     running.set_defaults(command=_run)
 
     watching = commands.add_parser("watch", help="run passes until interrupted")
@@ -151,6 +157,7 @@ def _parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="how often a pass also checks consistency (default: hourly)",
     )
+    _metrics_argument(watching)
     watching.set_defaults(command=_watch)
 
     rebuilding = commands.add_parser(
@@ -158,6 +165,7 @@ def _parser() -> argparse.ArgumentParser:
         help="rewrite every index object and the catalog from the blobs, batches and audit log",
     )
     _wait_argument(rebuilding)
+    _metrics_argument(rebuilding)
     rebuilding.set_defaults(command=_rebuild)
 
     failures = commands.add_parser("failures", help="list uploads that failed verification")
@@ -229,6 +237,33 @@ def _wait_argument(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _metrics_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--metrics-file",
+        type=Path,
+        metavar="PATH",
+        help="write Prometheus metrics to PATH after each pass, for node_exporter's textfile"
+        " collector (TOOLTOOL_METRICS_FILE)",
+    )
+
+
+def _pass_metrics(args: argparse.Namespace, environ: Mapping[str, str]) -> PassMetrics | None:
+    """The metrics of `--metrics-file` or TOOLTOOL_METRICS_FILE, if either is given."""
+    named = environ.get("TOOLTOOL_METRICS_FILE", "").strip()
+    path = args.metrics_file or (Path(named) if named else None)
+    if path is None:
+        return None
+    if not path.parent.is_dir():
+        raise SettingsError(f"TOOLTOOL_METRICS_FILE: {path.parent} is not a directory")
+    return PassMetrics(Metrics(), path=path)
+
+
+def _open_regions(settings: StoreSettings, passes: PassMetrics | None) -> Regions:
+    """The indexer's stores, their calls counted when there are metrics."""
+    regions = open_regions(settings, bulk=True)
+    return regions if passes is None else instrumented(regions, passes.metrics)
+
+
 def _seconds(value: str) -> float:
     try:
         if float(value) == 0:
@@ -284,8 +319,11 @@ def _positive(value: str) -> float:
     return number
 
 
+Done = tuple[dict[str, int], int, bool, PassReport | None]
+
+
 def _run(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
-    def one_pass(regions: Regions, settings: StoreSettings) -> tuple[dict[str, int], int, bool]:
+    def one_pass(regions: Regions, settings: StoreSettings) -> Done:
         indexer = Indexer(
             regions,
             progress=terminal_progress(),
@@ -294,34 +332,56 @@ def _run(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
         )
         report = indexer.run_once(check=not args.no_check)
         failures = len(report.failed) + len(report.expired) + len(report.malformed)
-        return report.summary(), failures, report.is_partial
+        return report.summary(), failures, report.is_partial, report
 
-    return _leased(args, environ, one_pass)
+    return _leased(args, environ, "pass" if args.no_check else "check", one_pass)
 
 
 def _rebuild(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
-    def whole(regions: Regions, settings: StoreSettings) -> tuple[dict[str, int], int, bool]:
+    def whole(regions: Regions, settings: StoreSettings) -> Done:
         report = rebuild(regions, progress=terminal_progress())
         if settings.renders_site:
             render_site(regions.index)
-        return report.summary(), report.unreadable, report.is_partial
+        return report.summary(), report.unreadable, report.is_partial, None
 
-    return _leased(args, environ, whole)
+    return _leased(args, environ, "rebuild", whole)
 
 
 def _leased(
     args: argparse.Namespace,
     environ: Mapping[str, str],
-    job: Callable[[Regions, StoreSettings], tuple[dict[str, int], int, bool]],
+    kind: str,
+    job: Callable[[Regions, StoreSettings], Done],
 ) -> int:
     """Run `job` under the lease, then print its summary line; 6 when it was partial."""
     settings = StoreSettings.from_environ(environ)
-    regions = open_regions(settings, bulk=True)
+    passes = _pass_metrics(args, environ)
+    regions = _open_regions(settings, passes)
     started = time.monotonic()
-    with Lease(regions.index, seconds=settings.lease_seconds, wait=args.wait):
-        counts, failures, is_partial = job(regions, settings)
+    try:
+        with Lease(regions.index, seconds=settings.lease_seconds, wait=args.wait):
+            counts, failures, is_partial, report = job(regions, settings)
+    except LeaseHeld:
+        _record(passes, kind, started, "skipped")
+        raise
+    except BaseException:
+        _record(passes, kind, started, "failed")
+        raise
+    _record(passes, kind, started, outcome_of(is_partial=is_partial), report)
     _print_summary(counts, started, failures)
     return EXIT_PARTIAL if is_partial else EXIT_OK
+
+
+def _record(
+    passes: PassMetrics | None,
+    kind: str,
+    started: float,
+    outcome: str,
+    report: PassReport | None = None,
+) -> None:
+    """Count a pass that began at `started` (monotonic), when there are metrics."""
+    if passes is not None:
+        passes.record(kind, time.monotonic() - started, outcome, report)
 
 
 def _print_summary(counts: Mapping[str, int], started: float, failures: int) -> None:
@@ -332,7 +392,8 @@ def _print_summary(counts: Mapping[str, int], started: float, failures: int) -> 
 
 def _watch(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
     settings = StoreSettings.from_environ(environ)
-    regions = open_regions(settings, bulk=True)
+    passes = _pass_metrics(args, environ)
+    regions = _open_regions(settings, passes)
     indexer = Indexer(
         regions, render_site=settings.renders_site, late_put=settings.late_put_seconds
     )
@@ -348,7 +409,7 @@ def _watch(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
             started = time.monotonic()
             check = schedule.is_due(started)
             lease = Lease(regions.index, seconds=settings.lease_seconds)
-            finished = _watched_pass(indexer, lease, check=check)
+            finished = _watched_pass(indexer, lease, check=check, passes=passes)
             if check:
                 schedule.checked(started, finished=finished)
             time.sleep(max(0.0, args.interval - (time.monotonic() - started)))
@@ -380,22 +441,30 @@ class CheckSchedule:
             self._retry = min(self._retry * 2, self._interval)
 
 
-def _watched_pass(indexer: Indexer, lease: Lease, *, check: bool) -> bool:
+def _watched_pass(
+    indexer: Indexer, lease: Lease, *, check: bool, passes: PassMetrics | None = None
+) -> bool:
     """One pass of `watch` under the lease (held for this pass only, so a scheduled
     rebuild gets its turn); the loop outlives any failed pass. Whether it finished."""
+    started = time.monotonic()
+    kind = "check" if check else "pass"
     try:
         with lease:
             report = indexer.run_once(check=check)
     except LeaseHeld as exc:
         logger.debug("skipping this pass: %s", exc)
+        _record(passes, kind, started, "skipped")
         return False
     except StoreError as exc:
         logger.error("indexer pass failed: %s: %s", type(exc).__name__, exc)
+        _record(passes, kind, started, "failed")
         return False
     except Exception as exc:  # the loop must go on: one line, the frames at DEBUG
         logger.error("indexer pass failed: %s", format_exception(type(exc), exc, None)[0])
         logger.debug("indexer pass failed", exc_info=True)
+        _record(passes, kind, started, "failed")
         return False
+    _record(passes, kind, started, outcome_of(is_partial=report.is_partial), report)
     if report.is_partial:
         logger.error(
             "partial pass: %d malformed objects set aside, %d uploads waiting for"

@@ -102,6 +102,10 @@ class PassReport:
     verified_bytes: int = 0
     removed_blobs: int = 0
     batches: set[int] = field(default_factory=set)
+    # Pending records listed and not finished by the pass (None: the pass listed none),
+    # and the creation time of the oldest it read (records it did not read are not aged).
+    pending: int | None = None
+    oldest_pending: float | None = None
 
     @property
     def is_partial(self) -> bool:
@@ -227,6 +231,11 @@ class Indexer:
             for pending in records:
                 phase.advance(1, pending.size)
                 self._handle(pending, batches, staged, report, finished)
+        done = {pending.key for pending in finished}
+        report.pending = (report.pending or 0) - len(done)
+        report.oldest_pending = min(
+            (pending.created for pending in records if pending.key not in done), default=None
+        )
         return finished
 
     def _handle(
@@ -292,7 +301,9 @@ class Indexer:
         with staged bytes), a record waiting for bytes that are not there is not read."""
         records = []
         known, self._known_pending = self._known_pending, {}
+        listed = 0
         for info in self._index.list(PENDING):
+            listed += 1
             pending = known.get(info.key)
             if pending is None and staged is not None and _awaits(info.key, staged):
                 if report is not None:
@@ -311,6 +322,8 @@ class Indexer:
                     continue
             self._known_pending[info.key] = pending
             records.append(pending)
+        if report is not None:
+            report.pending = listed
         return records
 
     def _process(

@@ -29,6 +29,7 @@ from starlette.testclient import TestClient
 
 from gateway.app import create_app
 from gateway.cli import server_options
+from gateway.metrics import GatewayMetrics
 from gateway.settings import AuthSettings, ServerSettings, Settings
 from indexer.config import StoreSettings, open_regions
 from indexer.job import Indexer
@@ -316,10 +317,10 @@ def _wait_for_http(url: str, process: subprocess.Popen[bytes]) -> bool:
 class LiveServer:
     """An ASGI app served by uvicorn on a loopback port, in a thread."""
 
-    def __init__(self, app: Any, port: int) -> None:
+    def __init__(self, app: Any, port: int, metrics: GatewayMetrics | None = None) -> None:
         self.url = f"http://127.0.0.1:{port}"
         # As tooltool-gateway serves: the header-limited protocol and the same options.
-        options = server_options(ServerSettings())
+        options = server_options(ServerSettings(), metrics)
         config = uvicorn.Config(app, host="127.0.0.1", port=port, **options)
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(target=self._server.run, daemon=True)

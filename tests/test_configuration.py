@@ -108,6 +108,11 @@ def assert_one_line(result: subprocess.CompletedProcess[str], starts: str) -> No
             "SettingsError: CLOUDFRONT_KEY_ID: required with CLOUDFRONT_URL",
         ),
         ({"TOOLTOOL_WORKERS": "0"}, "SettingsError: TOOLTOOL_WORKERS: must be at least 1"),
+        (
+            {"SENTRY_DSN": "http://sentry.example/1"},
+            "SettingsError: SENTRY_DSN: expected a Sentry DSN (key as user, project id as path):"
+            " Missing public key",
+        ),
         ({"TOOLTOOL_WORKERS": "two"}, "SettingsError: TOOLTOOL_WORKERS: expected a whole number"),
         (
             {"TOOLTOOL_WORKERS": "2", "TOOLTOOL_JWT_SECRET": "short"},

@@ -291,3 +291,11 @@ def test_the_indexer_commands_run(run: Run) -> None:
         summary = json.loads(run.output_of(block).splitlines()[-1])
         assert summary["failures"] == 0, run.report(block)
     assert summary["written"] == 0, run.report(block)  # the index was as the sources say
+
+
+def test_the_metrics_blocks_show_requests_and_passes(run: Run) -> None:
+    block = run.block_containing("/__metrics__")
+    assert 'route="/sha512/{digest}",status="302"} ' in run.output_of(block), run.report(block)
+    block = run.block_containing("--metrics-file")
+    passes = 'tooltool_indexer_passes_total{kind="check",outcome="complete"} 1.0'
+    assert passes in run.output_of(block), run.report(block)

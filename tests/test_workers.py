@@ -17,6 +17,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 from uvicorn.config import STARTUP_FAILURE
 
 from gateway.cli import WorkerConfig, worker_app
@@ -40,6 +41,38 @@ def _wait_for_workers(log: Path, url: str, count: int, process: subprocess.Popen
     pytest.fail(f"{count} workers did not start:\n{log.read_text()}")
 
 
+def _heartbeats_counted(url: str) -> float:
+    with urllib.request.urlopen(f"{url}/__metrics__", timeout=5) as answer:
+        text = answer.read().decode()
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == "tooltool_http_requests_total" and sample.labels == {
+                "method": "GET",
+                "route": "/__lbheartbeat__",
+                "status": "200",
+            }:
+                return sample.value
+    return 0.0
+
+
+def _assert_metrics_count_every_worker(url: str) -> None:
+    """Whichever worker answers a scrape, it counts the requests every worker answered
+    (each publishes its numbers every second: a scrape may be a little behind)."""
+    answered_by = set()  # generated request ids start with their process's prefix
+    count = 1  # the heartbeat that saw the workers started
+    while len(answered_by) < 2 or count < 20:  # a connection each: the workers share them
+        assert count < 500, "one worker answered every request"
+        with urllib.request.urlopen(f"{url}/__lbheartbeat__", timeout=5) as answer:
+            answered_by.add(answer.headers["X-Request-Id"][:16])
+        count += 1
+    deadline = time.monotonic() + 20
+    seen: list[float] = []
+    while seen[-6:] != [count] * 6:
+        assert time.monotonic() < deadline, seen
+        seen.append(_heartbeats_counted(url))
+        time.sleep(0.1)
+
+
 def test_two_workers_serve_one_port_and_stop_together(tmp_path: Path) -> None:
     port = free_port()
     log = tmp_path / "gateway.log"
@@ -61,6 +94,7 @@ def test_two_workers_serve_one_port_and_stop_together(tmp_path: Path) -> None:
         workers = {int(pid) for pid in STARTED.findall(log.read_text())}
         assert len(workers) == 2
         assert process.pid not in workers
+        _assert_metrics_count_every_worker(f"http://127.0.0.1:{port}")
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=30) == 0
     finally:

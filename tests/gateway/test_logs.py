@@ -25,6 +25,7 @@ from indexer.redaction import redact
 from tests.gateway.conftest import Gateway
 from tests.gateway.test_download import UNKNOWN, assert_problem
 
+DIGEST = "ab" * 64
 JWT = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJyZWFkZXIiLCJzY29wZXMiOlsiKiJdfQ.c2lnbmF0dXJlLWJ5dGVz"
 
 
@@ -192,13 +193,21 @@ def test_the_direct_summary_line_is_the_formatters_line(path: str) -> None:
         handler = root.handlers[0]
         log = RequestLog()
         rid = log.request_id(JWT)  # a caller's id that needs redacting
-        log.summary("GET", path, 302, time.perf_counter(), rid)
+        # A client id is the identity provider's text: escaped and redacted like a path.
+        client = path.replace("/", "client-", 1)
+        log.summary(
+            "GET", path, 302, time.perf_counter(), rid,
+            route="/sha512/{digest}", digest=DIGEST, client=client,
+        )  # fmt: skip
         direct = json.loads(buffer.getvalue())
         record = logging.makeLogRecord(
             {"name": "request.summary", "levelno": logging.INFO, "levelname": "INFO", "msg": ""}
         )
         fields = {"method": "GET", "path": path, "code": 302, "t": direct["Fields"]["t"]}
         record.__dict__.update(fields, rid=JWT)
+        record.__dict__.update(
+            route="/sha512/{digest}", digest=DIGEST, client=client, decision="redirect"
+        )
         assert handler.formatter is not None
         formatted = handler.formatter.format(record)
     finally:
