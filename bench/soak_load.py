@@ -26,6 +26,7 @@ from urllib.parse import quote, urlsplit
 
 from soak_http import Answer, Connection, HTTPError
 
+from indexer.redaction import redact
 from tests.gateway.auth_helpers import basic, hawk
 
 # Two lanes of connections, each sending its mix (operations per round) as fast as
@@ -78,34 +79,35 @@ class Recorder:
         self.latencies.setdefault(kind, array("d")).append(seconds)
         if error is not None:
             self.errors[kind] += 1
-            if len(self.samples) < MAX_ERROR_SAMPLES:
-                self.samples.append(f"{kind}: {error}"[:300])
+            if len(self.samples) < MAX_ERROR_SAMPLES:  # a body may hold a signed URL
+                self.samples.append(redact(f"{kind}: {error}"[:300]))
 
     def summary(self, seconds: float) -> dict[str, Any]:
         """Per kind: count, rate, p50 and p99 (ms), errors; and the totals."""
-        kinds = {}
-        for kind, values in sorted(self.latencies.items()):
-            quantiles = statistics.quantiles(values, n=100) if len(values) > 1 else [0.0] * 99
-            kinds[kind] = {
-                "requests": len(values),
-                "rate": round(len(values) / seconds, 1),
-                "p50_ms": round(quantiles[49] * 1000, 2),
-                "p99_ms": round(quantiles[98] * 1000, 2),
-                "errors": self.errors[kind],
-            }
         every = array("d")
         for values in self.latencies.values():
             every.extend(values)
-        quantiles = statistics.quantiles(every, n=100) if len(every) > 1 else [0.0] * 99
+        kinds = {
+            kind: {**_figures(values, seconds), "errors": self.errors[kind]}
+            for kind, values in sorted(self.latencies.items())
+        }
         return {
-            "requests": len(every),
-            "rate": round(len(every) / seconds, 1),
-            "p50_ms": round(quantiles[49] * 1000, 2),
-            "p99_ms": round(quantiles[98] * 1000, 2),
+            **_figures(every, seconds),
             "errors": sum(self.errors.values()),
             "error_samples": self.samples,
             "kinds": kinds,
         }
+
+
+def _figures(values: array[float], seconds: float) -> dict[str, Any]:
+    """Count, rate, p50 and p99 (ms) of these latencies over `seconds`."""
+    quantiles = statistics.quantiles(values, n=100) if len(values) > 1 else [0.0] * 99
+    return {
+        "requests": len(values),
+        "rate": round(len(values) / seconds, 1),
+        "p50_ms": round(quantiles[49] * 1000, 2),
+        "p99_ms": round(quantiles[98] * 1000, 2),
+    }
 
 
 def schedule(mix: dict[str, int], seed: int = 11) -> list[str]:
