@@ -158,7 +158,7 @@ def serve(
         _wait_until_ready(server, workers)
         yield server
     finally:
-        _stop(process)
+        stop(process)
 
 
 def _wait_until_ready(server: Server, workers: int) -> None:
@@ -190,7 +190,8 @@ def tail(server: Server, lines: int = 3) -> str:
     return " | ".join(server.log.read_text(errors="replace").strip().splitlines()[-lines:])
 
 
-def _stop(process: subprocess.Popen[bytes]) -> None:
+def stop(process: subprocess.Popen[bytes]) -> None:
+    """SIGTERM, then SIGKILL to its whole session (it and its workers) after 15 s."""
     with contextlib.suppress(ProcessLookupError):
         process.send_signal(signal.SIGTERM)
     try:

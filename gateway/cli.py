@@ -3,6 +3,9 @@
 Exit codes: 0 stopped, 2 usage, 4 settings or stores unusable (one line on
 stderr naming the setting, never a traceback).
 
+``tooltool-gateway check URL --public DIGEST --internal DIGEST`` runs the runbook's
+checks against a deployment instead (gateway/runbook.py, its own exit codes).
+
 With ``--workers N`` (``TOOLTOOL_WORKERS``) above 1, the socket is bound once and
 uvicorn's supervisor runs N worker processes that accept on it; each builds its own
 app from the settings (its own caches, catalog copy, Hawk nonces and, when on, embedded
@@ -29,6 +32,7 @@ from starlette.types import ASGIApp
 from uvicorn.config import STARTUP_FAILURE
 from uvicorn.supervisors import Multiprocess
 
+from gateway import runbook
 from gateway.app import create_app
 from gateway.logs import configure_logging
 from gateway.metrics import GatewayMetrics
@@ -70,9 +74,21 @@ def server_options(server: ServerSettings, metrics: GatewayMetrics | None = None
 
 
 def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> int:
-    """Read the settings, open the stores and serve until interrupted."""
+    """Read the settings, open the stores and serve until interrupted; or, as
+    ``tooltool-gateway check …``, run the runbook's checks against a deployment."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["check"]:
+        return runbook.main(argv[1:])
     environ = os.environ if environ is None else environ
-    parser = argparse.ArgumentParser(prog="tooltool-gateway", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="tooltool-gateway",
+        usage=(
+            "%(prog)s [-h] [--host HOST] [--port PORT] [--log-format FORMAT] [--workers N]\n"
+            "       %(prog)s check URL --public DIGEST --internal DIGEST [options]"
+        ),
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--host", help="address to listen on (HOST, default 127.0.0.1)")
     parser.add_argument("--port", help="port to listen on (PORT, default 8000)")
     parser.add_argument(

@@ -114,6 +114,20 @@ class TooManyRequests(Problem):
     status = 429
 
 
+def problem_body(status: int, detail: str | None = None) -> dict[str, Any]:
+    """The problem-JSON body for `status` and `detail` (the legacy description by default)."""
+    detail = detail or DEFAULT_DETAILS.get(status) or HTTPStatus(status).phrase
+    title = f"{status} {HTTPStatus(status).phrase}: {detail}"
+    return {
+        "detail": detail,
+        "instance": "about:blank",
+        "status": status,
+        "title": title,
+        "type": "about:blank",
+        "error": {"name": title, "description": detail},
+    }
+
+
 def problem_response(
     status: int,
     detail: str | None = None,
@@ -122,16 +136,7 @@ def problem_response(
     extra: Mapping[str, Any] | None = None,
 ) -> JSONResponse:
     """The problem-JSON response for `status` and `detail`."""
-    detail = detail or DEFAULT_DETAILS.get(status) or HTTPStatus(status).phrase
-    title = f"{status} {HTTPStatus(status).phrase}: {detail}"
-    body: dict[str, Any] = {
-        "detail": detail,
-        "instance": "about:blank",
-        "status": status,
-        "title": title,
-        "type": "about:blank",
-        "error": {"name": title, "description": detail},
-    }
+    body = problem_body(status, detail)
     body.update(extra or {})
     response = JSONResponse(body, status_code=status, headers=dict(headers or {}))
     response.headers["Cache-Control"] = "no-store"

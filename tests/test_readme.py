@@ -30,6 +30,7 @@ import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 
@@ -62,6 +63,7 @@ class Run:
     output: str
     workdir: Path
     gateway_log: Path
+    url: str
 
     def output_of(self, block: Block) -> str:
         start = f"{MARKER} {block.number} start\n"
@@ -220,7 +222,7 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
             timeout=120,
             check=False,
         )
-        yield Run(blocks, completed.returncode, completed.stdout, workdir, log)
+        yield Run(blocks, completed.returncode, completed.stdout, workdir, log, url)
     finally:
         _stop(gateway)
 
@@ -264,12 +266,28 @@ def test_the_upload_by_curl_downloads_back_identical(run: Run) -> None:
 def test_the_runbook_checks_answer_302_403_400(run: Run) -> None:
     block = run.block_containing("sha512/invalid")
     output = run.output_of(block)
+    port = re.escape(urlsplit(run.url).netloc)
+    assert re.search(
+        rf"^PASS public: 302 to http://{port}, which served its 14 bytes\n"
+        r"PASS internal: 403 with the runbook's body\n"
+        r"PASS invalid: 400 with the runbook's body\n"
+        rf"PASS internal with credentials: 302 to http://{port}, which served its 17 bytes\n",
+        output,
+        re.MULTILINE,
+    ), run.report(block)
     assert re.search(r"^HTTP/1\.1 302 Found\r?$", output, re.MULTILINE), run.report(block)
     assert "a public file\n" in output, run.report(block)  # `curl -L` follows to the bytes
     assert '"status":403' in output, run.report(block)
     assert "You don't have the permission to access the requested resource" in output
     assert '"detail":"Invalid sha512 digest"' in output, run.report(block)
     assert '"status":400' in output, run.report(block)
+
+
+def test_the_heartbeat_and_a_request_id_answer(run: Run) -> None:
+    block = run.block_containing("__heartbeat__")
+    output = run.output_of(block)
+    assert '{"status":"ok","checks":{"store:local":"ok"}' in output, run.report(block)
+    assert re.search(r"^x-request-id: [0-9a-f]{32}\r?$", output, re.MULTILINE), run.report(block)
 
 
 def test_tokens_carry_the_scopes_asked_for(run: Run) -> None:
