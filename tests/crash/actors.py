@@ -143,8 +143,8 @@ class Uploader(Actor):
             self.ledger.add(file)
             if "put_url" in entry:
                 self._send(file, entry["put_url"])
-        # About a file a second: what an indexer killed this often still gets through.
-        self.stopping.wait(self.rng.uniform(1.0, 2.5))
+        # About a file every three seconds: what an indexer killed this often gets through.
+        self.stopping.wait(self.rng.uniform(2.0, 4.0))
 
     def _new_file(self) -> File:
         size = self.rng.randint(1, 64 * 1024)
