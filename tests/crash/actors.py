@@ -5,16 +5,16 @@ watcher that downloads everything, all the time, and checks every byte served.""
 from __future__ import annotations
 
 import hashlib
-import http.client
 import json
 import random
 import threading
 from typing import Any
-from urllib.parse import urlsplit
 
 from tests.crash.ledger import REPLACED, RIGHT, WRONG, File, Ledger
 from tests.gateway.auth_helpers import hawk
 from tests.test_end_to_end import request
+
+CONFLICT = "Cannot change already existing file's visibility level."
 
 
 class Gateway:
@@ -81,14 +81,8 @@ def put(url: str, data: bytes) -> int:
 
 def fetch(location: str) -> tuple[int, bytes]:
     """GET a signed download URL: its status and bytes."""
-    parts = urlsplit(location)
-    connection = http.client.HTTPConnection(parts.hostname, parts.port, timeout=30)
-    try:
-        connection.request("GET", f"{parts.path}?{parts.query}")
-        response = connection.getresponse()
-        return response.status, response.read()
-    finally:
-        connection.close()
+    status, _, body = request(location)
+    return status, body
 
 
 def other_bytes(data: bytes) -> bytes:
@@ -128,12 +122,14 @@ class Uploader(Actor):
 
     def step(self) -> None:
         files = [self._new_file() for _ in range(self.rng.randint(1, 2))]
-        if self.rng.random() < 0.2:
-            known = self.ledger.to_post_again(self.rng)
-            if known is not None:
-                files.append(known)  # an arrival of a file already declared
+        known = self.ledger.to_post_again(self.rng) if self.rng.random() < 0.2 else None
+        if known is not None:
+            files.append(known)  # an arrival of a file already declared
         status, answer = self.gateway.post_batch(files, f"batch of {len(files)}")
         self.ledger.count("batches")
+        if status == 400 and known is not None and answer["detail"] == CONFLICT:
+            self.ledger.count("batches_refused")  # a PATCH changed its visibility meanwhile
+            return
         if status != 200:
             self.ledger.problem(f"POST /upload answered {status}: {answer}")
             return
@@ -174,7 +170,7 @@ class Patcher(Actor):
     """Changes the visibility of files uploaded with the right bytes, and deletes some."""
 
     def step(self) -> None:
-        self.stopping.wait(self.rng.uniform(0.2, 0.6))
+        self.stopping.wait(self.rng.uniform(0.5, 1.5))
         candidates = [f for f in self.ledger.snapshot() if f.kind == RIGHT and not f.deleted]
         if not candidates:
             return
@@ -209,7 +205,7 @@ class Watcher(Actor):
         if not files:
             self.stopping.wait(0.1)
         for file in files:
-            if self.stopping.wait(0.02):  # the machine's cores are for the indexer too
+            if self.stopping.wait(0.05):  # the machine's cores are for the indexer too
                 return
             self.check(file)
 
