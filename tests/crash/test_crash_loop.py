@@ -68,7 +68,7 @@ COMMANDS = (
     (["watch", "--interval", "0.2", "--check-interval", "1"], 2),
     (["rebuild"], 2),
 )
-WORK = (0.0, 1.5)  # seconds a process works once it holds the lease, before its SIGKILL
+WORK = (0.0, 1.0)  # seconds a process works once it holds the lease, before its SIGKILL
 # A pass reads every pending record before it verifies the first upload, and forgets
 # the uploads it finished at its end: so that kills land at every step of a pass, not
 # only in the first reads of a backlog that keeps growing, some passes may finish.
@@ -115,7 +115,10 @@ class Indexers:
     def run(self, command: list[str], timeout: float = 120) -> tuple[int, str]:
         """Run to the end: the exit code and what it wrote."""
         process = self.start(command)
-        code = process.wait(timeout=timeout)
+        try:
+            code = process.wait(timeout=timeout)
+        finally:
+            kill(process)  # when it did not end in time
         return code, self.output(self.started)
 
     def output(self, number: int) -> str:
@@ -127,8 +130,11 @@ class Indexers:
 
 
 def kill(process: subprocess.Popen[bytes]) -> None:
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(process.pid, signal.SIGKILL)
+    """SIGKILL the process and its session, unless it has ended (and been reaped: its
+    id may be another process's by then)."""
+    if process.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
     process.wait(timeout=30)
 
 
