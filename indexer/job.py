@@ -339,6 +339,10 @@ class Indexer:
             return False
         found = read_index(self._index, pending.digest)
         current = found[0] if found is not None else None
+        if current is not None and current.deleted is not None and _has_upload(current, pending):
+            # Indexed, then deleted, by a pass killed before it forgot the record: done.
+            # Its staged bytes are not a new upload, and must not bring the file back.
+            return True
         if current is not None and not _agrees(current, pending):
             # Checked before any byte is copied: refused bytes never reach sha512/.
             reason = f"already indexed as {current.visibility}, {current.size} bytes"

@@ -10,7 +10,8 @@ bytes the indexer wrote as it went. For one digest:
   the file was verified or imported with, else its first batch's;
 - ``size``: what it was verified or imported at, else its first batch's;
 - ``uploads``: the batches naming it at that size whose upload was not
-  refused and is not pending, in batch order (first and latest 50);
+  refused and is not pending (or is logged as verified: a pass killed before it
+  forgot the pending record), in batch order (first and latest 50);
 - ``verified_at``: the last verification in the log (an upload is verified
   only when no copy is left), or the import that first stored it (or stored it
   again after a deletion); ``updated_at``: the time of the last event in the log
@@ -121,6 +122,16 @@ class _Sources:
             self.events[record.digest].append(record)
         elif record.event == "batch" and record.batch_id is not None:
             self.logged_batches.add(record.batch_id)
+
+    def verified_uploads(self) -> set[tuple[str, int]]:
+        """(digest, batch id) of the uploads the log records as verified: done, even when
+        their pending record is still there (a pass killed before it forgot it)."""
+        return {
+            (digest, event.batch_id)
+            for digest, events in self.events.items()
+            for event in events
+            if event.event == "verified" and event.batch_id is not None
+        }
 
     def catch_up(self, log: AuditLog, report: RebuildReport) -> None:
         """Read the records written since: a change a live writer (a management request,
@@ -327,7 +338,7 @@ def _read_sources(regions: Regions, report: RebuildReport, progress: Progress) -
         for record in AuditLog(regions.index).records():
             phase.advance()
             sources.add(record, report)
-    unfinished = _unfinished(regions)
+    unfinished = _unfinished(regions, done=sources.verified_uploads())
     with progress.phase("batch records") as phase:
         sources.batches = Catalog(regions.index).batch_records(on_error=report.count_unreadable)
         for batch in sorted(sources.batches, key=lambda batch: batch.id):
@@ -344,9 +355,11 @@ def _read_sources(regions: Regions, report: RebuildReport, progress: Progress) -
     return sources
 
 
-def _unfinished(regions: Regions) -> set[tuple[str, int]]:
+def _unfinished(regions: Regions, *, done: set[tuple[str, int]]) -> set[tuple[str, int]]:
     """(digest, batch id) of the uploads refused or not done yet, from their record keys:
-    ``intake/failures/<digest>/<batch>.json``, ``intake/pending/<owner>/<batch>/<digest>…``."""
+    ``intake/failures/<digest>/<batch>.json``, ``intake/pending/<owner>/<batch>/<digest>…``.
+    A pending record of an upload `done` (verified, says the log) is what a pass killed
+    before it forgot the record left: not an upload still to come."""
     found = set()
     for info in regions.index.list(FAILURES):
         parts = info.key.removeprefix(FAILURES).removesuffix(".json").split("/")
@@ -355,7 +368,9 @@ def _unfinished(regions: Regions) -> set[tuple[str, int]]:
     for info in regions.index.list(PENDING):
         parts = info.key.removeprefix(PENDING).removesuffix(".json").split("/")
         if len(parts) == 3 and parts[1].isdigit():
-            found.add((parts[2].partition("-")[0], int(parts[1])))
+            upload = (parts[2].partition("-")[0], int(parts[1]))
+            if upload not in done:
+                found.add(upload)
     return found
 
 

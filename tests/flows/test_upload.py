@@ -309,3 +309,35 @@ def test_deleted_bytes_never_change_sides(system: System) -> None:
     assert problem["detail"] == "Cannot change already existing file's visibility level."
     with pytest.raises(ObjectNotFound):
         store.head(blob_key(secret.digest))
+
+
+def killed_before_forgetting(system: System, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A pass killed once it has done its uploads' work, before it forgets their records."""
+
+    def killed(pending: object) -> None:
+        raise Killed
+
+    monkeypatch.setattr(system.indexer, "_forget", killed)
+    with pytest.raises(Killed):
+        system.indexer.run_once(check=False)
+    monkeypatch.undo()
+
+
+def test_a_file_deleted_after_a_killed_pass_stays_deleted(system: System, monkeypatch) -> None:
+    """Found by the crash loop (tests/crash/): a pass killed after it indexed an upload,
+    before it forgot its pending record; the file then deleted; the next pass verified
+    the staged bytes again and brought the deleted file back."""
+    from indexer.management import DeleteInstances, apply
+    from tests.gateway.test_download import assert_problem
+
+    upload = new()
+    system.upload([upload])
+    killed_before_forgetting(system, monkeypatch)
+    assert [key for key in leftovers(system) if key.startswith(PENDING)]
+    apply(system.regions, upload.digest, [DeleteInstances("withdrawn")], by="admin")
+    system.indexer.run_once(check=False)
+    assert_problem(system.redirect(upload.digest, client_id="reader"), 404)
+    index, _ = read_index(system.regions.index, upload.digest)
+    assert index.deleted is not None
+    assert leftovers(system) == []
+    assert system.indexer.failures() == []  # the upload was not refused: it was done

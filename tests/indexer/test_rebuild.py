@@ -366,3 +366,27 @@ def test_racing_writers_leave_the_time_of_the_last_write(system: System) -> None
     forget_derived_state(store)
     rebuild(system.regions)
     assert derived_state(store) == before
+
+
+def test_an_upload_a_killed_pass_did_not_forget_stays_an_arrival(
+    system: System, monkeypatch: Any
+) -> None:
+    """Found by the crash loop (tests/crash/): a pass killed after it verified an upload,
+    before it forgot its pending record; the rebuild took the record for an upload still
+    to come and dropped the arrival; the file deleted, the next pass no longer knew the
+    staged bytes for that upload's, verified them again and brought the file back."""
+    from indexer.management import DeleteInstances, apply
+    from tests.flows.test_upload import killed_before_forgetting
+
+    upload = Uploaded("tool.bin", os.urandom(100), "public")
+    system.upload([upload])
+    killed_before_forgetting(system, monkeypatch)
+    store = system.regions.index
+    before = read_index(store, upload.digest)
+    rebuild(system.regions)
+    assert read_index(store, upload.digest) == before
+    apply(system.regions, upload.digest, [DeleteInstances("withdrawn")], by="admin")
+    rebuild(system.regions)
+    system.indexer.run_once(check=False)
+    assert_problem(system.redirect(upload.digest, client_id="reader"), 404)
+    assert system.indexer.failures() == []
