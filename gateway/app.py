@@ -25,6 +25,7 @@ from gateway.fast_path import FastDownloads
 from gateway.files import Files
 from gateway.forwarded import TrustedProxies
 from gateway.index_cache import IndexCache
+from gateway.indexer_health import IndexerHealth
 from gateway.logs import RequestIdMiddleware, RequestLog
 from gateway.lookup import FileLookup
 from gateway.manage import Management
@@ -150,6 +151,15 @@ def create_app(
         regions=regions,
         version_file=settings.version_file,
         heartbeat_timeout=settings.heartbeat_timeout,
+        indexer=(
+            IndexerHealth(
+                regions,
+                max_pass_age=settings.heartbeat_indexer_seconds,
+                max_upload_wait=settings.heartbeat_upload_seconds,
+            )
+            if settings.checks_indexer
+            else None
+        ),
     )
     app = Starlette(
         routes=[
