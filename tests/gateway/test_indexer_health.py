@@ -21,6 +21,7 @@ from indexer.stores import Regions
 from tests.gateway.auth_helpers import clients_file_entries
 from tests.gateway.test_download import assert_problem
 from tests.system import System, Uploaded
+from tests.test_configuration import assert_one_line, run
 
 
 def s3_system(store: S3Store, tmp_path: Path, **settings: object) -> System:
@@ -132,3 +133,11 @@ def test_thresholds_are_checked_settings(name: str, value: str) -> None:
         Settings.from_environ({name: value})
     assert Settings.from_environ({}).heartbeat_indexer_seconds == 900
     assert Settings.from_environ({}).heartbeat_upload_seconds == 300
+
+
+def test_a_bad_threshold_stops_the_gateway_with_one_line(tmp_path: Path) -> None:
+    environ = {"TOOLTOOL_DATA_DIR": str(tmp_path), "TOOLTOOL_HEARTBEAT_UPLOAD_SECONDS": "0"}
+    assert_one_line(
+        run("gateway.cli", environ),
+        "SettingsError: TOOLTOOL_HEARTBEAT_UPLOAD_SECONDS: must be at least 1",
+    )
