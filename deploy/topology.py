@@ -108,21 +108,20 @@ def run(data_dir: Path, host: str, ports: tuple[int, int]) -> int:
         try:
             environ = _start_store(data_dir, stack)
             _init(data_dir, environ)
-            services = [
-                stack.enter_context(_service(name, data_dir, {**environ, **address}))
-                for name, address in (
-                    (name, {"HOST": host, "PORT": str(port)})
-                    for name, port in zip(GATEWAYS, ports, strict=True)
+            gateways = [
+                stack.enter_context(
+                    _service(name, data_dir, {**environ, "HOST": host, "PORT": str(port)})
                 )
+                for name, port in zip(GATEWAYS, ports, strict=True)
             ]
+            indexer = stack.enter_context(_service("indexer", data_dir, environ))
             urls = [f"http://{host}:{port}" for port in ports]
-            for service, url in zip(services, urls, strict=True):
+            for service, url in zip(gateways, urls, strict=True):
                 _wait_until_serving(service, url)
                 print(f"{service.name} at {url} (pid {service.process.pid})", flush=True)
-            indexer = stack.enter_context(_service("indexer", data_dir, environ))
             print(f"indexer: {' '.join(COMMANDS['indexer'])} (pid {indexer.process.pid})")
             print(f"ready: logs in {data_dir}; Ctrl-C stops everything", flush=True)
-            _watch([*services, indexer])
+            _watch([*gateways, indexer])
         except KeyboardInterrupt:  # Ctrl-C, or SIGTERM (indexer.cli.Terminated)
             print("stopping", flush=True)
     return 0

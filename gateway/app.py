@@ -173,7 +173,7 @@ def create_app(
             *site.routes(),
         ],
         exception_handlers=EXCEPTION_HANDLERS,
-        lifespan=_lifespan(embedded),
+        lifespan=_lifespan(embedded, separate_indexer=settings.checks_indexer),
     )
     # A redirect to add a slash would be an answer outside the problem-JSON shape.
     app.router.redirect_slashes = False
@@ -196,12 +196,20 @@ def create_app(
     return wrapped
 
 
-def _lifespan(embedded: EmbeddedIndexer | None) -> Callable[[Starlette], Any]:
+def _lifespan(
+    embedded: EmbeddedIndexer | None, *, separate_indexer: bool
+) -> Callable[[Starlette], Any]:
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         if embedded is not None:
             embedded.start()
             logger.info("indexer loop running in process")
+        elif separate_indexer:
+            # Without one, uploads are accepted and never downloadable: say where to look.
+            logger.info(
+                "uploads are verified by a separate tooltool-indexer (watch, or run from"
+                " cron); /__heartbeat__ checks that one is alive"
+            )
         try:
             yield
         finally:

@@ -219,3 +219,22 @@ def test_bad_ports_are_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None
         topology.main(["--ports", "8001"])
     assert exited.value.code == 2
     assert "--ports: expected two ports like 8001,8002" in capsys.readouterr().err
+
+
+def test_the_gateways_policy_writes_no_blob() -> None:
+    """deploy/iam/: the README's two policies, for the buckets of make run-s3."""
+    buckets = {f"arn:aws:s3:::{bucket}" for _, bucket in topology.REGIONS}
+    for name in ("gateway", "indexer"):
+        policy = json.loads((REPO / "deploy" / "iam" / f"{name}.json").read_text())
+        resources = {r for statement in policy["Statement"] for r in statement["Resource"]}
+        assert {resource.split("/")[0] for resource in resources} == buckets, name
+    gateway = json.loads((REPO / "deploy" / "iam" / "gateway.json").read_text())
+    puts = [
+        resource
+        for statement in gateway["Statement"]
+        if "s3:PutObject" in statement["Action"]
+        for resource in statement["Resource"]
+    ]
+    assert puts
+    assert not [resource for resource in puts if not re.search(r"/[a-z]+/\*$", resource)]
+    assert not [resource for resource in puts if "/sha512/" in resource]
