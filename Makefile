@@ -6,8 +6,9 @@ VENV := .venv
 BIN := $(VENV)/bin
 HOST ?= 127.0.0.1
 PORT ?= 8000
+S3_PORTS ?= 8001,8002
 
-.PHONY: run test lint format bench clean
+.PHONY: run run-s3 test lint format bench clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -17,6 +18,11 @@ $(BIN)/.installed: pyproject.toml
 
 run: $(BIN)/.installed
 	$(BIN)/tooltool-gateway --host $(HOST) --port $(PORT)
+
+# The production topology on this machine (deploy/topology.py): SeaweedFS as S3 in two
+# regions, `tooltool-indexer init --create`, two gateways (S3_PORTS) and one indexer `watch`.
+run-s3: $(BIN)/.installed
+	$(BIN)/python -m deploy.topology --host $(HOST) --ports $(S3_PORTS)
 
 test: $(BIN)/.installed
 	$(BIN)/pytest --cov=gateway --cov=indexer --cov-report=term:skip-covered $(PYTEST_ARGS)

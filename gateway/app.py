@@ -25,6 +25,7 @@ from gateway.fast_path import FastDownloads
 from gateway.files import Files
 from gateway.forwarded import TrustedProxies
 from gateway.index_cache import IndexCache
+from gateway.indexer_health import IndexerHealth
 from gateway.logs import RequestIdMiddleware, RequestLog
 from gateway.lookup import FileLookup
 from gateway.manage import Management
@@ -165,6 +166,15 @@ def create_app(
         regions=regions,
         version_file=settings.version_file,
         heartbeat_timeout=settings.heartbeat_timeout,
+        indexer=(
+            IndexerHealth(
+                regions,
+                max_pass_age=settings.heartbeat_indexer_seconds,
+                max_upload_wait=settings.heartbeat_upload_seconds,
+            )
+            if settings.checks_indexer
+            else None
+        ),
     )
     app = Starlette(
         routes=[
@@ -186,6 +196,7 @@ def create_app(
             None
             if settings.metrics_dir is None
             else SharedMetrics(settings.metrics_dir, metrics.metrics),
+            separate_indexer=settings.checks_indexer,
         ),
     )
     # A redirect to add a slash would be an answer outside the problem-JSON shape.
@@ -222,13 +233,22 @@ def create_app(
 
 
 def _lifespan(
-    embedded: EmbeddedIndexer | None, shared: SharedMetrics | None
+    embedded: EmbeddedIndexer | None,
+    shared: SharedMetrics | None,
+    *,
+    separate_indexer: bool,
 ) -> Callable[[Starlette], Any]:
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         if embedded is not None:
             embedded.start()
             logger.info("indexer loop running in process")
+        elif separate_indexer:
+            # Without one, uploads are accepted and never downloadable: say where to look.
+            logger.info(
+                "uploads are verified by a separate tooltool-indexer (watch, or run from"
+                " cron); /__heartbeat__ checks that one is alive"
+            )
         try:
             async with shared.publishing() if shared is not None else contextlib.nullcontext():
                 yield

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import importlib.metadata
 import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from gateway.errors import problem_response
+from gateway.indexer_health import IndexerHealth
 from indexer.stores import Regions, Store, StoreError, StoreFull
 
 logger = logging.getLogger(__name__)
@@ -25,13 +27,21 @@ class Dockerflow:
     """Health and version endpoints for load balancers and operators."""
 
     def __init__(
-        self, *, regions: Regions, version_file: Path, heartbeat_timeout: float = 3.0
+        self,
+        *,
+        regions: Regions,
+        version_file: Path,
+        heartbeat_timeout: float = 3.0,
+        indexer: IndexerHealth | None = None,
     ) -> None:
+        """`indexer` judges a separate indexer's liveness (None: no such check)."""
         self._regions = regions
+        self._indexer = indexer
         self._version = _version(version_file)
         self._timeout = heartbeat_timeout
-        # One check per store at a time, however many heartbeats arrive while it runs.
+        # One run of each check at a time, however many heartbeats arrive while it runs.
         self._running: dict[str, asyncio.Future[str]] = {}
+        self._details: dict[str, dict[str, Any]] = {}
 
     def routes(self) -> Sequence[BaseRoute]:
         return [
@@ -45,31 +55,37 @@ class Dockerflow:
         return JSONResponse({"status": "ok"}, headers={"Cache-Control": "no-store"})
 
     async def heartbeat(self, request: Request) -> Response:
-        """Every store's check, answered within the heartbeat's own budget."""
-        names = [f"store:{store.region}" for store in self._regions]
-        checks = [asyncio.shield(self._check(store)) for store in self._regions]
+        """Every check, answered within the heartbeat's own budget."""
+        runs: dict[str, Callable[[], Awaitable[str]]] = {
+            f"store:{store.region}": functools.partial(self._store_check, store)
+            for store in self._regions
+        }
+        if self._indexer is not None:
+            runs["indexer"] = self._indexer_check
+        checks = [asyncio.shield(self._check(name, run)) for name, run in runs.items()]
         done, _ = await asyncio.wait(checks, timeout=self._timeout)
         results = {
             name: (check.result() if check in done else "timeout")
-            for name, check in zip(names, checks, strict=True)
+            for name, check in zip(runs, checks, strict=True)
         }
+        details = {name: self._details[name] for name in runs if name in self._details}
         failed = [name for name, result in results.items() if result != "ok"]
         if failed:
             detail = "Failed checks: " + ", ".join(failed)
-            return problem_response(503, detail, extra={"checks": results})
+            return problem_response(503, detail, extra={"checks": results, "details": details})
         return JSONResponse(
-            {"status": "ok", "checks": results, "details": {}},
+            {"status": "ok", "checks": results, "details": details},
             headers={"Cache-Control": "no-store"},
         )
 
-    def _check(self, store: Store) -> asyncio.Future[str]:
-        running = self._running.get(store.region)
+    def _check(self, name: str, run: Callable[[], Awaitable[str]]) -> asyncio.Future[str]:
+        running = self._running.get(name)
         if running is None or running.done():
-            running = asyncio.ensure_future(self._run_check(store))
-            self._running[store.region] = running
+            running = asyncio.ensure_future(run())
+            self._running[name] = running
         return running
 
-    async def _run_check(self, store: Store) -> str:
+    async def _store_check(self, store: Store) -> str:
         name = f"store:{store.region}"
         try:
             await run_in_threadpool(store.check)
@@ -81,6 +97,21 @@ class Dockerflow:
             logger.error("heartbeat check failed: %s", exc, extra={"check": name})
             return "error"
         return "ok"
+
+    async def _indexer_check(self) -> str:
+        assert self._indexer is not None
+        try:
+            state = await run_in_threadpool(self._indexer.check)
+        except StoreError as exc:
+            logger.error("heartbeat check failed: %s", exc, extra={"check": "indexer"})
+            self._details.pop("indexer", None)
+            return "error"
+        self._details["indexer"] = state.details()
+        if state.status != "ok":
+            logger.warning(
+                "heartbeat check failed: indexer %s", state.status, extra=state.details()
+            )
+        return state.status
 
     async def version(self, request: Request) -> Response:
         return JSONResponse(self._version)

@@ -205,6 +205,11 @@ class Settings:
     max_pending_files: int = 2000
     max_pending_bytes: int = 50 * 1024**3
     heartbeat_timeout: int = 3
+    # A separate indexer (S3, no embedded loop) must have finished a pass within this
+    # many seconds, or be running one, for /__heartbeat__ to pass (0: not checked) ...
+    heartbeat_indexer_seconds: int = 900
+    # ... and staged uploads must not wait longer than this for a pass to start.
+    heartbeat_upload_seconds: int = 300
     cloudfront: CloudFrontSettings | None = None
     # Who may read /__metrics__ (gateway/metrics.py): addresses or networks.
     metrics_networks: str = DEFAULT_METRICS_NETWORKS
@@ -215,6 +220,16 @@ class Settings:
     @property
     def runs_embedded_indexer(self) -> bool:
         return self.stores.is_local if self.embedded_indexer is None else self.embedded_indexer
+
+    @property
+    def checks_indexer(self) -> bool:
+        """Whether /__heartbeat__ checks a separate indexer's liveness: on S3 without the
+        embedded loop (where a process of this gateway is the indexer, it is alive)."""
+        return (
+            not self.stores.is_local
+            and not self.runs_embedded_indexer
+            and self.heartbeat_indexer_seconds > 0
+        )
 
     @classmethod
     def from_environ(cls, environ: Mapping[str, str]) -> Settings:
@@ -259,6 +274,12 @@ class Settings:
             max_pending_files=_integer(environ, "TOOLTOOL_MAX_PENDING_FILES", 2000),
             max_pending_bytes=_integer(environ, "TOOLTOOL_MAX_PENDING_BYTES", 50 * 1024**3),
             heartbeat_timeout=_integer(environ, "TOOLTOOL_HEARTBEAT_TIMEOUT", 3, maximum=60),
+            heartbeat_indexer_seconds=_integer(
+                environ, "TOOLTOOL_HEARTBEAT_INDEXER_SECONDS", 900, minimum=0, maximum=7 * 86400
+            ),
+            heartbeat_upload_seconds=_integer(
+                environ, "TOOLTOOL_HEARTBEAT_UPLOAD_SECONDS", 300, maximum=7 * 86400
+            ),
             cloudfront=cloudfront,
             metrics_networks=_metrics_networks(environ.get("TOOLTOOL_METRICS_NETWORKS", "")),
             sentry_dsn=sentry_dsn(environ),

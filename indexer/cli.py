@@ -1,8 +1,8 @@
 """``tooltool-indexer``: operator commands over the stores.
 
 Exit codes: 0 success, 1 an unexpected error, 2 usage, 3 a file refused (conflict or changed),
-4 settings or store unavailable, 5 a file that cannot be read, 6 a partial
-pass (something malformed was set aside, or a region other than the index's could
+4 settings or store unavailable (``init``: a problem found), 5 a file that cannot be read,
+6 a partial pass (something malformed was set aside, or a region other than the index's could
 not be reached: see the log; the rest was done),
 7 no such file (set-visibility, delete), 8 the audit log's chain is broken
 (audit --verify), 75 another run holds the lease (EX_TEMPFAIL: try again later),
@@ -46,6 +46,7 @@ from indexer.management import (
 from indexer.metrics import Metrics
 from indexer.pass_metrics import PassMetrics, outcome_of
 from indexer.progress import terminal_progress
+from indexer.provision import PROBLEM, inspect
 from indexer.rebuild import rebuild
 from indexer.redaction import redact
 from indexer.schema import VISIBILITIES
@@ -85,7 +86,7 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
     )
     try:
         init_sentry(sentry_dsn(environ), component="indexer")
-        with _terminated_on_sigterm():
+        with terminated_on_sigterm():
             return int(args.command(args, environ))
     except Terminated:
         return _fail("Terminated", "stopped before the end; a later run finishes the work", 143)
@@ -108,7 +109,8 @@ class Terminated(KeyboardInterrupt):
 
 
 @contextlib.contextmanager
-def _terminated_on_sigterm() -> Iterator[None]:
+def terminated_on_sigterm() -> Iterator[None]:
+    """Within the block, SIGTERM raises :class:`Terminated` (in the main thread)."""
     if threading.current_thread() is not threading.main_thread():
         yield  # signals reach the main thread only
         return
@@ -126,6 +128,18 @@ def _terminated_on_sigterm() -> Iterator[None]:
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tooltool-indexer", description=__doc__)
     commands = parser.add_subparsers(required=True, metavar="COMMAND")
+
+    initing = commands.add_parser(
+        "init",
+        help="check what a deployment needs (buckets, public access block, write access,"
+        " lease, audit log), one line each; exit 4 on a problem",
+    )
+    initing.add_argument(
+        "--create",
+        action="store_true",
+        help="make what is missing first: buckets, and their public access block",
+    )
+    initing.set_defaults(command=_init)
 
     importing = commands.add_parser(
         "import", help="store local files in every region and index them"
@@ -194,6 +208,18 @@ def _parser() -> argparse.ArgumentParser:
     )
     audit.set_defaults(command=_audit)
     return parser
+
+
+def _init(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
+    settings = StoreSettings.from_environ(environ)
+    print(f"checking {settings.described}", file=sys.stderr)
+    findings = inspect(open_regions(settings, bulk=True), create=args.create)
+    for finding in findings:
+        print(escape_controls(redact(str(finding))))
+    problems = sum(finding.level == PROBLEM for finding in findings)
+    if problems:
+        return _fail("InitError", f"{problems} problem(s): see the lines above", EXIT_UNAVAILABLE)
+    return EXIT_OK
 
 
 def _audit(args: argparse.Namespace, environ: Mapping[str, str]) -> int:

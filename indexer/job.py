@@ -52,6 +52,7 @@ from indexer.intake import (
     failure_key,
     read_batch,
 )
+from indexer.last_pass import LastPass, record_pass
 from indexer.progress import QUIET, Progress
 from indexer.replication import Outages, Replicator
 from indexer.schema import (
@@ -72,6 +73,7 @@ from indexer.stores import (
     PreconditionFailed,
     Regions,
     Store,
+    StoreError,
     StoreUnavailable,
 )
 from indexer.strict_json import StrictJsonError, loads_strict
@@ -180,6 +182,7 @@ class Indexer:
         and be forgotten; then its error is raised.
         """
         report = PassReport()
+        started = self._clock()
         self._replicator.start_pass()
         finished = self.process_pending(report, every=check)
         failed: Exception | None = None
@@ -204,11 +207,20 @@ class Indexer:
             raise failed
         if self.site is not None:
             self.site.refresh()
+        self._record_pass(LastPass(started, self._clock()))
         summary = report.summary()
         # A quiet loop stays quiet: passes that did something are logged at info.
         level = logging.INFO if any(summary.values()) else logging.DEBUG
         logger.log(level, "indexer pass", extra=summary)
         return report
+
+    def _record_pass(self, last: LastPass) -> None:
+        """Say the pass ended (what gateways' heartbeats read); a marker that cannot be
+        written is only a warning: the work is done, the next pass writes it."""
+        try:
+            record_pass(self._index, last)
+        except StoreError as exc:
+            logger.warning("could not record the end of the pass: %s", exc)
 
     # -- pending uploads ---------------------------------------------------
 

@@ -170,6 +170,16 @@ class Lease:
         return info.etag
 
 
+def lease_expires(store: Store) -> float:
+    """When the current lease expires (POSIX seconds); 0 when none is held or it was given
+    up. A time ahead means a run holds it and keeps renewing it: a pass is running."""
+    try:
+        raw, _ = store.get(LEASE_KEY)
+    except ObjectNotFound:
+        return 0.0
+    return _parse(raw)[1]
+
+
 def _parse(raw: bytes) -> tuple[str, float]:
     """Holder and expiry of a lease object; an unreadable one counts as expired."""
     try:

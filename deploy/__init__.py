@@ -1,0 +1,1 @@
+"""Running ToolTool's production topology on one machine (``make run-s3``)."""

@@ -1,0 +1,273 @@
+"""``make run-s3``: ToolTool's production topology on this machine, in the foreground.
+
+SeaweedFS (the ``weed`` binary of the test extra) stands in for S3 with two
+regions; ``tooltool-indexer init --create`` makes their buckets; two gateway
+replicas serve on two ports, and one ``tooltool-indexer watch`` verifies
+uploads and copies them between the regions. Its settings, a development
+client and the secrets are kept in the data directory (``./tooltool-s3``):
+``. tooltool-s3/tooltool.env`` gives a shell the same settings, to run
+``tooltool-indexer`` against it. Ctrl-C or SIGTERM stops every process.
+
+``docker-compose.yml`` runs the same services with the same commands and
+settings (a test keeps them in step: :data:`COMMANDS`, :data:`SETTINGS`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import shlex
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO
+
+from deploy.seaweedfs import SeaweedFSError, start_seaweedfs, stop_seaweedfs
+from indexer.cli import terminated_on_sigterm
+from indexer.config import SettingsError, secret_file
+
+REGIONS = (("us-east-1", "tooltool-east"), ("us-west-2", "tooltool-west"))
+ACCESS_KEY_ID = "tooltool"
+DEV_CLIENT = "tooltool-dev"
+SCOPE_PREFIX = "project:releng:services/tooltool/api"
+# The services besides the store, and what each runs (the gateways' address comes from
+# HOST and PORT); docker-compose.yml names the same.
+COMMANDS: Mapping[str, tuple[str, ...]] = {
+    "init": ("tooltool-indexer", "init", "--create"),
+    "gateway-a": ("tooltool-gateway",),
+    "gateway-b": ("tooltool-gateway",),
+    "indexer": ("tooltool-indexer", "watch", "--interval", "2"),
+}
+GATEWAYS = ("gateway-a", "gateway-b")
+# What every service is configured with (the gateways also with HOST and PORT).
+SETTINGS = (
+    "S3_REGIONS",
+    "S3_ENDPOINT_URL",
+    "S3_REGIONS_ACCESS_KEY_ID",
+    "S3_REGIONS_SECRET_ACCESS_KEY",
+    "TOOLTOOL_CLIENTS_FILE",
+    "TOOLTOOL_JWT_SECRET",
+)
+STOP_SECONDS = 10.0
+READY_SECONDS = 30.0
+
+
+class TopologyError(Exception):
+    """A service could not start, or stopped on its own."""
+
+
+@dataclass
+class Service:
+    """A running process of the topology, its output going to ``<data dir>/<name>.log``."""
+
+    name: str
+    process: subprocess.Popen[bytes]
+    log: IO[bytes]
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+        try:
+            self.process.wait(timeout=STOP_SECONDS)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+        self.log.close()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="make run-s3", description=__doc__)
+    parser.add_argument("--data-dir", type=Path, default=Path("tooltool-s3"))
+    parser.add_argument("--host", default="127.0.0.1", help="the gateways' address")
+    parser.add_argument(
+        "--ports", default="8001,8002", help="the two gateways' ports (default 8001,8002)"
+    )
+    args = parser.parse_args(argv)
+    try:
+        ports = _ports(args.ports)
+    except ValueError as exc:
+        parser.error(str(exc))
+    with terminated_on_sigterm():  # SIGTERM unwinds as Ctrl-C does
+        try:
+            return run(args.data_dir.resolve(), args.host, ports)
+        except (TopologyError, SeaweedFSError, SettingsError) as exc:
+            print(f"{type(exc).__name__}: {exc}", file=sys.stderr)
+            return 1
+
+
+def run(data_dir: Path, host: str, ports: tuple[int, int]) -> int:
+    """Start everything, wait for SIGTERM or Ctrl-C (or a service that stops), stop it all."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    with contextlib.ExitStack() as stack:
+        try:
+            environ = _start_store(data_dir, stack)
+            _init(data_dir, environ)
+            gateways = [
+                stack.enter_context(
+                    _service(name, data_dir, {**environ, "HOST": host, "PORT": str(port)})
+                )
+                for name, port in zip(GATEWAYS, ports, strict=True)
+            ]
+            indexer = stack.enter_context(_service("indexer", data_dir, environ))
+            urls = [f"http://{host}:{port}" for port in ports]
+            for service, url in zip(gateways, urls, strict=True):
+                _wait_until_serving(service, url)
+                print(f"{service.name} at {url} (pid {service.process.pid})", flush=True)
+            print(f"indexer: {' '.join(COMMANDS['indexer'])} (pid {indexer.process.pid})")
+            print(f"ready: logs in {data_dir}; Ctrl-C stops everything", flush=True)
+            _watch([*gateways, indexer])
+        except KeyboardInterrupt:  # Ctrl-C, or SIGTERM (indexer.cli.Terminated)
+            print("stopping", flush=True)
+    return 0
+
+
+def _start_store(data_dir: Path, stack: contextlib.ExitStack) -> dict[str, str]:
+    """SeaweedFS in ``<data dir>/seaweedfs``, and the settings every service gets."""
+    secret = secret_file(data_dir / ".s3-secret", "S3_REGIONS_SECRET_ACCESS_KEY")
+    started = None
+    for _ in range(3):  # a port taken between choosing and binding: try again
+        started = start_seaweedfs(
+            data_dir / "seaweedfs", access_key=ACCESS_KEY_ID, secret_key=secret
+        )
+        if started is not None:
+            break
+    if started is None:
+        raise TopologyError(f"SeaweedFS did not start: see {data_dir / 'seaweedfs' / 'weed.out'}")
+    process, output, endpoint = started
+    stack.callback(stop_seaweedfs, process, output)
+    print(f"seaweedfs at {endpoint} (pid {process.pid})", flush=True)
+    clients = data_dir / "clients.json"
+    if not clients.exists():
+        clients.write_text(json.dumps([_dev_client(data_dir)], indent=2) + "\n")
+        clients.chmod(0o600)
+    environ = {
+        "S3_REGIONS": ";".join(f"{region}:{bucket}" for region, bucket in REGIONS),
+        "S3_ENDPOINT_URL": endpoint,
+        "S3_REGIONS_ACCESS_KEY_ID": ACCESS_KEY_ID,
+        "S3_REGIONS_SECRET_ACCESS_KEY": secret,
+        "TOOLTOOL_CLIENTS_FILE": str(clients),
+        "TOOLTOOL_JWT_SECRET": secret_file(data_dir / ".jwt-secret", "TOOLTOOL_JWT_SECRET"),
+    }
+    settings = data_dir / "tooltool.env"
+    settings.write_text("".join(f"export {k}={shlex.quote(v)}\n" for k, v in environ.items()))
+    settings.chmod(0o600)
+    print(f"settings in {settings}; the development client {DEV_CLIENT} in {clients}")
+    return environ
+
+
+def _dev_client(data_dir: Path) -> dict[str, object]:
+    """A client holding every scope, as the embedded default's development client."""
+    token = secret_file(data_dir / ".dev-access-token", "the development client's accessToken")
+    return {
+        "clientId": DEV_CLIENT,
+        "accessToken": token,
+        "scopes": [
+            f"{SCOPE_PREFIX}/{scope}"
+            for scope in (
+                "download/public",
+                "download/internal",
+                "upload/public",
+                "upload/internal",
+                "manage",
+            )
+        ],
+    }
+
+
+def _init(data_dir: Path, environ: Mapping[str, str]) -> None:
+    """``tooltool-indexer init --create``, its lines shown; a problem stops the start."""
+    command = [_binary(COMMANDS["init"][0]), *COMMANDS["init"][1:]]
+    result = subprocess.run(
+        command,
+        env=_environ(environ),
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+    )
+    for line in result.stdout.splitlines():
+        print(f"init: {line}", flush=True)
+    if result.returncode != 0:
+        raise TopologyError(f"init exited with {result.returncode}: {result.stderr.strip()}")
+
+
+@contextlib.contextmanager
+def _service(name: str, data_dir: Path, environ: Mapping[str, str]) -> Iterator[Service]:
+    command = [_binary(COMMANDS[name][0]), *COMMANDS[name][1:]]
+    log = (data_dir / f"{name}.log").open("ab")
+    process = subprocess.Popen(
+        command, env=_environ(environ), stdin=subprocess.DEVNULL, stdout=log, stderr=log
+    )
+    service = Service(name, process, log)
+    try:
+        yield service
+    finally:
+        service.stop()
+
+
+def _environ(settings: Mapping[str, str]) -> dict[str, str]:
+    """This process's environment without ToolTool's settings, then `settings`: nothing
+    set in the shell changes the topology."""
+    inherited = {
+        name: value
+        for name, value in os.environ.items()
+        if not name.startswith(("S3_", "TOOLTOOL_", "CLOUDFRONT_", "TASKCLUSTER_"))
+        and name not in ("HOST", "PORT")
+    }
+    return {**inherited, **settings}
+
+
+def _binary(name: str) -> str:
+    """The console script of this environment (the project's virtual environment)."""
+    beside = Path(sys.executable).with_name(name)
+    if not beside.exists():
+        raise TopologyError(f"{beside} is missing: install the project (make run-s3 does)")
+    return str(beside)
+
+
+def _wait_until_serving(service: Service, url: str) -> None:
+    deadline = time.monotonic() + READY_SECONDS
+    while time.monotonic() < deadline:
+        if service.process.poll() is not None:
+            raise TopologyError(
+                f"{service.name} exited with {service.process.returncode}: see {service.log.name}"
+            )
+        try:
+            with urllib.request.urlopen(f"{url}/__lbheartbeat__", timeout=2):  # noqa: S310
+                return
+        except OSError:
+            time.sleep(0.1)
+    raise TopologyError(f"{service.name} did not answer at {url}: see {service.log.name}")
+
+
+def _watch(services: Sequence[Service]) -> None:
+    """Until stopped: a service that exits on its own stops the topology."""
+    while True:
+        for service in services:
+            if service.process.poll() is not None:
+                raise TopologyError(
+                    f"{service.name} exited with {service.process.returncode}:"
+                    f" see {service.log.name}"
+                )
+        time.sleep(0.5)
+
+
+def _ports(text: str) -> tuple[int, int]:
+    parts = [part.strip() for part in text.split(",")]
+    if len(parts) != 2 or not all(part.isdigit() and 0 < int(part) < 65536 for part in parts):
+        raise ValueError(f"--ports: expected two ports like 8001,8002, got {text!r}")
+    first, second = (int(part) for part in parts)
+    if first == second:
+        raise ValueError("--ports: the two gateways need two ports")
+    return first, second
+
+
+if __name__ == "__main__":
+    sys.exit(main())
