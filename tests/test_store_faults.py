@@ -144,6 +144,8 @@ def deploy(weed: SeaweedProcess, tmp_path: Path) -> Iterator[Callable[[str], Dep
                 "TOOLTOOL_INDEX_NEGATIVE_CACHE_SECONDS": str(CACHE_SECONDS),
                 "TOOLTOOL_JWT_SECRET": "s" * 32,
                 "TOOLTOOL_CLIENTS_FILE": str(tmp_path / "clients.json"),
+                # No indexer runs here (the files are imported): the heartbeat checks the store.
+                "TOOLTOOL_HEARTBEAT_INDEXER_SECONDS": "0",
             }
             settings = Settings.from_environ(environ)
             app = create_app(settings, open_regions(settings.stores))
