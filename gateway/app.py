@@ -28,6 +28,7 @@ from gateway.index_cache import IndexCache
 from gateway.logs import RequestIdMiddleware, RequestLog
 from gateway.lookup import FileLookup
 from gateway.manage import Management
+from gateway.openapi import ApiDescription
 from gateway.settings import Settings
 from gateway.site import Site
 from gateway.token_routes import TokenRoutes
@@ -160,6 +161,7 @@ def create_app(
             *tokens.routes(),
             *blobs.routes(),
             *dockerflow.routes(),
+            *ApiDescription(local_store=bool(blobs.routes())).routes(),
             *site.routes(),
         ],
         exception_handlers=EXCEPTION_HANDLERS,
