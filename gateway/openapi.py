@@ -482,7 +482,7 @@ def _store_paths() -> Json:
                 "Write an object by a URL the gateway signed (local store only)",
                 {
                     "200": {"description": "Stored", "headers": etag},
-                    **_errors(400, 403, 409, 411, 413, 507),
+                    **_errors(400, 403, 404, 409, 411, 413, 507),
                 },
                 security=False,
                 operationId="writeSigned",
