@@ -108,14 +108,33 @@ def _path_parameter(name: str, schema: Json | None = None, description: str = ""
     return parameter
 
 
-def _query(name: str, description: str, *, required: bool = False) -> Json:
+# Single-line text (gateway.bodies.is_text): no C0 or C1 control characters, no DEL.
+_LINE_TEXT = "^[^\\u0000-\\u001f\\u007f-\\u009f]*$"
+# ... holding something besides whitespace (what a search needs).
+_SEARCH_TEXT = (
+    "^[^\\u0000-\\u001f\\u007f-\\u009f]*[^\\s\\u0000-\\u001f\\u007f-\\u009f]"
+    "[^\\u0000-\\u001f\\u007f-\\u009f]*$"
+)
+# Multi-line text: tab, newline and carriage return allowed too.
+_TEXT = "^[^\\u0000-\\u0008\\u000b\\u000c\\u000e-\\u001f\\u007f-\\u009f]*$"
+
+
+def _query(
+    name: str, description: str, schema: Json | None = None, *, required: bool = False
+) -> Json:
     return {
         "name": name,
         "in": "query",
         "required": required,
         "description": description,
-        "schema": {"type": "string", "maxLength": 256},
+        "schema": schema or {"type": "string", "maxLength": 256, "pattern": _LINE_TEXT},
     }
+
+
+def _search(description: str) -> Json:
+    """A required ``q``: short single-line text, not only whitespace (else a 400)."""
+    schema = {"type": "string", "minLength": 1, "maxLength": 256, "pattern": _SEARCH_TEXT}
+    return _query("q", description, schema, required=True)
 
 
 def _operation(summary: str, responses: Json, *, security: bool = True, **more: Any) -> Json:
@@ -129,7 +148,13 @@ def _operation(summary: str, responses: Json, *, security: bool = True, **more: 
 def _schemas() -> Json:
     visibility = {"type": "string", "enum": ["public", "internal"]}
     algorithm = {"type": "string", "const": "sha512"}
-    size = {"type": "integer", "minimum": 0, "maximum": upload_parsing.MAX_SIZE}
+    size = {
+        "type": "integer",
+        "minimum": 0,
+        "maximum": upload_parsing.MAX_SIZE,
+        "description": "Bytes, written as an integer (130, not 130.0 or 1.3e2), as the"
+        " legacy client writes it.",
+    }
     problem = {
         "type": "object",
         "description": "Every error: the legacy problem shape, with `error` for tooltool.py.",
@@ -213,13 +238,21 @@ def _batch_schemas(visibility: Json, algorithm: Json, size: Json) -> Json:
                     "type": "string",
                     "minLength": 1,
                     "maxLength": upload_parsing.MAX_MESSAGE,
-                    "description": "Text: no control characters but tab and newlines.",
+                    "pattern": _TEXT,
+                    "description": "Text, not only whitespace: no control characters but"
+                    " tab and newlines.",
                 },
                 "files": {
                     "type": "object",
                     "minProperties": 1,
                     "maxProperties": upload_parsing.MAX_FILES,
-                    "propertyNames": {"minLength": 1, "maxLength": upload_parsing.MAX_FILENAME},
+                    "propertyNames": {
+                        "minLength": 1,
+                        "maxLength": upload_parsing.MAX_FILENAME,
+                        "pattern": "^[^/\\\\\\u0000-\\u001f\\u007f-\\u009f]*$",
+                        "not": {"enum": [".", ".."]},
+                        "description": "A file name: printable, without / or \\.",
+                    },
                     "additionalProperties": upload_file,
                 },
             },
@@ -245,23 +278,32 @@ def _batch_schemas(visibility: Json, algorithm: Json, size: Json) -> Json:
 
 
 def _other_schemas() -> Json:
-    operation = {
-        "type": "object",
-        "required": ["op"],
-        "properties": {
-            "op": {"type": "string", "enum": ["set_visibility", "delete_instances"]},
-            "visibility": {"type": "string", "enum": ["public", "internal"]},
-            "reason": {"type": "string", "maxLength": MAX_REASON},
+    reason = {"type": "string", "maxLength": MAX_REASON, "pattern": _LINE_TEXT}
+    operations = [
+        {
+            "type": "object",
+            "additionalProperties": False,
+            "required": ["op", "visibility"],
+            "properties": {
+                "op": {"const": "set_visibility"},
+                "visibility": {"type": "string", "enum": ["public", "internal"]},
+                "reason": reason,
+            },
         },
-        "additionalProperties": False,
-    }
+        {
+            "type": "object",
+            "additionalProperties": False,
+            "required": ["op"],
+            "properties": {"op": {"const": "delete_instances"}, "reason": reason},
+        },
+    ]
     scopes = {"type": "array", "items": {"type": "string"}}
     return {
         "Operations": {
             "type": "array",
             "minItems": 1,
             "maxItems": MAX_OPERATIONS,
-            "items": operation,
+            "items": {"oneOf": operations},
             "description": '`{"op": "set_visibility", "visibility": …}` and'
             ' `{"op": "delete_instances"}`, each with an optional `reason`.',
         },
@@ -313,7 +355,13 @@ def _download_paths() -> Json:
                 "Download a file: a redirect to its bytes",
                 {"302": redirect, **_errors(400, 401, 403, 404)},
                 operationId="download",
-                parameters=[_query("region", "The preferred region, when it holds a copy")],
+                parameters=[
+                    _query(
+                        "region",
+                        "The preferred region, when it holds a copy (anything else is ignored)",
+                        {"type": "string"},
+                    )
+                ],
             ),
         },
     }
@@ -338,7 +386,7 @@ def _upload_paths() -> Json:
                 "Search batches by a substring of their author or message",
                 {**_ok(_ref("BatchSearch")), **_errors(400, 401)},
                 operationId="searchBatches",
-                parameters=[_query("q", "A substring of an author or a message", required=True)],
+                parameters=[_search("A substring of an author or a message")],
             ),
         },
         "/upload/complete/sha512/{digest}": {
@@ -381,9 +429,7 @@ def _file_paths() -> Json:
                 "Search files by a hash prefix (at least 8 hex characters) or a filename",
                 {**_ok(_ref("FileSearch")), **_errors(400, 401)},
                 operationId="searchFiles",
-                parameters=[
-                    _query("q", "A hash prefix or a substring of a filename", required=True)
-                ],
+                parameters=[_search("A hash prefix or a substring of a filename")],
             ),
         },
     }
