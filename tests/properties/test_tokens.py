@@ -162,3 +162,9 @@ def test_only_tokens_valid_now_for_this_audience_and_issuer_are_accepted(
         and issuer == "tooltool"
     )
     assert refused(service(), token) is not expected
+
+
+def test_text_that_is_not_unicode_is_a_malformed_token() -> None:
+    issued = service().issue(Identity("client", frozenset(), None), [], expires_in=None).token
+    with pytest.raises(InvalidToken, match="malformed"):
+        service().verify(issued[:10] + "\udfff" + issued[11:])
