@@ -181,7 +181,9 @@ def test_every_operation_conforms_anonymous_and_authenticated(
     assert len(described) == 30
 
 
-def test_the_cli_coverage_phase_finds_nothing(running: tuple[LiveServer, Known]) -> None:
+def test_the_cli_coverage_phase_finds_nothing(
+    running: tuple[LiveServer, Known], tmp_path: Path
+) -> None:
     """``st run``'s coverage phase, as CI would run it: boundary and malformed values for
     every parameter and body, undescribed methods (405 with a whole ``Allow``), missing
     headers. Every check but positive_data_acceptance: sizes must be written as integers
@@ -208,6 +210,7 @@ def test_the_cli_coverage_phase_finds_nothing(running: tuple[LiveServer, Known])
         text=True,
         timeout=300,
         check=False,
+        cwd=tmp_path,  # its cache (.schemathesis/) stays out of the repository
     )
     summary = result.stdout[-3000:]
     print(summary)
