@@ -554,10 +554,23 @@ def _site_paths() -> Json:
     internal = {**public, "401": sign_in, "403": sign_in}
     path = [_path_parameter("path", description="A page under the section")]
 
+    if_none_match = {
+        "name": "If-None-Match",
+        "in": "header",
+        "required": False,
+        "description": "ETags of a copy the client holds: 304 when the page's is among them",
+        "schema": {"type": "string"},
+    }
+
     def get(summary: str, responses: Json, name: str, *, security: bool = False) -> Json:
         return {
             "get": _operation(
-                summary, responses, security=security, operationId=name, tags=["site"]
+                summary,
+                responses,
+                security=security,
+                operationId=name,
+                tags=["site"],
+                parameters=[if_none_match] if "304" in responses else [],
             )
         }
 
