@@ -161,7 +161,9 @@ def create_app(
             *tokens.routes(),
             *blobs.routes(),
             *dockerflow.routes(),
-            *ApiDescription(local_store=bool(blobs.routes())).routes(),
+            *ApiDescription(
+                local_store=bool(blobs.routes()), root_path=settings.root_path
+            ).routes(),
             *site.routes(),
         ],
         exception_handlers=EXCEPTION_HANDLERS,

@@ -606,8 +606,9 @@ def _site_paths() -> Json:
     return paths
 
 
-def describe(*, local_store: bool) -> Json:
-    """The OpenAPI 3.1 description of the gateway; `local_store` adds its signed-URL routes."""
+def describe(*, local_store: bool, root_path: str = "") -> Json:
+    """The OpenAPI 3.1 description of the gateway; `local_store` adds its signed-URL routes,
+    `root_path` (``TOOLTOOL_ROOT_PATH``) is where the paths start on the host."""
     try:
         version = importlib.metadata.version("tooltool")
     except importlib.metadata.PackageNotFoundError:
@@ -631,6 +632,7 @@ def describe(*, local_store: bool) -> Json:
     }
     return {
         "openapi": "3.1.0",
+        "servers": [{"url": root_path or "/"}],
         "info": {
             "title": "ToolTool",
             "version": version,
@@ -662,8 +664,9 @@ def describe(*, local_store: bool) -> Json:
 class ApiDescription:
     """Serves the description, serialised once."""
 
-    def __init__(self, *, local_store: bool) -> None:
-        self._body = json.dumps(describe(local_store=local_store), sort_keys=True).encode()
+    def __init__(self, *, local_store: bool, root_path: str = "") -> None:
+        described = describe(local_store=local_store, root_path=root_path)
+        self._body = json.dumps(described, sort_keys=True).encode()
 
     def routes(self) -> Sequence[BaseRoute]:
         return [Route(PATH, self.serve, methods=["GET", "HEAD"])]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -113,3 +114,10 @@ def test_the_site_sections_and_limits_come_from_the_code(gateway: Gateway) -> No
     assert {f"/{section}/{{path}}" for section in SECTIONS} <= set(description["paths"])
     files = description["components"]["schemas"]["UploadRequest"]["properties"]["files"]
     assert files["maxProperties"] == MAX_FILES
+
+
+def test_under_a_path_prefix_the_paths_start_there(make_gateway: Callable[..., Gateway]) -> None:
+    gateway = make_gateway(root_path="/tooltool")
+    described = gateway.client().get("/tooltool/openapi.json").json()
+    assert described["servers"] == [{"url": "/tooltool"}]
+    assert describe(local_store=True)["servers"] == [{"url": "/"}]
