@@ -5,7 +5,7 @@ from __future__ import annotations
 import string
 from urllib.parse import quote
 
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 from starlette.testclient import TestClient
 
@@ -65,6 +65,8 @@ def test_the_gateway_answers_400_exactly_for_what_is_not_a_digest(gateway: Gatew
     @settings(max_examples=150, deadline=None, database=None)
     @given(value=candidates)
     def check(value: str) -> None:
+        # "." and ".." are dot segments: clients resolve them away before sending (RFC 3986).
+        assume(value not in (".", ".."))
         for path in ("/sha512/", "/file/sha512/", "/upload/complete/sha512/"):
             answer = client.get(path + quote(value, safe=""))
             if oracle(value):

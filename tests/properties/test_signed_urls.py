@@ -113,7 +113,9 @@ def test_over_http_only_the_signed_url_reads_the_blob(gateway: Gateway) -> None:
         tampered = url[:position] + replacement + url[position + 1 :]
         answer = client.get(tampered)
         if answer.status_code == 200:
-            assert _request(tampered) == original, tampered
+            # As sent: the client resolves what the change made of the URL (":__store__/…"
+            # is a relative reference to the same path).
+            assert _request(str(answer.request.url)) == original, tampered
             assert hashlib.sha512(answer.content).hexdigest() == digest
         else:
             assert answer.status_code in (400, 403, 404), (tampered, answer.status_code)
