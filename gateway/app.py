@@ -30,6 +30,7 @@ from gateway.logs import RequestIdMiddleware, RequestLog
 from gateway.lookup import FileLookup
 from gateway.manage import Management
 from gateway.metrics import GatewayMetrics, MetricsRoute, counts_of
+from gateway.openapi import ApiDescription
 from gateway.settings import Settings
 from gateway.site import Site
 from gateway.token_routes import TokenRoutes
@@ -185,6 +186,9 @@ def create_app(
             *tokens.routes(),
             *blobs.routes(),
             *dockerflow.routes(),
+            *ApiDescription(
+                local_store=bool(blobs.routes()), root_path=settings.root_path
+            ).routes(),
             *site.routes(),
             *MetricsRoute(
                 metrics.metrics, networks=TrustedProxies.parse(settings.metrics_networks)

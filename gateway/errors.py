@@ -16,6 +16,7 @@ from typing import Any
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
+from starlette.routing import Match, Route
 
 from gateway.identity import AuthError, ProviderUnavailable
 from indexer.schema import MalformedIndexObject
@@ -152,8 +153,22 @@ async def _http_exception(request: Request, exc: Exception) -> Response:
     # Starlette raises these for unknown routes (404) and methods (405); its
     # detail is the bare phrase, so the legacy descriptions are used instead.
     assert isinstance(exc, HTTPException)
-    headers = {"Allow": exc.headers["Allow"]} if exc.headers and "Allow" in exc.headers else None
+    headers = None
+    if exc.status_code == 405:
+        headers = {"Allow": ", ".join(_allowed_methods(request))}
     return problem_response(exc.status_code, headers=headers)
+
+
+def _allowed_methods(request: Request) -> list[str]:
+    """Every method some route serves at the request's path (RFC 9110: `Allow` lists them
+    all); Starlette's own 405 names only the first route's, and several routes share paths
+    (``GET`` and ``POST /upload``, ``GET`` and ``PATCH /file/sha512/<d>``)."""
+    methods: set[str] = set()
+    for route in request.app.router.routes:
+        match, _ = route.matches(request.scope)
+        if match is not Match.NONE and isinstance(route, Route):
+            methods |= route.methods or set()
+    return sorted(methods)
 
 
 async def _auth_error(request: Request, exc: Exception) -> Response:

@@ -220,7 +220,8 @@ class TokenService:
     def _verify(self, token: str) -> VerifiedToken:
         try:
             header = jwt.get_unverified_header(token)
-        except jwt.exceptions.InvalidTokenError:
+        except (jwt.exceptions.InvalidTokenError, UnicodeEncodeError):
+            # pyjwt encodes the text as UTF-8 first: a lone surrogate is no token either.
             raise InvalidToken("the token is malformed") from None
         algorithm = header.get("alg")
         if algorithm != self.algorithm:

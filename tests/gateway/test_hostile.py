@@ -228,3 +228,19 @@ def test_websocket_upgrades_are_plain_http(gateway: Gateway, live_server) -> Non
         ).encode(),
     )
     assert answer.startswith(b"HTTP/1.1 302"), answer[:100]
+
+
+@pytest.mark.parametrize(
+    ("path", "allowed"),
+    [
+        ("/upload", {"GET", "HEAD", "POST"}),
+        (f"/file/sha512/{GOOD}", {"GET", "HEAD", "PATCH"}),
+        ("/__store__/local/sha512/" + GOOD, {"GET", "HEAD", "PUT"}),
+    ],
+)
+def test_a_405_allows_every_method_of_every_route_at_its_path(
+    gateway: Gateway, path: str, allowed: set[str]
+) -> None:
+    response = gateway.client().request("OPTIONS", path)
+    assert_problem(response, 405)
+    assert set(response.headers["allow"].split(", ")) == allowed
