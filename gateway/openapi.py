@@ -477,13 +477,25 @@ def _dockerflow_paths() -> Json:
             "checks": {"type": "object", "additionalProperties": {"type": "string"}},
         },
     }
+    metrics = {
+        "200": {
+            "description": "The Prometheus text exposition format",
+            "content": {"text/plain": {"schema": {"type": "string"}}},
+        },
+        **_errors(403),
+    }
     answers = {
         "/__lbheartbeat__": ("The process answers (no dependencies)", _ok(status)),
         "/__heartbeat__": (
-            "Every store's check; 503 names what failed (error, timeout, low-disk-space)",
+            "Every store's check, and on S3 without the embedded indexer the indexer's;"
+            " 503 names what failed (error, timeout, low-disk-space, stale, uploads-waiting)",
             _ok(heartbeat),
         ),
         "/__version__": ("version.json (Dockerflow)", _ok({"type": "object"})),
+        "/__metrics__": (
+            "Prometheus metrics, to the networks of TOOLTOOL_METRICS_NETWORKS (403 to others)",
+            metrics,
+        ),
     }
     return {
         path: {
