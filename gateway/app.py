@@ -167,6 +167,7 @@ def create_app(
         regions=regions,
         version_file=settings.version_file,
         heartbeat_timeout=settings.heartbeat_timeout,
+        recheck_seconds=settings.heartbeat_recheck_seconds,
         indexer=(
             IndexerHealth(
                 regions,

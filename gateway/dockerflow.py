@@ -7,6 +7,7 @@ import functools
 import importlib.metadata
 import json
 import logging
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,10 @@ from indexer.stores import Regions, Store, StoreError, StoreFull
 
 logger = logging.getLogger(__name__)
 
+# A finished check's result answers the heartbeats of the next seconds too: however
+# often (and by whomever) it is called, the stores see one round of checks per interval.
+RECHECK_SECONDS = 2.0
+
 
 class Dockerflow:
     """Health and version endpoints for load balancers and operators."""
@@ -33,6 +38,7 @@ class Dockerflow:
         version_file: Path,
         heartbeat_timeout: float = 3.0,
         indexer: IndexerHealth | None = None,
+        recheck_seconds: float = RECHECK_SECONDS,
     ) -> None:
         """`indexer` judges a separate indexer's liveness (None: no such check)."""
         self._regions = regions
@@ -41,6 +47,8 @@ class Dockerflow:
         self._timeout = heartbeat_timeout
         # One run of each check at a time, however many heartbeats arrive while it runs.
         self._running: dict[str, asyncio.Future[str]] = {}
+        self._last: dict[str, tuple[float, str]] = {}  # when each check last ended, and how
+        self._recheck = recheck_seconds
         self._details: dict[str, dict[str, Any]] = {}
 
     def routes(self) -> Sequence[BaseRoute]:
@@ -79,11 +87,24 @@ class Dockerflow:
         )
 
     def _check(self, name: str, run: Callable[[], Awaitable[str]]) -> asyncio.Future[str]:
+        """The check's run in progress, or the result of its last one if that ended
+        within the recheck interval, else a new run."""
         running = self._running.get(name)
-        if running is None or running.done():
-            running = asyncio.ensure_future(run())
-            self._running[name] = running
+        if running is not None and not running.done():
+            return running
+        last = self._last.get(name)
+        if last is not None and time.monotonic() - last[0] < self._recheck:
+            answered: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+            answered.set_result(last[1])
+            return answered
+        running = asyncio.ensure_future(self._remembered(name, run))
+        self._running[name] = running
         return running
+
+    async def _remembered(self, name: str, run: Callable[[], Awaitable[str]]) -> str:
+        result = await run()
+        self._last[name] = (time.monotonic(), result)
+        return result
 
     async def _store_check(self, store: Store) -> str:
         name = f"store:{store.region}"

@@ -205,6 +205,8 @@ class Settings:
     max_pending_files: int = 2000
     max_pending_bytes: int = 50 * 1024**3
     heartbeat_timeout: int = 3
+    # A check's result answers the heartbeats of this many seconds after it (0: none).
+    heartbeat_recheck_seconds: int = 2
     # A separate indexer (S3, no embedded loop) must have finished a pass within this
     # many seconds, or be running one, for /__heartbeat__ to pass (0: not checked) ...
     heartbeat_indexer_seconds: int = 900
@@ -274,6 +276,9 @@ class Settings:
             max_pending_files=_integer(environ, "TOOLTOOL_MAX_PENDING_FILES", 2000),
             max_pending_bytes=_integer(environ, "TOOLTOOL_MAX_PENDING_BYTES", 50 * 1024**3),
             heartbeat_timeout=_integer(environ, "TOOLTOOL_HEARTBEAT_TIMEOUT", 3, maximum=60),
+            heartbeat_recheck_seconds=_integer(
+                environ, "TOOLTOOL_HEARTBEAT_RECHECK_SECONDS", 2, minimum=0, maximum=60
+            ),
             heartbeat_indexer_seconds=_integer(
                 environ, "TOOLTOOL_HEARTBEAT_INDEXER_SECONDS", 900, minimum=0, maximum=7 * 86400
             ),

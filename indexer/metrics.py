@@ -9,13 +9,14 @@ outcomes), never a caller's text: every metric's cardinality is bounded.
 
 A snapshot (:meth:`Metrics.snapshot`) is the numbers as JSON, so that the worker
 processes of one gateway can sum theirs (:func:`merged`): counters and
-histograms add up, gauges take the largest value.
+histograms add up, a gauge takes the value set last.
 """
 
 from __future__ import annotations
 
 import bisect
 import threading
+import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -39,7 +40,7 @@ Labels = tuple[str, ...]
 class Family:
     """One metric: its name, help, label names and values by label values."""
 
-    __slots__ = ("buckets", "help", "kind", "labels", "lock", "name", "values")
+    __slots__ = ("buckets", "help", "kind", "labels", "lock", "name", "set_at", "values")
 
     def __init__(
         self,
@@ -58,6 +59,9 @@ class Family:
         # Counters and gauges: a number; histograms: bucket counts (one more than the
         # bounds: the last is +Inf's own), then the sum.
         self.values: dict[Labels, Any] = {}
+        # A gauge's values: when each was set (wall clock), so that of several
+        # processes' values the latest wins (:func:`merged`).
+        self.set_at: dict[Labels, float] = {}
         self.lock = threading.Lock()
 
     def inc(self, labels: Labels = (), amount: float = 1) -> None:
@@ -68,6 +72,7 @@ class Family:
     def set(self, labels: Labels, value: float) -> None:
         """Set a gauge."""
         self.values[labels] = value
+        self.set_at[labels] = time.time()
 
     def slot(self, labels: Labels) -> list[float]:
         """A histogram's bucket counts and sum for `labels`, to update in place from one
@@ -189,7 +194,10 @@ class Metrics:
         return {
             name: {
                 "kind": family.kind,
-                "values": [[list(labels), value] for labels, value in list(family.values.items())],
+                "values": [
+                    [list(labels), value, family.set_at.get(labels, 0.0)]
+                    for labels, value in list(family.values.items())
+                ],
             }
             for name, family in self._families.items()
         }
@@ -208,21 +216,26 @@ class Metrics:
 
 
 def merged(snapshots: Iterable[Mapping[str, Any]]) -> dict[str, dict[Labels, Any]]:
-    """The sum of several processes' snapshots (gauges: the largest value)."""
+    """The sum of several processes' snapshots; of a gauge's values, the one set last."""
     total: dict[str, dict[Labels, Any]] = {}
+    set_at: dict[tuple[str, Labels], float] = {}  # when each gauge value kept was set
     for snapshot in snapshots:
         for name, metric in snapshot.items():
             values = total.setdefault(name, {})
             is_gauge = metric["kind"] == GAUGE
-            for labels, value in metric["values"]:
+            for labels, value, *when in metric["values"]:
                 key = tuple(labels)
                 known = values.get(key)
-                if known is None:
+                if is_gauge:
+                    moment = float(when[0]) if when else 0.0
+                    if known is None or moment >= set_at[name, key]:
+                        values[key], set_at[name, key] = value, moment
+                elif known is None:
                     values[key] = list(value) if isinstance(value, list) else value
                 elif isinstance(value, list):
                     values[key] = [a + b for a, b in zip(known, value, strict=True)]
                 else:
-                    values[key] = max(known, value) if is_gauge else known + value
+                    values[key] = known + value
     return total
 
 

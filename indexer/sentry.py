@@ -12,11 +12,19 @@ down where it is made and scrubbed before it is sent:
   header but a few harmless ones, the query string (a signed URL's signature)
   and cookies are dropped, and every string left passes :func:`redact` (the
   log lines' last defence: JWTs, Bearer/Basic/Hawk credentials, signatures).
+
+What reaches Sentry is bounded too: :class:`EventThrottle` lets one event of a
+kind (its logger and message template, or its exception's type) through per
+:data:`EVENT_INTERVAL` seconds, so requests answered 503 while a store is down,
+or heartbeats failing, cost one event a minute, not one each.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from indexer.config import SettingsError
@@ -25,6 +33,9 @@ from indexer.redaction import REDACTED, redact
 # Request headers an event keeps (the rest may carry credentials, or a caller's text).
 _KEPT_HEADERS = frozenset({"accept", "content-length", "content-type", "user-agent", "host"})
 _SECRET_KEYS = ("authorization", "cookie", "token", "secret", "password", "signature", "dsn")
+EVENT_INTERVAL = 60.0
+# Kinds remembered; past this, the longest-silent kind is forgotten (its next event passes).
+EVENT_KINDS = 1000
 
 
 def sentry_dsn(environ: Mapping[str, str]) -> str | None:
@@ -65,12 +76,63 @@ def init_sentry(
         send_default_pii=False,
         include_local_variables=False,
         max_request_body_size="never",
-        before_send=scrub,
+        before_send=EventThrottle().sending(scrub),
         before_breadcrumb=scrub,
         integrations=list(integrations),
     )
     sentry_sdk.set_tag("component", component)
     return True
+
+
+class EventThrottle:
+    """One event of a kind per `interval` seconds; what else comes is dropped."""
+
+    def __init__(
+        self,
+        *,
+        interval: float = EVENT_INTERVAL,
+        kinds: int = EVENT_KINDS,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._interval = interval
+        self._kinds = kinds
+        self._clock = clock
+        self._sent: OrderedDict[tuple[str, ...], float] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def allows(self, event: Mapping[str, Any]) -> bool:
+        kind = _kind(event)
+        now = self._clock()
+        with self._lock:
+            sent = self._sent.get(kind)
+            if sent is not None and now - sent < self._interval:
+                return False
+            self._sent[kind] = now
+            self._sent.move_to_end(kind)
+            while len(self._sent) > self._kinds:
+                self._sent.popitem(last=False)
+            return True
+
+    def sending(self, then: Callable[[Any, Any], Any]) -> Callable[[Any, Any], Any]:
+        """A ``before_send``: `then`'s result for the events this throttle allows, else None."""
+
+        def before_send(event: Any, hint: Any = None) -> Any:
+            return then(event, hint) if self.allows(event) else None
+
+        return before_send
+
+
+def _kind(event: Mapping[str, Any]) -> tuple[str, ...]:
+    """What makes events the same: the logger and message template, or exception types."""
+    logentry = event.get("logentry")
+    template = logentry.get("message") if isinstance(logentry, Mapping) else None
+    values = event.get("exception", {}).get("values") if isinstance(event, Mapping) else None
+    types = [
+        str(value.get("type"))
+        for value in (values if isinstance(values, list) else [])
+        if isinstance(value, Mapping)
+    ]
+    return (str(event.get("logger")), str(template), *types)
 
 
 def scrub(event: Any, hint: Any = None) -> Any:

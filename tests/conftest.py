@@ -377,6 +377,7 @@ def make_system(store: Any, tmp_path: Path, **settings: Any) -> System:
         "embedded_indexer": False,
         "index_cache_seconds": 0,
         "index_negative_cache_seconds": 0,
+        "heartbeat_recheck_seconds": 0,
     }
     app = create_app(settings_for(tmp_path / "data", **(defaults | settings)), regions)
     client = TestClient(app, follow_redirects=False, raise_server_exceptions=False)

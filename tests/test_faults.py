@@ -212,7 +212,7 @@ def test_the_heartbeat_fails_under_the_free_space_threshold(tmp_path: Path) -> N
     free = probe.free_bytes()
     low = make_local_store(tmp_path / "data")
     low.min_free_bytes = free + 1024**4
-    settings = settings_for(tmp_path / "data", embedded_indexer=False)
+    settings = settings_for(tmp_path / "data", embedded_indexer=False, heartbeat_recheck_seconds=0)
     client = TestClient(create_app(settings, Regions([low])), raise_server_exceptions=False)
     body = assert_problem(client.get("/__heartbeat__"), 503)
     assert body["checks"] == {"store:local": "low-disk-space"}

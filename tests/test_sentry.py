@@ -26,6 +26,7 @@ from pathlib import Path
 import pytest
 
 from indexer.cli import main
+from indexer.sentry import EventThrottle
 from tests.conftest import free_port
 from tests.gateway.auth_helpers import basic
 
@@ -147,3 +148,23 @@ def test_the_indexer_names_a_bad_dsn(tmp_path: Path, capsys: pytest.CaptureFixtu
         " Unsupported scheme 'ftp'\n"
     )
     assert not out
+
+
+def test_events_of_one_kind_pass_once_a_minute_and_kinds_are_bounded() -> None:
+    """A store down or a failing heartbeat makes the same event at every request:
+    one passes per interval, others of other kinds still pass, memory is bounded."""
+    now = [0.0]
+    throttle = EventThrottle(interval=60, kinds=3, clock=lambda: now[0])
+    down = {"logger": "gateway.errors", "logentry": {"message": "store unavailable: %s"}}
+    assert [throttle.allows(down) for _ in range(100)] == [True] + [False] * 99
+    crash = {"logger": "x", "exception": {"values": [{"type": "KeyError"}]}}
+    assert throttle.allows(crash)
+    assert not throttle.allows(crash)
+    now[0] = 60.0
+    assert throttle.allows(down)
+    for number in range(10):
+        assert throttle.allows({"logger": "x", "logentry": {"message": f"kind {number}"}})
+    assert len(throttle._sent) == 3
+    sent = throttle.sending(lambda event, hint: event)
+    assert sent(down, None) is down  # forgotten among the kinds: passes again
+    assert sent(down, None) is None

@@ -31,7 +31,7 @@ def s3_system(store: S3Store, tmp_path: Path, **settings: object) -> System:
     configured = Settings(
         stores=StoreSettings(s3_regions=((store.region, store.bucket),)),
         auth=AuthSettings(clients_file=clients, jwt_secret="s" * 32),
-        **settings,  # type: ignore[arg-type]
+        **({"heartbeat_recheck_seconds": 0} | settings),  # type: ignore[arg-type]
     )
     regions = Regions([store])
     app = create_app(configured, regions)

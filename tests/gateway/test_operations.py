@@ -47,6 +47,26 @@ def test_heartbeat_reports_a_failed_store(gateway: Gateway, seaweedfs: SeaweedFS
     assert body["detail"] == "Failed checks: store:us-west-2"
 
 
+def test_a_flood_of_heartbeats_checks_the_stores_once_per_interval(
+    make_gateway: Callable[..., Gateway], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    gateway = make_gateway(heartbeat_recheck_seconds=2)
+    store = gateway.regions.index
+    checks: list[None] = []
+    real_check = store.check
+    monkeypatch.setattr(store, "check", lambda: (checks.append(None), real_check())[1])
+    clock = [1000.0]
+    monkeypatch.setattr("gateway.dockerflow.time.monotonic", lambda: clock[0])
+    client = gateway.client()
+    assert all(client.get("/__heartbeat__").status_code == 200 for _ in range(50))
+    assert len(checks) == 1
+    clock[0] += 2
+    (store.root / ".tmp").rmdir()  # the store fails: seen at the next interval
+    assert_problem(client.get("/__heartbeat__"), 503)
+    assert all(client.get("/__heartbeat__").status_code == 503 for _ in range(20))
+    assert len(checks) == 2
+
+
 def test_heartbeat_does_not_leak_paths(gateway: Gateway) -> None:
     store = gateway.regions.index
     (store.root / ".tmp").rmdir()

@@ -86,8 +86,19 @@ def test_snapshots_of_workers_add_up() -> None:
         metrics.histogram("h", "a histogram", buckets=(1.0,)).observe((), 0.5)
     total = merged([first.snapshot(), second.snapshot()])
     assert total["c"] == {("x",): 5}
-    assert total["g"] == {(): 9.0}  # gauges: the largest
+    assert total["g"] == {(): 9.0}  # gauges: the one set last
     assert total["h"] == {(): [2.0, 0.0, 1.0]}  # one bucket, +Inf's own, the sum
+
+
+def test_of_workers_gauges_the_value_set_last_wins(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A worker's old pass left 7 uploads pending; another's later pass left none."""
+    old, new = Metrics(), Metrics()
+    monkeypatch.setattr("indexer.metrics.time.time", lambda: 100.0)
+    old.gauge("pending", "pending uploads").set((), 7.0)
+    monkeypatch.setattr("indexer.metrics.time.time", lambda: 200.0)
+    new.gauge("pending", "pending uploads").set((), 0.0)
+    for order in ([old, new], [new, old]):
+        assert merged([m.snapshot() for m in order])["pending"] == {(): 0.0}
 
 
 def test_run_writes_its_pass_to_the_metrics_file(
