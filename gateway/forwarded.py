@@ -72,6 +72,8 @@ class TrustedProxies:
             ip = ipaddress.ip_address(address)
         except ValueError:
             return False
+        if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+            ip = ip.ipv4_mapped  # an IPv4 peer of a socket bound to "::"
         return any(ip in network for network in self._networks)
 
     def target(self, request: Request) -> Target:

@@ -19,6 +19,9 @@ With ``--authentication-file`` (the legacy client's: JSON ``{"clientId",
 bytes are right. Credentials are sent to the deployment only, never to the URL it
 redirects to, and no line shows them, nor a signed URL's query.
 
+``--timeout`` bounds each request whole, however slowly its answer trickles in (the
+public file's bytes get ten times as long).
+
 Exit codes: 0 every check passed, 1 a check failed, 2 usage, 3 the deployment did not
 answer (one line on stderr saying so), 4 an unreadable authentication file.
 """
@@ -30,14 +33,15 @@ import hashlib
 import json
 import re
 import sys
+import threading
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from email.message import Message
-from http.client import HTTPException
+from http.client import HTTPException, InvalidURL
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urljoin, urlsplit
 
 import mohawk
@@ -54,6 +58,8 @@ CHUNK = 1 << 20
 _DIGEST = re.compile(r"[0-9a-f]{128}")
 
 Authorize = Callable[[str], str]  # the Authorization header for a GET of this URL
+FETCH_FACTOR = 10  # the public file's bytes get this many timeouts
+T = TypeVar("T")
 
 
 class Unreachable(Exception):
@@ -96,6 +102,9 @@ class Deployment:
 
     def get(self, path: str, authorization: str | None = None) -> Answer:
         """``GET <url><path>``, redirects not followed; Unreachable when nothing answers."""
+        return _within(self._timeout, _short(self.url), lambda: self._get(path, authorization))
+
+    def _get(self, path: str, authorization: str | None) -> Answer:
         target = self.url + path
         request = urllib.request.Request(target)  # noqa: S310 (http(s), checked by the CLI)
         if authorization is not None:
@@ -112,6 +121,9 @@ class Deployment:
     def fetch(self, url: str) -> tuple[int, str, int]:
         """``GET url`` (redirects followed, no credentials): status, sha512 and size of the
         bytes served. A failure to connect raises Unreachable naming the URL's host."""
+        return _within(self._timeout * FETCH_FACTOR, _shown(url), lambda: self._fetch(url))
+
+    def _fetch(self, url: str) -> tuple[int, str, int]:
         request = urllib.request.Request(url)  # noqa: S310 (http(s), checked by the caller)
         digest, size = hashlib.sha512(), 0
         try:
@@ -125,6 +137,28 @@ class Deployment:
             return answer.code, "", 0
         except (OSError, HTTPException) as exc:
             raise Unreachable(f"{_shown(url)} did not answer: {_reason(exc)}") from exc
+
+
+def _within(seconds: float, shown: str, call: Callable[[], T]) -> T:
+    """`call`'s result, or Unreachable when it has not returned within `seconds` (a
+    server trickling its answer defeats a socket timeout: this bounds the whole)."""
+    outcome: list[Any] = []
+
+    def run() -> None:
+        try:
+            outcome.append((True, call()))
+        except BaseException as exc:  # handed to the caller's thread
+            outcome.append((False, exc))
+
+    worker = threading.Thread(target=run, daemon=True)  # abandoned if it overruns
+    worker.start()
+    worker.join(seconds)
+    if not outcome:
+        raise Unreachable(f"{shown} did not answer in full within {seconds:g} s")
+    succeeded, value = outcome[0]
+    if not succeeded:
+        raise value
+    return value
 
 
 def check_public(deployment: Deployment, digest: str) -> Outcome:
@@ -239,14 +273,17 @@ def _short(text: str, limit: int = 120) -> str:
 
 
 def _shown(url: str) -> str:
-    """`url`'s origin: never its query, where a signature would be."""
+    """`url`'s origin: never its query, where a signature would be, nor credentials."""
     parts = urlsplit(url)
-    return _short(f"{parts.scheme}://{parts.netloc}")
+    host = parts.netloc.rpartition("@")[2]
+    return _short(f"{parts.scheme}://{host}")
 
 
 def _reason(exc: BaseException) -> str:
     reason = getattr(exc, "reason", None)  # a URLError's, the socket error
     cause = reason if isinstance(reason, BaseException) else exc
+    if isinstance(cause, InvalidURL | ValueError):
+        return "a malformed URL"  # its text quotes the URL, query and all
     text = getattr(cause, "strerror", None) or str(cause) or type(cause).__name__
     return _short(str(text))
 
@@ -320,7 +357,7 @@ def _parser() -> argparse.ArgumentParser:
         help="credentials as tooltool.py takes them: also check the internal file downloads",
     )
     parser.add_argument(
-        "--timeout", type=_seconds, default=10.0, help="seconds per request (default 10)"
+        "--timeout", type=_seconds, default=10.0, help="seconds per request, whole (default 10)"
     )
     return parser
 
@@ -331,8 +368,12 @@ def _base_url(text: str) -> str:
         parts.port  # noqa: B018 (raises ValueError for a port that is not one)
     except ValueError:
         parts = urlsplit("")
+    if parts.username is not None or parts.password is not None:
+        raise argparse.ArgumentTypeError(
+            f"credentials in the URL are not sent: use --authentication-file ({_shown(text)})"
+        )
     if parts.scheme not in ("http", "https") or not parts.hostname or parts.query:
-        raise argparse.ArgumentTypeError(f"not an http(s) base URL: {_short(text)}")
+        raise argparse.ArgumentTypeError(f"not an http(s) base URL: {_shown(text)}")
     return text
 
 

@@ -598,3 +598,13 @@ def test_forwarded_values(make_gateway: Callable[..., Gateway]) -> None:
     odd = target({"Host": "gw:8000", "X-Forwarded-Port": "9" * 5000})
     assert odd.port == 8000
     assert target({"Host": "gw:99999"}).port == 80
+
+
+def test_an_ipv4_peer_of_a_dual_stack_socket_is_its_ipv4_address() -> None:
+    from gateway.forwarded import TrustedProxies
+
+    proxies = TrustedProxies.parse("127.0.0.0/8,10.0.0.0/8")
+    assert proxies.is_trusted("::ffff:127.0.0.1")
+    assert proxies.is_trusted("::ffff:10.1.2.3")
+    assert not proxies.is_trusted("::ffff:192.0.2.1")
+    assert not proxies.is_trusted("::1")  # loopback over IPv6 is not in an IPv4 network

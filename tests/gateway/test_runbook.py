@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import socket
+import threading
+import time
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
@@ -131,6 +134,10 @@ LEGACY_403 = {
             {"invalid": problem_response(400, "Bad digest")},
             "FAIL invalid: 400, but its detail is \"Bad digest\", not 'Invalid sha512 digest'",
         ),
+        (  # the text of such an error quotes the URL, signature and all
+            {PUBLIC: Response("", 302, {"Location": "/blob x?signature=secret"})},
+            "FAIL public: 302, but {url} did not answer: a malformed URL",
+        ),
     ],
 )
 def test_a_broken_deployment_fails_its_check(
@@ -169,6 +176,45 @@ def test_an_unreachable_deployment_is_one_line_and_exit_3(
     out, err = capsys.readouterr()
     assert out == ""
     assert err == f"Unreachable: {url}/ did not answer: Connection refused\n"
+
+
+def test_an_answer_trickling_in_is_cut_at_the_timeout(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A socket timeout bounds each wait for data; the whole request is bounded too."""
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        stop = threading.Event()
+
+        def trickle() -> None:
+            connection, _ = listener.accept()
+            with connection:
+                connection.sendall(b"HTTP/1.1 302 Found\r\n")
+                while not stop.wait(0.2):
+                    connection.sendall(b"X: y\r\n")
+
+        thread = threading.Thread(target=trickle, daemon=True)
+        thread.start()
+        url = f"http://127.0.0.1:{listener.getsockname()[1]}"
+        started = time.monotonic()
+        try:
+            assert check(url, "--timeout", "1") == 3
+        finally:
+            stop.set()
+        assert time.monotonic() - started < 30  # not a timing claim: it did not hang
+    assert capsys.readouterr().err == f"Unreachable: {url}/ did not answer in full within 1 s\n"
+
+
+def test_credentials_in_the_url_are_refused_unshown(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as stopped:
+        main(
+            ["check", "http://ops:hunter2@127.0.0.1:1/", "--public", PUBLIC, "--internal", INTERNAL]
+        )
+    assert stopped.value.code == 2
+    err = capsys.readouterr().err
+    assert "use --authentication-file (http://127.0.0.1:1)" in err
+    assert "hunter2" not in err
 
 
 @pytest.mark.parametrize(
