@@ -1,8 +1,10 @@
 """The soak, bounded: bench/soak.py for about two minutes in all, 100 s of them under
 load (TOOLTOOL_SOAK_SECONDS raises it), against two gateway replicas and an indexer on
 SeaweedFS. Every request answers the one status expected of it, every kind of request
-ran, no process logged an error or a secret, and each replica's memory ended within a
-margin of where it began. Rates and latencies are reported, never judged."""
+ran, no process logged an error or a secret, and each replica's memory grew by no more
+than a margin in the second half of the load (the first half fills the caches and loads
+the catalog copy; a leak keeps growing after it). Rates and latencies are reported, never
+judged."""
 
 from __future__ import annotations
 
@@ -15,7 +17,11 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 SECONDS = float(os.environ.get("TOOLTOOL_SOAK_SECONDS", "100"))
-MARGIN_MIB = 100  # a replica's RSS at the end over its RSS before the load
+# A replica's RSS at the end over its RSS halfway through the load. What grows under the
+# soak is bounded (the verified-token cache filling up to its cap, the allocator's free
+# lists: README, Performance, Load); 20 MiB in the 50 s of the second half is a leak of
+# about 1 KiB a request at the soak's rates.
+MARGIN_MIB = 20
 KINDS = {
     "download public (anonymous, 302)",
     "download internal (Bearer, 302)",
@@ -55,7 +61,7 @@ def test_two_replicas_answer_a_mixed_load_without_an_error(tmp_path: Path) -> No
     assert not any(report["logged_secrets"].values()), report["logged_secrets"]
     for name in ("replica 1", "replica 2"):
         memory = report["memory"][name]
-        assert memory["end_mib"] <= memory["start_mib"] + MARGIN_MIB, (name, memory)
+        assert memory["end_mib"] <= memory["half_mib"] + MARGIN_MIB, (name, memory)
     assert report["verdict"] == [], output
     assert completed.returncode == 0, output
     assert "Traceback" not in completed.stderr, output

@@ -17,7 +17,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
 from gateway.identity import Identity
 from gateway.settings import AuthSettings
-from gateway.tokens import InvalidToken, TokenService
+from gateway.tokens import _MAX_HOLDERS, InvalidToken, TokenService
 from indexer.config import SettingsError
 from tests.gateway.auth_helpers import PREFIX, clients_file_entries
 from tests.gateway.conftest import Gateway, random_bytes
@@ -289,3 +289,26 @@ def test_settings_name_what_is_missing() -> None:
         AuthSettings.from_environ({"TASKCLUSTER_ROOT_URL": "https://tc.example"}).identity_provider
         == "taskcluster"
     )
+
+
+def test_cached_tokens_share_their_client_id_and_scopes() -> None:
+    tokens = service()
+    identity = Identity("reader", frozenset({INTERNAL}))
+    issued = [tokens.issue(identity, [INTERNAL], expires_in=None).token for _ in range(50)]
+    verified = [tokens.verify(token) for token in issued]
+    assert {(each.client_id, each.scopes) for each in verified} == {
+        ("reader", frozenset({INTERNAL}))
+    }
+    # One copy for all 50 (a renewed token costs the cache its own text and little more)
+    assert len({id(each.scopes) for each in verified}) == 1
+    assert len({id(each.client_id) for each in verified}) == 1
+
+
+def test_the_shared_identities_stay_bounded() -> None:
+    tokens = service()
+    count = _MAX_HOLDERS + 100
+    for number in range(count):
+        identity = Identity(f"client-{number}", frozenset())
+        token = tokens.issue(identity, [f"{INTERNAL}/{number}"], expires_in=None).token
+        assert tokens.verify(token).scopes == {f"{INTERNAL}/{number}"}
+    assert len(tokens._holders) <= _MAX_HOLDERS
