@@ -26,6 +26,7 @@ import yaml
 
 from deploy import topology
 from deploy.seaweedfs import weed_command
+from indexer.intake import PENDING
 from tests.conftest import free_ports
 from tests.gateway.auth_helpers import hawk
 from tests.test_end_to_end import request
@@ -125,8 +126,11 @@ def test_an_upload_through_one_replica_downloads_through_both(running: Running) 
         assert status == 200, body
         assert json.loads(body)["checks"]["indexer"] == "ok"
 
+    assert "tooltool_indexer" in (running.data_dir / "indexer.prom").read_text()
+
     running.process.send_signal(signal.SIGTERM)
     assert running.process.wait(timeout=60) == 0, running.output
+    assert "stopped" in (running.data_dir / "indexer.log").read_text().splitlines()[-1]
     assert running.lines[-1] == "stopping"
     for pid in pids.values():  # every process it started is gone
         with pytest.raises(ProcessLookupError):
@@ -177,10 +181,13 @@ def test_the_compose_file_runs_what_make_run_s3_runs() -> None:
     assert set(services) == {"seaweedfs", *topology.COMMANDS}
     for name, command in topology.COMMANDS.items():
         assert services[name]["command"] == list(command), name
-        environment = set(services[name]["environment"])
+        # Tuning an operator may set in .env, as make run-s3 passes it on from the shell.
+        environment = set(services[name]["environment"]) - set(topology.PASSED_ON)
         extra = {"HOST", "PORT"} if name in topology.GATEWAYS else set()
         assert environment == set(topology.SETTINGS) | extra, name
         assert services[name]["image"] == "tooltool:latest"
+    assert services["init"]["depends_on"]["seaweedfs"] == {"condition": "service_healthy"}
+    assert "healthcheck" in services["seaweedfs"]
     settings = services["init"]["environment"]
     regions = ";".join(f"{region}:{bucket}" for region, bucket in topology.REGIONS)
     assert settings["S3_REGIONS"] == regions
@@ -238,3 +245,12 @@ def test_the_gateways_policy_writes_no_blob() -> None:
     assert puts
     assert not [resource for resource in puts if not re.search(r"/[a-z]+/\*$", resource)]
     assert not [resource for resource in puts if "/sha512/" in resource]
+    # A failed POST /upload deletes the pending records it wrote (gateway/uploads.py).
+    index_bucket = topology.REGIONS[0][1]
+    deletes = {
+        resource
+        for statement in gateway["Statement"]
+        if "s3:DeleteObject" in statement["Action"]
+        for resource in statement["Resource"]
+    }
+    assert f"arn:aws:s3:::{index_bucket}/{PENDING}*" in deletes
