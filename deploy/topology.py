@@ -19,6 +19,7 @@ import contextlib
 import json
 import os
 import shlex
+import signal
 import subprocess
 import sys
 import time
@@ -97,6 +98,7 @@ class Service:
 
     def stop(self) -> None:
         if self.process.poll() is None:
+            self.process.send_signal(signal.SIGCONT)  # should it have been paused (kill -STOP)
             self.process.terminate()
         try:
             self.process.wait(timeout=STOP_SECONDS)
