@@ -6,7 +6,8 @@ replicas serve on two ports, and one ``tooltool-indexer watch`` verifies
 uploads and copies them between the regions. Its settings, a development
 client and the secrets are kept in the data directory (``./tooltool-s3``):
 ``. tooltool-s3/tooltool.env`` gives a shell the same settings, to run
-``tooltool-indexer`` against it. Ctrl-C or SIGTERM stops every process.
+``tooltool-indexer`` against it. A process that exits is reported and the others
+keep running; Ctrl-C or SIGTERM stops every process.
 
 ``docker-compose.yml`` runs the same services with the same commands and
 settings (a test keeps them in step: :data:`COMMANDS`, :data:`SETTINGS`).
@@ -129,7 +130,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def run(data_dir: Path, host: str, ports: tuple[int, int]) -> int:
-    """Start everything, wait for SIGTERM or Ctrl-C (or a service that stops), stop it all."""
+    """Start everything, wait for SIGTERM or Ctrl-C (or every service to exit), stop it all."""
     data_dir.mkdir(parents=True, exist_ok=True)
     passed = sorted(name for name in PASSED_ON if name in os.environ)
     ignored = sorted(

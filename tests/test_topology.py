@@ -6,6 +6,7 @@ settings."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -254,3 +255,50 @@ def test_the_gateways_policy_writes_no_blob() -> None:
         for resource in statement["Resource"]
     }
     assert f"arn:aws:s3:::{index_bucket}/{PENDING}*" in deletes
+
+
+def test_only_tuning_is_passed_on_from_the_shell(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TOOLTOOL_HEARTBEAT_INDEXER_SECONDS", "15")
+    monkeypatch.setenv("TOOLTOOL_DATA_DIR", "/elsewhere")
+    monkeypatch.setenv("S3_ENDPOINT_URL", "http://elsewhere")
+    monkeypatch.setenv("PORT", "1")
+    environ = topology._environ({"S3_REGIONS": "us-east-1:tooltool-east"})
+    assert environ["TOOLTOOL_HEARTBEAT_INDEXER_SECONDS"] == "15"
+    assert environ["S3_REGIONS"] == "us-east-1:tooltool-east"
+    assert not {"TOOLTOOL_DATA_DIR", "S3_ENDPOINT_URL", "PORT"} & set(environ)
+
+
+def test_seaweedfs_keeps_its_ports_across_restarts(tmp_path: Path) -> None:
+    first = topology._store_ports(tmp_path, fresh=False)
+    assert topology._store_ports(tmp_path, fresh=False) == first
+    assert topology._store_ports(tmp_path, fresh=True) != first  # one was taken: new ones
+    (tmp_path / "ports.json").write_text("{not json")
+    assert set(topology._store_ports(tmp_path, fresh=False)) == set(first)
+
+
+def test_a_service_that_exits_is_reported_and_the_others_keep_running(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    indexer = subprocess.Popen([sys.executable, "-c", "raise SystemExit(3)"])
+    # The gateway outlives the indexer: it exits once the indexer was reaped, and later.
+    outlives = (
+        "import os, time\n"
+        "while True:\n"
+        f"    try: os.kill({indexer.pid}, 0)\n"
+        "    except ProcessLookupError: break\n"
+        "    time.sleep(0.1)\n"
+        "time.sleep(1)\n"
+    )
+    gateway = subprocess.Popen([sys.executable, "-c", outlives])
+    with contextlib.ExitStack() as stack:
+        services = [
+            topology.Service(name, process, stack.enter_context((tmp_path / name).open("ab")))
+            for name, process in (("indexer", indexer), ("gateway-a", gateway))
+        ]
+        with pytest.raises(topology.TopologyError, match="every service exited"):
+            topology._watch(services)
+    see = f"see {tmp_path}"
+    assert capsys.readouterr().out.splitlines() == [
+        f"indexer exited with 3: {see}/indexer; the others keep running",
+        f"gateway-a exited with 0: {see}/gateway-a; the others keep running",
+    ]
