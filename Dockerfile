@@ -16,7 +16,9 @@ ARG SOURCE=tooltool
 ARG VERSION=0.1.0
 ARG COMMIT=""
 ARG BUILD=""
-RUN useradd --system --uid 10001 --no-create-home --shell /usr/sbin/nologin tooltool
+# /var/lib/tooltool: a working directory the user may write (the indexer's metrics file).
+RUN useradd --system --uid 10001 --no-create-home --shell /usr/sbin/nologin tooltool \
+    && mkdir -p /var/lib/tooltool && chown 10001 /var/lib/tooltool
 COPY --from=build /opt/tooltool /opt/tooltool
 WORKDIR /app
 # Dockerflow's version.json, baked in at build time.

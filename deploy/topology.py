@@ -6,7 +6,8 @@ replicas serve on two ports, and one ``tooltool-indexer watch`` verifies
 uploads and copies them between the regions. Its settings, a development
 client and the secrets are kept in the data directory (``./tooltool-s3``):
 ``. tooltool-s3/tooltool.env`` gives a shell the same settings, to run
-``tooltool-indexer`` against it. Ctrl-C or SIGTERM stops every process.
+``tooltool-indexer`` against it. A process that exits is reported and the others
+keep running; Ctrl-C or SIGTERM stops every process.
 
 ``docker-compose.yml`` runs the same services with the same commands and
 settings (a test keeps them in step: :data:`COMMANDS`, :data:`SETTINGS`).
@@ -19,6 +20,7 @@ import contextlib
 import json
 import os
 import shlex
+import signal
 import subprocess
 import sys
 import time
@@ -28,7 +30,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
-from deploy.seaweedfs import SeaweedFSError, start_seaweedfs, stop_seaweedfs
+from deploy.seaweedfs import (
+    PORT_NAMES,
+    SeaweedFSError,
+    free_ports,
+    start_seaweedfs,
+    stop_seaweedfs,
+)
 from indexer.cli import terminated_on_sigterm
 from indexer.config import SettingsError, secret_file
 
@@ -42,7 +50,8 @@ COMMANDS: Mapping[str, tuple[str, ...]] = {
     "init": ("tooltool-indexer", "init", "--create"),
     "gateway-a": ("tooltool-gateway",),
     "gateway-b": ("tooltool-gateway",),
-    "indexer": ("tooltool-indexer", "watch", "--interval", "2"),
+    # Run in the data directory (compose: its volume), where it writes its metrics.
+    "indexer": ("tooltool-indexer", "watch", "--interval", "2", "--metrics-file", "indexer.prom"),
 }
 GATEWAYS = ("gateway-a", "gateway-b")
 # What every service is configured with (the gateways also with HOST and PORT).
@@ -54,8 +63,26 @@ SETTINGS = (
     "TOOLTOOL_CLIENTS_FILE",
     "TOOLTOOL_JWT_SECRET",
 )
+# Tuning an operator may set in the shell (``TOOLTOOL_HEARTBEAT_INDEXER_SECONDS=15 make
+# run-s3``), passed on to every service; any other ToolTool setting there is ignored, as
+# it would change what the topology is (its store, identities or secrets).
+PASSED_ON = (
+    "TOOLTOOL_HEARTBEAT_INDEXER_SECONDS",
+    "TOOLTOOL_HEARTBEAT_UPLOAD_SECONDS",
+    "TOOLTOOL_HEARTBEAT_TIMEOUT",
+    "TOOLTOOL_LEASE_SECONDS",
+    "TOOLTOOL_LOG_FORMAT",
+    "TOOLTOOL_METRICS_NETWORKS",
+    "TOOLTOOL_WORKERS",
+    "TOOLTOOL_INDEX_CACHE_SECONDS",
+    "TOOLTOOL_INDEX_NEGATIVE_CACHE_SECONDS",
+    "TOOLTOOL_MAX_PENDING_FILES",
+    "TOOLTOOL_MAX_PENDING_BYTES",
+    "TOOLTOOL_TOKEN_LIFETIME",
+)
+SETTING_PREFIXES = ("S3_", "TOOLTOOL_", "CLOUDFRONT_", "TASKCLUSTER_")
 STOP_SECONDS = 10.0
-READY_SECONDS = 30.0
+READY_SECONDS = 120.0  # two Python processes starting on a loaded machine
 
 
 class TopologyError(Exception):
@@ -72,6 +99,7 @@ class Service:
 
     def stop(self) -> None:
         if self.process.poll() is None:
+            self.process.send_signal(signal.SIGCONT)  # should it have been paused (kill -STOP)
             self.process.terminate()
         try:
             self.process.wait(timeout=STOP_SECONDS)
@@ -102,8 +130,16 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def run(data_dir: Path, host: str, ports: tuple[int, int]) -> int:
-    """Start everything, wait for SIGTERM or Ctrl-C (or a service that stops), stop it all."""
+    """Start everything, wait for SIGTERM or Ctrl-C (or every service to exit), stop it all."""
     data_dir.mkdir(parents=True, exist_ok=True)
+    passed = sorted(name for name in PASSED_ON if name in os.environ)
+    ignored = sorted(
+        name for name in os.environ if name.startswith(SETTING_PREFIXES) and name not in PASSED_ON
+    )
+    if passed:
+        print(f"passed on from this shell: {', '.join(passed)}", flush=True)
+    if ignored:
+        print(f"ignored from this shell: {', '.join(ignored)}", flush=True)
     with contextlib.ExitStack() as stack:
         try:
             environ = _start_store(data_dir, stack)
@@ -114,13 +150,17 @@ def run(data_dir: Path, host: str, ports: tuple[int, int]) -> int:
                 )
                 for name, port in zip(GATEWAYS, ports, strict=True)
             ]
-            indexer = stack.enter_context(_service("indexer", data_dir, environ))
+            indexer = stack.enter_context(_service("indexer", data_dir, environ, cwd=data_dir))
             urls = [f"http://{host}:{port}" for port in ports]
             for service, url in zip(gateways, urls, strict=True):
                 _wait_until_serving(service, url)
                 print(f"{service.name} at {url} (pid {service.process.pid})", flush=True)
             print(f"indexer: {' '.join(COMMANDS['indexer'])} (pid {indexer.process.pid})")
-            print(f"ready: logs in {data_dir}; Ctrl-C stops everything", flush=True)
+            print(
+                f"ready: logs in {data_dir}, the indexer's metrics in"
+                f" {data_dir / 'indexer.prom'}; Ctrl-C stops everything",
+                flush=True,
+            )
             _watch([*gateways, indexer])
         except KeyboardInterrupt:  # Ctrl-C, or SIGTERM (indexer.cli.Terminated)
             print("stopping", flush=True)
@@ -130,11 +170,11 @@ def run(data_dir: Path, host: str, ports: tuple[int, int]) -> int:
 def _start_store(data_dir: Path, stack: contextlib.ExitStack) -> dict[str, str]:
     """SeaweedFS in ``<data dir>/seaweedfs``, and the settings every service gets."""
     secret = secret_file(data_dir / ".s3-secret", "S3_REGIONS_SECRET_ACCESS_KEY")
+    root = data_dir / "seaweedfs"
     started = None
-    for _ in range(3):  # a port taken between choosing and binding: try again
-        started = start_seaweedfs(
-            data_dir / "seaweedfs", access_key=ACCESS_KEY_ID, secret_key=secret
-        )
+    for attempt in range(3):  # a port taken between choosing and binding: try again
+        ports = _store_ports(root, fresh=attempt > 0)
+        started = start_seaweedfs(root, access_key=ACCESS_KEY_ID, secret_key=secret, ports=ports)
         if started is not None:
             break
     if started is None:
@@ -159,6 +199,21 @@ def _start_store(data_dir: Path, stack: contextlib.ExitStack) -> dict[str, str]:
     settings.chmod(0o600)
     print(f"settings in {settings}; the development client {DEV_CLIENT} in {clients}")
     return environ
+
+
+def _store_ports(root: Path, *, fresh: bool) -> dict[str, int]:
+    """SeaweedFS's ports: those of the last start (kept in ``<root>/ports.json``, so the
+    endpoint of ``tooltool.env`` stays the same across restarts), or free ones."""
+    kept = root / "ports.json"
+    if not fresh:
+        with contextlib.suppress(OSError, ValueError, TypeError):
+            ports = json.loads(kept.read_text())
+            if set(ports) == set(PORT_NAMES) and all(type(p) is int for p in ports.values()):
+                return {name: ports[name] for name in PORT_NAMES}
+    ports = dict(zip(PORT_NAMES, free_ports(len(PORT_NAMES)), strict=True))
+    root.mkdir(parents=True, exist_ok=True)
+    kept.write_text(json.dumps(ports) + "\n")
+    return ports
 
 
 def _dev_client(data_dir: Path) -> dict[str, object]:
@@ -199,11 +254,14 @@ def _init(data_dir: Path, environ: Mapping[str, str]) -> None:
 
 
 @contextlib.contextmanager
-def _service(name: str, data_dir: Path, environ: Mapping[str, str]) -> Iterator[Service]:
+def _service(
+    name: str, data_dir: Path, environ: Mapping[str, str], *, cwd: Path | None = None
+) -> Iterator[Service]:
     command = [_binary(COMMANDS[name][0]), *COMMANDS[name][1:]]
     log = (data_dir / f"{name}.log").open("ab")
+    env = _environ(environ)
     process = subprocess.Popen(
-        command, env=_environ(environ), stdin=subprocess.DEVNULL, stdout=log, stderr=log
+        command, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=log, cwd=cwd
     )
     service = Service(name, process, log)
     try:
@@ -213,13 +271,14 @@ def _service(name: str, data_dir: Path, environ: Mapping[str, str]) -> Iterator[
 
 
 def _environ(settings: Mapping[str, str]) -> dict[str, str]:
-    """This process's environment without ToolTool's settings, then `settings`: nothing
-    set in the shell changes the topology."""
+    """This process's environment without ToolTool's settings (but the tuning of
+    :data:`PASSED_ON`), then `settings`: nothing else set in the shell changes the
+    topology."""
     inherited = {
         name: value
         for name, value in os.environ.items()
-        if not name.startswith(("S3_", "TOOLTOOL_", "CLOUDFRONT_", "TASKCLUSTER_"))
-        and name not in ("HOST", "PORT")
+        if name in PASSED_ON
+        or (not name.startswith(SETTING_PREFIXES) and name not in ("HOST", "PORT"))
     }
     return {**inherited, **settings}
 
@@ -248,15 +307,20 @@ def _wait_until_serving(service: Service, url: str) -> None:
 
 
 def _watch(services: Sequence[Service]) -> None:
-    """Until stopped: a service that exits on its own stops the topology."""
-    while True:
-        for service in services:
-            if service.process.poll() is not None:
-                raise TopologyError(
-                    f"{service.name} exited with {service.process.returncode}:"
-                    f" see {service.log.name}"
-                )
+    """Until stopped: a service that exits on its own is reported, once, and the others
+    keep running (a dead indexer is for the gateways' heartbeat to notice); when none
+    is left, the topology stops."""
+    running = list(services)
+    while running:
+        for service in [s for s in running if s.process.poll() is not None]:
+            running.remove(service)
+            print(
+                f"{service.name} exited with {service.process.returncode}:"
+                f" see {service.log.name}; the others keep running",
+                flush=True,
+            )
         time.sleep(0.5)
+    raise TopologyError("every service exited")
 
 
 def _ports(text: str) -> tuple[int, int]:

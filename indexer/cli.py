@@ -381,6 +381,7 @@ def _leased(
 ) -> int:
     """Run `job` under the lease, then print its summary line; 6 when it was partial."""
     settings = StoreSettings.from_environ(environ)
+    _say_where(kind, settings)
     passes = _pass_metrics(args, environ)
     regions = _open_regions(settings, passes)
     started = time.monotonic()
@@ -396,6 +397,12 @@ def _leased(
     _record(passes, kind, started, outcome_of(is_partial=is_partial), report)
     _print_summary(counts, started, failures)
     return EXIT_PARTIAL if is_partial else EXIT_OK
+
+
+def _say_where(what: str, settings: StoreSettings) -> None:
+    """One line on stderr naming the store `what` works on: without S3_REGIONS set, that
+    is the local store of the current directory, which is easily a surprise."""
+    print(f"{what}: {settings.described}", file=sys.stderr)
 
 
 def _record(
@@ -439,7 +446,8 @@ def _watch(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
             if check:
                 schedule.checked(started, finished=finished)
             time.sleep(max(0.0, args.interval - (time.monotonic() - started)))
-    except KeyboardInterrupt:
+    except KeyboardInterrupt:  # Ctrl-C, or SIGTERM (Terminated)
+        logger.info("stopped")
         return EXIT_OK
 
 
@@ -516,7 +524,9 @@ def _import(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
     if doubled:
         # A batch names each file once: two files of one name would be one entry.
         return _fail("UsageError", f"two files named {doubled[0]!r}: import them apart", 2)
-    regions = open_regions(StoreSettings.from_environ(environ), bulk=True)
+    settings = StoreSettings.from_environ(environ)
+    _say_where("import", settings)
+    regions = open_regions(settings, bulk=True)
     author = args.author or _operator(environ)
     batch_id = next_batch_id(regions.index)
     started = time.time()

@@ -6,6 +6,7 @@ settings."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -26,6 +27,7 @@ import yaml
 
 from deploy import topology
 from deploy.seaweedfs import weed_command
+from indexer.intake import PENDING
 from tests.conftest import free_ports
 from tests.gateway.auth_helpers import hawk
 from tests.test_end_to_end import request
@@ -125,8 +127,11 @@ def test_an_upload_through_one_replica_downloads_through_both(running: Running) 
         assert status == 200, body
         assert json.loads(body)["checks"]["indexer"] == "ok"
 
+    assert "tooltool_indexer" in (running.data_dir / "indexer.prom").read_text()
+
     running.process.send_signal(signal.SIGTERM)
     assert running.process.wait(timeout=60) == 0, running.output
+    assert "stopped" in (running.data_dir / "indexer.log").read_text().splitlines()[-1]
     assert running.lines[-1] == "stopping"
     for pid in pids.values():  # every process it started is gone
         with pytest.raises(ProcessLookupError):
@@ -177,10 +182,13 @@ def test_the_compose_file_runs_what_make_run_s3_runs() -> None:
     assert set(services) == {"seaweedfs", *topology.COMMANDS}
     for name, command in topology.COMMANDS.items():
         assert services[name]["command"] == list(command), name
-        environment = set(services[name]["environment"])
+        # Tuning an operator may set in .env, as make run-s3 passes it on from the shell.
+        environment = set(services[name]["environment"]) - set(topology.PASSED_ON)
         extra = {"HOST", "PORT"} if name in topology.GATEWAYS else set()
         assert environment == set(topology.SETTINGS) | extra, name
         assert services[name]["image"] == "tooltool:latest"
+    assert services["init"]["depends_on"]["seaweedfs"] == {"condition": "service_healthy"}
+    assert "healthcheck" in services["seaweedfs"]
     settings = services["init"]["environment"]
     regions = ";".join(f"{region}:{bucket}" for region, bucket in topology.REGIONS)
     assert settings["S3_REGIONS"] == regions
@@ -238,3 +246,59 @@ def test_the_gateways_policy_writes_no_blob() -> None:
     assert puts
     assert not [resource for resource in puts if not re.search(r"/[a-z]+/\*$", resource)]
     assert not [resource for resource in puts if "/sha512/" in resource]
+    # A failed POST /upload deletes the pending records it wrote (gateway/uploads.py).
+    index_bucket = topology.REGIONS[0][1]
+    deletes = {
+        resource
+        for statement in gateway["Statement"]
+        if "s3:DeleteObject" in statement["Action"]
+        for resource in statement["Resource"]
+    }
+    assert f"arn:aws:s3:::{index_bucket}/{PENDING}*" in deletes
+
+
+def test_only_tuning_is_passed_on_from_the_shell(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TOOLTOOL_HEARTBEAT_INDEXER_SECONDS", "15")
+    monkeypatch.setenv("TOOLTOOL_DATA_DIR", "/elsewhere")
+    monkeypatch.setenv("S3_ENDPOINT_URL", "http://elsewhere")
+    monkeypatch.setenv("PORT", "1")
+    environ = topology._environ({"S3_REGIONS": "us-east-1:tooltool-east"})
+    assert environ["TOOLTOOL_HEARTBEAT_INDEXER_SECONDS"] == "15"
+    assert environ["S3_REGIONS"] == "us-east-1:tooltool-east"
+    assert not {"TOOLTOOL_DATA_DIR", "S3_ENDPOINT_URL", "PORT"} & set(environ)
+
+
+def test_seaweedfs_keeps_its_ports_across_restarts(tmp_path: Path) -> None:
+    first = topology._store_ports(tmp_path, fresh=False)
+    assert topology._store_ports(tmp_path, fresh=False) == first
+    assert topology._store_ports(tmp_path, fresh=True) != first  # one was taken: new ones
+    (tmp_path / "ports.json").write_text("{not json")
+    assert set(topology._store_ports(tmp_path, fresh=False)) == set(first)
+
+
+def test_a_service_that_exits_is_reported_and_the_others_keep_running(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    indexer = subprocess.Popen([sys.executable, "-c", "raise SystemExit(3)"])
+    # The gateway outlives the indexer: it exits once the indexer was reaped, and later.
+    outlives = (
+        "import os, time\n"
+        "while True:\n"
+        f"    try: os.kill({indexer.pid}, 0)\n"
+        "    except ProcessLookupError: break\n"
+        "    time.sleep(0.1)\n"
+        "time.sleep(1)\n"
+    )
+    gateway = subprocess.Popen([sys.executable, "-c", outlives])
+    with contextlib.ExitStack() as stack:
+        services = [
+            topology.Service(name, process, stack.enter_context((tmp_path / name).open("ab")))
+            for name, process in (("indexer", indexer), ("gateway-a", gateway))
+        ]
+        with pytest.raises(topology.TopologyError, match="every service exited"):
+            topology._watch(services)
+    see = f"see {tmp_path}"
+    assert capsys.readouterr().out.splitlines() == [
+        f"indexer exited with 3: {see}/indexer; the others keep running",
+        f"gateway-a exited with 0: {see}/gateway-a; the others keep running",
+    ]

@@ -130,11 +130,12 @@ def test_cli_watch_runs_until_interrupted(local_environ: dict[str, str], tmp_pat
     deadline = time.monotonic() + 20
     while not catalog.exists() and time.monotonic() < deadline:
         time.sleep(0.1)
-    process.send_signal(signal.SIGINT)
+    process.send_signal(signal.SIGTERM)  # as Kubernetes stops it; Ctrl-C unwinds the same
     _, stderr = process.communicate(timeout=20)
     assert catalog.exists()
     assert process.returncode == 0
     assert "Traceback" not in stderr
+    assert stderr.splitlines()[-1].endswith("stopped")
 
 
 def test_a_rebuild_keeps_what_was_indexed_meanwhile(system: System) -> None:
