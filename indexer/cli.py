@@ -381,7 +381,6 @@ def _leased(
 ) -> int:
     """Run `job` under the lease, then print its summary line; 6 when it was partial."""
     settings = StoreSettings.from_environ(environ)
-    _say_where(kind, settings)
     passes = _pass_metrics(args, environ)
     regions = _open_regions(settings, passes)
     started = time.monotonic()
@@ -397,12 +396,6 @@ def _leased(
     _record(passes, kind, started, outcome_of(is_partial=is_partial), report)
     _print_summary(counts, started, failures)
     return EXIT_PARTIAL if is_partial else EXIT_OK
-
-
-def _say_where(what: str, settings: StoreSettings) -> None:
-    """One line on stderr naming the store `what` works on: without S3_REGIONS set, that
-    is the local store of the current directory, which is easily a surprise."""
-    print(f"{what}: {settings.described}", file=sys.stderr)
 
 
 def _record(
@@ -525,7 +518,6 @@ def _import(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
         # A batch names each file once: two files of one name would be one entry.
         return _fail("UsageError", f"two files named {doubled[0]!r}: import them apart", 2)
     settings = StoreSettings.from_environ(environ)
-    _say_where("import", settings)
     regions = open_regions(settings, bulk=True)
     author = args.author or _operator(environ)
     batch_id = next_batch_id(regions.index)

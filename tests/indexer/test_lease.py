@@ -145,12 +145,12 @@ def test_a_renewal_whose_answer_was_lost_keeps_the_lease(system: System) -> None
 def test_sigterm_gives_the_lease_up(system: System) -> None:
     import signal
 
-    from indexer.cli import Terminated, _terminated_on_sigterm
+    from indexer.cli import Terminated, terminated_on_sigterm
 
     store = system.regions.index
 
     def terminated_while_held() -> None:
-        with _terminated_on_sigterm(), Lease(store):
+        with terminated_on_sigterm(), Lease(store):
             os.kill(os.getpid(), signal.SIGTERM)
             time.sleep(5)  # interrupted at once
 
