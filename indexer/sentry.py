@@ -126,7 +126,8 @@ def _kind(event: Mapping[str, Any]) -> tuple[str, ...]:
     """What makes events the same: the logger and message template, or exception types."""
     logentry = event.get("logentry")
     template = logentry.get("message") if isinstance(logentry, Mapping) else None
-    values = event.get("exception", {}).get("values") if isinstance(event, Mapping) else None
+    exception = event.get("exception")
+    values = exception.get("values") if isinstance(exception, Mapping) else None
     types = [
         str(value.get("type"))
         for value in (values if isinstance(values, list) else [])
