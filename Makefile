@@ -25,7 +25,7 @@ run-s3: $(BIN)/.installed
 	$(BIN)/python -m deploy.topology --host $(HOST) --ports $(S3_PORTS)
 
 test: $(BIN)/.installed
-	$(BIN)/pytest --cov=gateway --cov=indexer --cov-report=term:skip-covered $(PYTEST_ARGS)
+	$(BIN)/pytest --cov=gateway --cov=indexer --cov=tooltool_client --cov-report=term:skip-covered $(PYTEST_ARGS)
 
 lint: $(BIN)/.installed
 	$(BIN)/ruff format --check .
