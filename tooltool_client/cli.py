@@ -1,0 +1,195 @@
+"""``tooltool``: the legacy ``tooltool.py`` command line, kept line for line.
+
+    tooltool [options] list|validate|add|purge|fetch|upload|change-visibility|delete|token [files]
+
+Exit status: 0 on success, 1 on failure, 2 for a command line that cannot be
+parsed (as optparse did). Messages go to stderr as ``LEVEL - message``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import IO
+
+from tooltool_client import credentials, servers
+from tooltool_client.api import Server
+from tooltool_client.errors import ClientError, UsageError
+from tooltool_client.transport import Transport
+
+logger = logging.getLogger("tooltool")
+
+COMMANDS = (
+    "list",
+    "validate",
+    "add",
+    "purge",
+    "fetch",
+    "upload",
+    "change-visibility",
+    "delete",
+    "token",
+)
+
+
+@dataclass
+class Context:
+    """What a command works with: its options, the environment, its streams."""
+
+    options: argparse.Namespace
+    args: list[str]
+    environ: Mapping[str, str]
+    stdout: IO[str]
+    stderr: IO[str]
+    directory: Path = field(default_factory=Path.cwd)
+
+    @property
+    def manifest(self) -> Path:
+        return Path(self.options.manifest)
+
+    @cached_property
+    def transport(self) -> Transport:
+        return Transport(connections=max(8, self.options.jobs))
+
+    @cached_property
+    def servers(self) -> list[Server]:
+        urls = servers.base_urls(self.options.base_url, self.environ)
+        creds = credentials.from_options(self.options.auth_file, self.environ)
+        return [Server(url, creds, self.transport) for url in urls]
+
+
+Command = Callable[[Context], bool]
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="tooltool",
+        description="Fetch, verify and upload the files a manifest (manifest.tt) lists.",
+    )
+    add = p.add_argument
+    add(
+        "-q",
+        "--quiet",
+        dest="loglevel",
+        action="store_const",
+        const=logging.ERROR,
+        default=logging.INFO,
+        help="only errors",
+    )
+    add(
+        "-v",
+        "--verbose",
+        dest="loglevel",
+        action="store_const",
+        const=logging.DEBUG,
+        help="everything, for debugging",
+    )
+    add("-m", "--manifest", default="manifest.tt", help="the manifest (default: manifest.tt)")
+    add("-d", "--algorithm", default="sha512", help="digest algorithm (only sha512)")
+    add("--digest", help="the file's digest, for change-visibility and delete")
+    add(
+        "--visibility",
+        choices=["internal", "public"],
+        help='"internal": not to be distributed outside the company; "public": anyone',
+    )
+    add("--unpack", action="store_true", help="add: unpack this archive after fetching")
+    add("--version", help="add: a version string to note in the manifest")
+    add("-o", "--overwrite", action="store_true", help="unused; kept for compatibility")
+    add(
+        "--url",
+        dest="base_url",
+        action="append",
+        help="server URL (repeatable, tried in order; default https://$TOOLTOOL_HOST/)",
+    )
+    add("-c", "--cache-folder", dest="cache_folder", help="local cache folder")
+    add(
+        "-s",
+        "--size",
+        type=float,
+        default=0.0,
+        help="purge: free space wanted, in GB (0: empty the cache)",
+    )
+    add("-r", "--region", help="preferred region for upload or fetch, e.g. us-west-2")
+    add("--message", help='upload: the "commit message" (a bug number and a comment)')
+    add(
+        "--authentication-file",
+        dest="auth_file",
+        help="Taskcluster credentials (JSON clientId/accessToken) or a bearer token",
+    )
+    add("-j", "--jobs", type=_positive, default=8, help="fetch: files fetched at once (8)")
+    add(
+        "--token-file", help="token: save the token in this file (mode 0600) instead of printing it"
+    )
+    add("--scope", dest="scopes", action="append", help="token: a scope to ask for (repeatable)")
+    add("--expires-in", type=_positive, help="token: the token's lifetime in seconds")
+    add("command", choices=COMMANDS, metavar="command", help=", ".join(COMMANDS))
+    add("files", nargs="*", help="add: files to add; fetch: only these files")
+    return p
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return value
+
+
+def main(
+    argv: Sequence[str] | None = None,
+    *,
+    environ: Mapping[str, str] | None = None,
+    stdout: IO[str] | None = None,
+    stderr: IO[str] | None = None,
+) -> int:
+    stdout = stdout or sys.stdout
+    stderr = stderr or sys.stderr
+    try:
+        options = parser().parse_intermixed_args(argv)
+    except SystemExit as exc:
+        return int(exc.code or 0)
+    if options.algorithm != "sha512":
+        print("tooltool: error: only --algorithm sha512 is supported", file=stderr)
+        return 2
+    context = Context(
+        options=options,
+        args=list(options.files),
+        environ=os.environ if environ is None else environ,
+        stdout=stdout,
+        stderr=stderr,
+    )
+    handler = logging.StreamHandler(stderr)
+    handler.setFormatter(logging.Formatter("%(levelname)s - %(message)s"))
+    logger.addHandler(handler)
+    logger.setLevel(options.loglevel)
+    logger.propagate = False
+    try:
+        return 0 if _run(context) else 1
+    except ClientError as exc:
+        logger.error("%s", exc)
+        return 1
+    except KeyboardInterrupt:
+        logger.error("interrupted; a fetch resumes where it stopped when run again")
+        return 130
+    finally:
+        logger.removeHandler(handler)
+        if "transport" in context.__dict__:
+            context.transport.close()
+
+
+def _run(context: Context) -> bool:
+    from tooltool_client import commands
+
+    name = context.options.command
+    command: Command | None = commands.REGISTRY.get(name)
+    if command is None:
+        raise UsageError(f'command "{name}" is not implemented')
+    return command(context)

@@ -1,0 +1,128 @@
+"""Downloading one file's bytes into its part file: streamed, hashed as they arrive,
+resumed with ``Range`` from what the part file already holds, and checked against
+the manifest's size and digest before anyone may use them."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import re
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import BinaryIO
+
+from tooltool_client.api import Location, problem
+from tooltool_client.digests import CHUNK
+from tooltool_client.errors import IntegrityError, ServerError, TransportError
+from tooltool_client.transport import Transport
+
+_CONTENT_RANGE = re.compile(r"bytes (\d+)-(\d+)/(\d+|\*)")
+
+
+class BlobRefused(ServerError):
+    """The signed URL was refused (expired, say): worth locating the file again."""
+
+
+class Download:
+    """The bytes of one file (`size`, `digest`) from a :class:`Location` into `part`."""
+
+    def __init__(
+        self,
+        transport: Transport,
+        *,
+        size: int,
+        digest: str,
+        part: Path,
+        on_bytes: Callable[[int], None] = lambda count: None,
+    ) -> None:
+        self._transport = transport
+        self._size = size
+        self._digest = digest
+        self._part = part
+        self._on_bytes = on_bytes
+        self._hasher = hashlib.sha512()
+        self._offset = 0
+        self.received = 0  # bytes that came over the network, all attempts
+
+    def run(self, location: Location, headers: Mapping[str, str]) -> None:
+        """Fill the part file and verify it. A transfer cut short leaves the part file
+        to resume from (this run's next attempt, or the next run); wrong bytes remove it."""
+        self._resume()
+        try:
+            with open(self._part, "r+b" if self._offset else "wb") as out:
+                out.seek(self._offset)
+                if self._offset < self._size:
+                    self._receive(location, headers, out)
+        except IntegrityError:
+            self._discard()
+            raise
+        if self._hasher.hexdigest() != self._digest:
+            self._discard()
+            raise IntegrityError("the bytes received do not match the manifest's sha512 digest")
+
+    def _resume(self) -> None:
+        """Hash what the part file holds so far."""
+        self._hasher = hashlib.sha512()
+        self._offset = 0
+        try:
+            with open(self._part, "rb") as stream:
+                while chunk := stream.read(CHUNK):
+                    self._offset += len(chunk)
+                    if self._offset > self._size:
+                        break
+                    self._hasher.update(chunk)
+        except FileNotFoundError:
+            return
+        if self._offset > self._size:
+            self._discard()
+            self._hasher = hashlib.sha512()
+            self._offset = 0
+
+    def _receive(self, location: Location, headers: Mapping[str, str], out: BinaryIO) -> None:
+        request_headers = dict(headers)
+        if self._offset:
+            request_headers["Range"] = f"bytes={self._offset}-"
+        with self._transport.open("GET", location.url, headers=request_headers) as response:
+            status = response.status
+            if status == 200 and self._offset:
+                # The server sent the whole file: start over.
+                out.seek(0)
+                out.truncate()
+                self._hasher = hashlib.sha512()
+                self._offset = 0
+            elif status == 206 and not _starts_at(
+                response.headers.get("Content-Range"), self._offset
+            ):
+                self._discard()
+                raise TransportError("the server answered another range; starting over")
+            elif status not in (200, 206):
+                if status == 416:
+                    self._discard()  # our part file is no prefix of theirs
+                error = problem(status, response.read(64 * 1024))
+                raise BlobRefused(f"the signed URL was refused: {error}")
+            try:
+                while chunk := response.read(CHUNK):
+                    if self._offset + len(chunk) > self._size:
+                        raise IntegrityError(
+                            f"the server sent more than the manifest's {self._size} bytes"
+                        )
+                    out.write(chunk)
+                    self._hasher.update(chunk)
+                    self._offset += len(chunk)
+                    self.received += len(chunk)
+                    self._on_bytes(len(chunk))
+            finally:
+                out.flush()
+        if self._offset < self._size:
+            raise TransportError(
+                f"the connection closed after {self._offset} of {self._size} bytes"
+            )
+
+    def _discard(self) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            self._part.unlink()
+
+
+def _starts_at(content_range: str | None, offset: int) -> bool:
+    found = _CONTENT_RANGE.fullmatch(content_range or "")
+    return found is not None and int(found.group(1)) == offset

@@ -1,0 +1,44 @@
+"""The client's errors: one hierarchy, each printed as one line by the command line."""
+
+from __future__ import annotations
+
+
+class ClientError(Exception):
+    """Something the command could not do; its message is shown as is."""
+
+
+class InvalidManifest(ClientError):
+    """The manifest is missing, not JSON, or lists a malformed record."""
+
+
+class UsageError(ClientError):
+    """The command line asks for something that cannot be done (a missing option)."""
+
+
+class CredentialsError(ClientError):
+    """The authentication file or the Taskcluster variables cannot be used."""
+
+
+class ServerError(ClientError):
+    """A server answered with an error, or could not be reached."""
+
+
+class TransportError(ServerError):
+    """The connection failed: refused, reset, timed out, or closed mid-answer."""
+
+
+class ProblemAnswer(ServerError):
+    """The server refused the request with a status (and, from ours, a problem JSON body)."""
+
+    def __init__(self, status: int, detail: str) -> None:
+        super().__init__(f"{status}: {detail}" if detail else str(status))
+        self.status = status
+        self.detail = detail
+
+
+class IntegrityError(ClientError):
+    """Bytes did not match the manifest's size or digest."""
+
+
+class CacheError(ClientError):
+    """The cache folder cannot be used (not writable, full)."""

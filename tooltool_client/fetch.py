@@ -1,0 +1,264 @@
+"""``fetch``: every file of a manifest into the manifest's folder, verified.
+
+Files already present and valid are kept; then the cache is tried; the rest are
+resolved in one request (``POST resolve``, per file ``GET sha512/<digest>`` on a
+server without it) and downloaded in parallel (``--jobs``), each streamed and
+hashed as it arrives, resumed after a cut, and retried with backoff over the
+``--url`` list. Archives marked ``unpack`` are unpacked last, in manifest order.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tooltool_client import staging
+from tooltool_client.api import Location, Server
+from tooltool_client.cache import Cache, place
+from tooltool_client.digests import matches
+from tooltool_client.download import Download
+from tooltool_client.errors import (
+    ClientError,
+    IntegrityError,
+    ProblemAnswer,
+    ServerError,
+)
+from tooltool_client.manifest import FileRecord
+from tooltool_client.progress import LogLines, Progress, human_bytes
+from tooltool_client.retry import RetryPolicy
+from tooltool_client.transport import Transport
+
+logger = logging.getLogger("tooltool")
+
+RESOLVE_BATCH = 1000  # the gateway's limit per request
+Unpacker = Callable[[Path, Path], None]
+
+
+class Cancelled(ClientError):
+    """The fetch was interrupted."""
+
+
+class FetchFailed(ClientError):
+    """One file could not be fetched from any server."""
+
+
+@dataclass(frozen=True)
+class Failure:
+    """A file that could not be fetched (or unpacked), and why."""
+
+    filename: str
+    reason: str
+
+
+@dataclass
+class Fetcher:
+    """Fetches manifest records into `directory` (see the module's docstring)."""
+
+    servers: Sequence[Server]
+    transport: Transport
+    directory: Path
+    cache: Cache | None = None
+    jobs: int = 8
+    region: str | None = None
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    progress: Progress = field(default_factory=LogLines)
+    unpacker: Unpacker | None = None
+    sleep: Callable[[float], None] = time.sleep
+    _cancelled: threading.Event = field(default_factory=threading.Event)
+
+    def fetch(self, records: Sequence[FileRecord]) -> list[Failure]:
+        """Fetch `records`; the files that failed, and why (empty: all went well)."""
+        failures: list[Failure] = []
+        with ThreadPoolExecutor(max(1, self.jobs), thread_name_prefix="fetch") as pool:
+            try:
+                needed = self._local(pool, records, failures)
+                self._remote(pool, needed, failures)
+            except KeyboardInterrupt:
+                self._cancelled.set()
+                pool.shutdown(wait=True, cancel_futures=True)
+                raise
+            finally:
+                self.progress.close()
+        failed = {failure.filename for failure in failures}
+        for record in records:
+            if record.unpack and record.filename not in failed:
+                failures.extend(self._unpack(record))
+        return failures
+
+    def _local(
+        self, pool: ThreadPoolExecutor, records: Sequence[FileRecord], failures: list[Failure]
+    ) -> list[FileRecord]:
+        """Keep what is present and valid, take what the cache holds; the rest."""
+        needed = []
+        for record, outcome in zip(records, pool.map(self._from_disk, records), strict=True):
+            if isinstance(outcome, ClientError):
+                failures.append(Failure(record.filename, str(outcome)))
+            elif outcome is None:
+                needed.append(record)
+            else:
+                self.progress.finished(record.filename, outcome)
+        return needed
+
+    def _from_disk(self, record: FileRecord) -> str | ClientError | None:
+        target = self.directory / record.filename
+        if target.is_dir() and not target.is_symlink():
+            return ClientError(f"'{target}' is a folder")
+        if os.path.lexists(target):
+            if matches(target, record.size, record.digest):
+                return "present and valid"
+            logger.info("%s is present but invalid: it will be replaced", record.filename)
+        if self.cache is not None:
+            entry = self.cache.verified(record.size, record.digest)
+            if entry is not None:
+                try:
+                    place(entry, target)
+                except FileNotFoundError:  # purged meanwhile: fetch it
+                    return None
+                return "from the cache"
+        return None
+
+    def _remote(
+        self, pool: ThreadPoolExecutor, needed: Sequence[FileRecord], failures: list[Failure]
+    ) -> None:
+        if not needed:
+            return
+        first = self._resolve([record.digest for record in needed])
+        by_digest: dict[str, list[FileRecord]] = {}
+        for record in needed:
+            by_digest.setdefault(record.digest, []).append(record)
+        self.progress.start(len(by_digest), sum(group[0].size for group in by_digest.values()))
+        futures = {
+            pool.submit(self._download, group[0], first.get(digest)): group
+            for digest, group in by_digest.items()
+        }
+        for future in as_completed(futures):
+            group = futures[future]
+            try:
+                how = future.result()
+            except ClientError as exc:
+                failures.extend(Failure(record.filename, str(exc)) for record in group)
+                continue
+            self.progress.finished(group[0].filename, how)
+            for record in group[1:]:  # the same bytes under another name: a copy
+                place(
+                    self.directory / group[0].filename, self.directory / record.filename, link=False
+                )
+                self.progress.finished(record.filename, f"copied from {group[0].filename}")
+
+    def _resolve(self, digests: Sequence[str]) -> dict[str, Location | ProblemAnswer]:
+        """Every digest's URL from the first server in one request per 1,000; nothing
+        when it has no batch endpoint or fails (files are then located one by one)."""
+        unique = list(dict.fromkeys(digests))
+        found: dict[str, Location | ProblemAnswer] = {}
+        server = self.servers[0]
+        for start in range(0, len(unique), RESOLVE_BATCH):
+            batch = unique[start : start + RESOLVE_BATCH]
+            try:
+                answers = server.resolve(batch, self.region)
+            except ClientError as exc:
+                logger.info(
+                    "%s could not resolve the manifest (%s): asking file by file",
+                    server.base_url,
+                    exc,
+                )
+                return found
+            if answers is None:
+                logger.debug("%s has no batch resolve: asking file by file", server.base_url)
+                return found
+            found.update(zip(batch, answers, strict=True))
+        return found
+
+    def _download(self, record: FileRecord, first: Location | ProblemAnswer | None) -> str:
+        folder = self.cache.folder if self.cache is not None else self.directory
+        if self.cache is not None:
+            self.cache.ensure_folder()
+        target = self.directory / record.filename
+
+        def waiting() -> None:
+            logger.info("%s: waiting for another fetch of the same file", record.filename)
+
+        with staging.claim(folder, record.digest, on_wait=waiting) as part:
+            if self.cache is not None:
+                entry = self.cache.verified(record.size, record.digest)
+                if entry is not None:  # another process fetched it while we waited
+                    place(entry, target)
+                    return "from the cache"
+            started = time.monotonic()
+            download = Download(
+                self.transport,
+                size=record.size,
+                digest=record.digest,
+                part=part,
+                on_bytes=self._advance,
+            )
+            server = self._download_with_retries(download, record, first)
+            if self.cache is not None:
+                place(self.cache.add(part, record.digest), target)
+            else:
+                os.replace(part, target)
+        seconds = time.monotonic() - started
+        return f"fetched {human_bytes(record.size)} from {server.base_url} in {seconds:.1f} s"
+
+    def _download_with_retries(
+        self, download: Download, record: FileRecord, first: Location | ProblemAnswer | None
+    ) -> Server:
+        errors: list[str] = []
+        refused: set[str] = set()  # servers that answered no for good (400, 403, 404)
+        for round_number in range(self.retry.attempts):
+            for index, server in enumerate(self.servers):
+                if server.base_url in refused:
+                    continue
+                try:
+                    if round_number == 0 and index == 0 and first is not None:
+                        location = first
+                    else:
+                        location = server.locate(record.digest, self.region)
+                    if isinstance(location, ProblemAnswer):
+                        raise location
+                    headers = (
+                        server.auth_headers("GET", location.url)
+                        if location.needs_credentials
+                        else {}
+                    )
+                    download.run(location, headers)
+                    return server
+                except ProblemAnswer as exc:
+                    errors.append(f"{server.base_url}: {exc}")
+                    if exc.status < 500 and exc.status not in (408, 429):
+                        refused.add(server.base_url)
+                except (ServerError, IntegrityError) as exc:
+                    errors.append(f"{server.base_url}: {exc}")
+                    logger.info("%s: %s (from %s)", record.filename, exc, server.base_url)
+            if len(refused) == len(self.servers) or round_number == self.retry.attempts - 1:
+                break
+            self.sleep(self.retry.delay(round_number))
+        raise FetchFailed(_summary(errors))
+
+    def _advance(self, count: int) -> None:
+        if self._cancelled.is_set():
+            raise Cancelled("interrupted")
+        self.progress.advance(count)
+
+    def _unpack(self, record: FileRecord) -> list[Failure]:
+        if self.unpacker is None:
+            return [Failure(record.filename, "unpacking is not available")]
+        try:
+            self.unpacker(self.directory / record.filename, self.directory)
+        except ClientError as exc:
+            return [Failure(record.filename, str(exc))]
+        self.progress.finished(record.filename, "unpacked")
+        return []
+
+
+def _summary(errors: Sequence[str]) -> str:
+    """The distinct errors, the last ones last (bounded: a line, not a log)."""
+    distinct = list(dict.fromkeys(errors))
+    shown = distinct[-3:]
+    more = len(distinct) - len(shown)
+    return "; ".join(shown) + (f" (and {more} more)" if more else "")

@@ -1,0 +1,104 @@
+"""Where a download lands before it is whole: ``.tooltool-<digest>.part`` in a folder
+(the cache, or the manifest's folder without one), claimed by one process at a time.
+
+The claim is an exclusive ``flock`` on ``.tooltool-<digest>.lock`` beside it, so
+processes sharing a cache fetch each file once: the others wait, then find the
+file in place. The part file survives a killed process, and the next claimant
+resumes from its last byte. The lock file is removed by the holder when done; a
+waiter that then holds a lock on a removed file notices (its inode is no longer
+the path's) and claims again.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import logging
+import os
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+logger = logging.getLogger(__name__)
+
+PREFIX = ".tooltool-"
+WAIT_NOTICE_SECONDS = 2.0
+
+
+def part_path(folder: Path, digest: str) -> Path:
+    return folder / f"{PREFIX}{digest}.part"
+
+
+def lock_path(folder: Path, digest: str) -> Path:
+    return folder / f"{PREFIX}{digest}.lock"
+
+
+@contextlib.contextmanager
+def claim(
+    folder: Path, digest: str, *, on_wait: Callable[[], None] | None = None
+) -> Iterator[Path]:
+    """Holds the digest's claim in `folder`; yields its part file's path."""
+    path = lock_path(folder, digest)
+    fd = _acquire(path, on_wait)
+    try:
+        yield part_path(folder, digest)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+        os.close(fd)
+
+
+def _acquire(path: Path, on_wait: Callable[[], None] | None) -> int:
+    waited_since: float | None = None
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            os.close(fd)
+            if exc.errno not in (errno.EAGAIN, errno.EACCES):
+                raise
+            now = time.monotonic()
+            if waited_since is None:
+                waited_since = now
+            elif on_wait is not None and now - waited_since >= WAIT_NOTICE_SECONDS:
+                on_wait()
+                on_wait = None
+            time.sleep(0.05)
+            continue
+        if _is_current(fd, path):
+            return fd
+        os.close(fd)  # the holder removed it after we opened it: claim again
+
+
+def _is_current(fd: int, path: Path) -> bool:
+    try:
+        current = os.stat(path, follow_symlinks=False)
+    except FileNotFoundError:
+        return False
+    mine = os.fstat(fd)
+    return (mine.st_dev, mine.st_ino) == (current.st_dev, current.st_ino)
+
+
+@contextlib.contextmanager
+def claim_if_free(folder: Path, digest: str) -> Iterator[bool]:
+    """Holds the digest's claim if nobody else does (True), without waiting."""
+    path = lock_path(folder, digest)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        yield False
+        return
+    if not _is_current(fd, path):
+        os.close(fd)
+        yield False
+        return
+    try:
+        yield True
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+        os.close(fd)

@@ -1,0 +1,93 @@
+"""HTTP for the client: one pool of keep-alive connections per host, shared by the
+worker threads, with every urllib3 error translated at this edge."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+
+import urllib3
+from urllib3.exceptions import HTTPError as Urllib3Error
+
+from tooltool_client.errors import TransportError
+
+CONNECT_TIMEOUT = 10.0
+READ_TIMEOUT = 60.0
+USER_AGENT = "tooltool-client/1"
+
+
+class Transport:
+    """Requests without redirects followed (the caller decides where credentials go)."""
+
+    def __init__(self, *, connections: int = 8, read_timeout: float = READ_TIMEOUT) -> None:
+        self._pool = urllib3.PoolManager(
+            num_pools=16,
+            maxsize=connections,
+            block=False,
+            retries=False,
+            timeout=urllib3.Timeout(connect=CONNECT_TIMEOUT, read=read_timeout),
+        )
+
+    @contextmanager
+    def open(
+        self,
+        method: str,
+        url: str,
+        *,
+        headers: Mapping[str, str] | None = None,
+        body: bytes | None = None,
+    ) -> Iterator[urllib3.BaseHTTPResponse]:
+        """The response, its body not yet read; released (or closed) on exit."""
+        all_headers = {"User-Agent": USER_AGENT, **(headers or {})}
+        try:
+            response = self._pool.request(
+                method,
+                url,
+                headers=all_headers,
+                body=body,
+                redirect=False,
+                preload_content=False,
+            )
+        except (Urllib3Error, OSError, ValueError) as exc:
+            raise TransportError(f"{method} {_shown(url)}: {_reason(exc)}") from None
+        try:
+            yield response
+        except (Urllib3Error, OSError) as exc:
+            response.close()
+            raise TransportError(f"{method} {_shown(url)}: {_reason(exc)}") from None
+        except BaseException:
+            response.close()  # half-read: never back into the pool
+            raise
+        else:
+            response.release_conn()
+
+    def request(
+        self,
+        method: str,
+        url: str,
+        *,
+        headers: Mapping[str, str] | None = None,
+        body: bytes | None = None,
+        limit: int = 4 * 1024 * 1024,
+    ) -> tuple[int, Mapping[str, str], bytes]:
+        """A whole small answer: status, headers and at most `limit` bytes of body."""
+        with self.open(method, url, headers=headers, body=body) as response:
+            data = response.read(limit + 1)
+            if len(data) > limit:
+                raise TransportError(f"{method} {_shown(url)}: the answer is over {limit} bytes")
+            return response.status, response.headers, data
+
+    def close(self) -> None:
+        self._pool.clear()
+
+
+def _shown(url: str) -> str:
+    """A URL without its query: signed URLs carry credentials there."""
+    return url.split("?", 1)[0]
+
+
+def _reason(exc: BaseException) -> str:
+    reason = getattr(exc, "reason", None)
+    text = str(reason if reason is not None else exc) or type(exc).__name__
+    # urllib3 puts the connection object's repr in its messages.
+    return text.split(">: ", 1)[-1]
