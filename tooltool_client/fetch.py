@@ -85,6 +85,9 @@ class Fetcher:
                 raise
             finally:
                 self.progress.close()
+        # In manifest order, whichever finished first: the same failures, the same lines.
+        order = {record.filename: index for index, record in enumerate(records)}
+        failures.sort(key=lambda failure: order[failure.filename])
         failed = {failure.filename for failure in failures}
         for record in records:
             if record.unpack and record.filename not in failed:

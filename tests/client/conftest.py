@@ -1,0 +1,190 @@
+"""Fixtures of the client's tests.
+
+For ``fetch``, ``list``, ``validate`` and ``purge`` (test_fetch*.py, test_cache.py,
+test_purge.py): `fetch_gateway`, a live gateway on either store (behind a
+recording proxy) holding a few imported files; `run_tooltool`, the command line
+run in process with tiny retry waits; `write_manifest`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import json
+import os
+import secrets
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from gateway.app import create_app
+from gateway.settings import Settings
+from indexer.cli import main as indexer_main
+from indexer.config import open_regions
+from tests.client.recording_proxy import RecordingProxy
+from tests.conftest import LiveServer, SeaweedFS, free_port
+from tests.gateway.auth_helpers import clients_file_entries
+from tooltool_client.cli import main as tooltool_main
+
+# Retries after a hundredth of a second, and a server silent for 2 s has failed.
+FAST = {"TOOLTOOL_RETRY_SECONDS": "0.01", "TOOLTOOL_READ_TIMEOUT": "2"}
+
+
+@dataclass(frozen=True)
+class Blob:
+    """A file's name and bytes, as a manifest lists it."""
+
+    name: str
+    data: bytes
+
+    @property
+    def digest(self) -> str:
+        return hashlib.sha512(self.data).hexdigest()
+
+    def record(self, **extra: Any) -> dict[str, Any]:
+        return {
+            "filename": self.name,
+            "size": len(self.data),
+            "algorithm": "sha512",
+            "digest": self.digest,
+            **extra,
+        }
+
+
+@dataclass
+class FetchGateway:
+    """A live gateway holding `files` (public) and `internal`, reached through `proxy`."""
+
+    store: str
+    proxy: RecordingProxy
+    files: dict[str, Blob]
+    internal: Blob
+    direct_url: str
+
+    @property
+    def url(self) -> str:
+        return self.proxy.url
+
+    @property
+    def public(self) -> list[Blob]:
+        return list(self.files.values())
+
+
+@dataclass
+class Outcome:
+    """What a run of the command line did."""
+
+    code: int
+    out: str
+    err: str
+    lines: list[str] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.lines = self.err.splitlines()
+
+
+def write_manifest(
+    folder: Path, records: Iterable[Blob | Mapping[str, Any]], name: str = "manifest.tt"
+) -> Path:
+    path = folder / name
+    entries = [record.record() if isinstance(record, Blob) else record for record in records]
+    path.write_text(json.dumps(entries, indent=2))
+    return path
+
+
+def run_tooltool(args: Sequence[str], environ: Mapping[str, str] | None = None) -> Outcome:
+    """The command line in process, in the current folder, with `FAST` waits."""
+    out, err = io.StringIO(), io.StringIO()
+    code = tooltool_main(list(args), environ={**FAST, **(environ or {})}, stdout=out, stderr=err)
+    return Outcome(code, out.getvalue(), err.getvalue())
+
+
+def tooltool_process(args: Sequence[str], cwd: Path, **popen: Any) -> subprocess.Popen[str]:
+    """The installed ``tooltool`` console script, started in `cwd`."""
+    script = shutil.which("tooltool", path=str(Path(sys.executable).parent))
+    assert script is not None, "the tooltool console script is not installed"
+    environ = {
+        key: value
+        for key, value in os.environ.items()
+        if not key.startswith(("TASKCLUSTER_", "TOOLTOOL_"))
+    }
+    return subprocess.Popen(
+        [script, *args],
+        cwd=cwd,
+        env={**environ, **FAST},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        **popen,
+    )
+
+
+def sha512_of(path: Path) -> str:
+    return hashlib.sha512(path.read_bytes()).hexdigest()
+
+
+def _import(environ: dict[str, str], visibility: str, paths: Sequence[Path]) -> None:
+    command = ["import", "--visibility", visibility, *map(str, paths)]
+    assert indexer_main(command, environ) == 0
+
+
+@pytest.fixture(scope="package", params=["local", "s3"])
+def _fetch_gateway_shared(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[FetchGateway]:
+    """One live gateway per store for all the client's tests (nothing they do changes it)."""
+    root = tmp_path_factory.mktemp(f"fetch-gateway-{request.param}")
+    with contextlib.ExitStack() as stack:
+        if request.param == "local":
+            environ = {"TOOLTOOL_DATA_DIR": str(root / "data")}
+        else:
+            seaweedfs: SeaweedFS = request.getfixturevalue("seaweedfs")
+            bucket = f"client-{os.getpid()}-{secrets.token_hex(3)}"
+            seaweedfs.client().create_bucket(Bucket=bucket)
+            stack.callback(seaweedfs.delete_bucket, bucket)
+            environ = seaweedfs.environ(("us-east-1", bucket))
+        clients = root / "clients.json"
+        clients.write_text(json.dumps(clients_file_entries()))
+        environ |= {"TOOLTOOL_CLIENTS_FILE": str(clients), "TOOLTOOL_JWT_SECRET": "x" * 32}
+        files = {
+            blob.name: blob
+            for blob in (
+                Blob("small.bin", os.urandom(5000)),
+                Blob("medium.bin", os.urandom(300_000)),
+                Blob("empty.bin", b""),
+            )
+        }
+        internal = Blob("internal.bin", os.urandom(100))
+        for blob in (*files.values(), internal):
+            (root / blob.name).write_bytes(blob.data)
+        _import(environ, "public", [root / name for name in files])
+        _import(environ, "internal", [root / internal.name])
+        settings = Settings.from_environ(environ)
+        app = create_app(settings, open_regions(settings.stores))
+        server = stack.enter_context(LiveServer(app, free_port()))
+        proxy = stack.enter_context(RecordingProxy(server.url))
+        yield FetchGateway(request.param, proxy, files, internal, server.url + "/")
+
+
+@pytest.fixture
+def fetch_gateway(_fetch_gateway_shared: FetchGateway) -> FetchGateway:
+    """A live gateway (embedded local store, or SeaweedFS) behind a `RecordingProxy`,
+    holding `small.bin`, `medium.bin`, `empty.bin` (public) and `internal.bin`."""
+    _fetch_gateway_shared.proxy.reset()
+    return _fetch_gateway_shared
+
+
+@pytest.fixture
+def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """An empty working folder, the current one for the test."""
+    folder = tmp_path / "work"
+    folder.mkdir()
+    monkeypatch.chdir(folder)
+    return folder
