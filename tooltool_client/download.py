@@ -101,7 +101,10 @@ class Download:
                 error = problem(status, response.read(64 * 1024))
                 raise BlobRefused(f"the signed URL was refused: {error}")
             try:
-                while chunk := response.read(CHUNK):
+                # read1, not read: read(CHUNK) waits for a whole chunk and, when the
+                # connection breaks meanwhile, drops what it had; read1 hands over what
+                # has arrived, so a cut keeps every byte received for the resume.
+                while chunk := response.read1(CHUNK):
                     if self._offset + len(chunk) > self._size:
                         raise IntegrityError(
                             f"the server sent more than the manifest's {self._size} bytes"

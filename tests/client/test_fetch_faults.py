@@ -1,0 +1,183 @@
+"""``tooltool fetch`` against a hostile server: wrong bytes, cuts, ignored or wrong
+ranges, too many bytes, errors, expired signed URLs, silence, and a killed fetch."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.client.conftest import (
+    Blob,
+    Outcome,
+    run_tooltool,
+    sha512_of,
+    tooltool_process,
+    write_manifest,
+)
+from tests.client.hostile_server import SECRET, HostileServer
+
+TOOL = Blob("tool.bin", os.urandom(300_000))
+
+
+@pytest.fixture
+def hostile() -> Iterator[HostileServer]:
+    """A server holding `TOOL`, asked file by file (no batch resolve)."""
+    with HostileServer({TOOL.digest: TOOL.data}) as server:
+        yield server
+
+
+def fetch(server: HostileServer, *args: str, **environ: str) -> Outcome:
+    outcome = run_tooltool(["-v", "--url", server.url, *args, "fetch"], environ)
+    assert "Traceback" not in outcome.err
+    assert SECRET not in outcome.err  # a signed URL's query is a credential
+    return outcome
+
+
+def only_the_tool(folder: Path) -> None:
+    assert sha512_of(folder / TOOL.name) == TOOL.digest
+    assert sorted(p.name for p in folder.iterdir()) == sorted([TOOL.name, "manifest.tt"])
+
+
+def ranges(server: HostileServer) -> list[str | None]:
+    return [seen.headers.get("Range") for seen in server.blob_gets()]
+
+
+def test_wrong_bytes_are_refused_and_never_kept(
+    hostile: HostileServer, workdir: Path, tmp_path: Path
+) -> None:
+    hostile.plan = ["wrong-bytes"] * 10
+    write_manifest(workdir, [TOOL])
+    cache = tmp_path / "cache"
+    outcome = fetch(hostile, "-c", str(cache))
+    assert outcome.code == 1
+    assert "do not match the manifest's sha512 digest" in outcome.err
+    assert sorted(p.name for p in workdir.iterdir()) == ["manifest.tt"]
+    assert list(cache.iterdir()) == []
+    assert len(hostile.blob_gets()) == 4  # every round, then it gives up
+
+
+def test_a_cut_transfer_resumes_with_range(hostile: HostileServer, workdir: Path) -> None:
+    hostile.plan, hostile.cut_at = ["cut"], 200_000
+    write_manifest(workdir, [TOOL])
+    outcome = fetch(hostile)
+    assert outcome.code == 0, outcome.err
+    only_the_tool(workdir)
+    assert ranges(hostile) == [None, "bytes=200000-"]
+
+
+def test_a_range_ignored_restarts(hostile: HostileServer, workdir: Path) -> None:
+    hostile.plan, hostile.cut_at = ["cut", "ignore-range"], 200_000
+    write_manifest(workdir, [TOOL])
+    outcome = fetch(hostile)
+    assert outcome.code == 0, outcome.err
+    only_the_tool(workdir)
+    assert ranges(hostile) == [None, "bytes=200000-"]
+
+
+def test_a_wrong_content_range_starts_over(hostile: HostileServer, workdir: Path) -> None:
+    hostile.plan, hostile.cut_at = ["cut", "wrong-range"], 200_000
+    write_manifest(workdir, [TOOL])
+    outcome = fetch(hostile)
+    assert outcome.code == 0, outcome.err
+    only_the_tool(workdir)
+    assert ranges(hostile) == [None, "bytes=200000-", None]
+    assert "the server answered another range" in outcome.err
+
+
+def test_more_bytes_than_the_manifest_says_are_refused(
+    hostile: HostileServer, workdir: Path
+) -> None:
+    hostile.plan = ["too-many"] * 10
+    write_manifest(workdir, [TOOL])
+    outcome = fetch(hostile)
+    assert outcome.code == 1
+    assert f"the server sent more than the manifest's {len(TOOL.data)} bytes" in outcome.err
+    assert sorted(p.name for p in workdir.iterdir()) == ["manifest.tt"]
+
+
+def test_server_errors_are_retried(hostile: HostileServer, workdir: Path) -> None:
+    hostile.locate_plan = ["error"]
+    hostile.plan = ["error", "error"]
+    write_manifest(workdir, [TOOL])
+    outcome = fetch(hostile)
+    assert outcome.code == 0, outcome.err
+    only_the_tool(workdir)
+    assert len(hostile.locates()) == 4  # one refused, then one per blob attempt
+    assert len(hostile.blob_gets()) == 3
+
+
+def test_errors_every_time_give_up_in_a_few_rounds(hostile: HostileServer, workdir: Path) -> None:
+    hostile.plan = ["error"] * 10
+    write_manifest(workdir, [TOOL])
+    outcome = fetch(hostile)
+    assert outcome.code == 1
+    assert len(hostile.blob_gets()) == 4
+    assert outcome.lines[-2].startswith(f"ERROR - tool.bin: {hostile.url}: ")
+    assert outcome.lines[-1] == "ERROR - The following files failed: 'tool.bin'"
+
+
+def test_an_expired_signed_url_is_located_again(hostile: HostileServer, workdir: Path) -> None:
+    hostile.plan = ["expired"]
+    write_manifest(workdir, [TOOL])
+    outcome = fetch(hostile)
+    assert outcome.code == 0, outcome.err
+    only_the_tool(workdir)
+    assert len(hostile.locates()) == 2
+    assert [seen.path for seen in hostile.blob_gets()][-1].endswith(f"{SECRET}-2")
+
+
+def test_a_silent_server_times_out_and_is_retried(hostile: HostileServer, workdir: Path) -> None:
+    hostile.plan = ["hang"]
+    write_manifest(workdir, [TOOL])
+    outcome = fetch(hostile, TOOLTOOL_READ_TIMEOUT="0.3")
+    assert outcome.code == 0, outcome.err
+    only_the_tool(workdir)
+    assert "timed out" in outcome.err
+
+
+def test_batch_resolve_replaces_the_per_file_requests(workdir: Path) -> None:
+    other = Blob("other.bin", os.urandom(1000))
+    blobs = {TOOL.digest: TOOL.data, other.digest: other.data}
+    with HostileServer(blobs, has_resolve=True) as server:
+        server.plan = ["expired"]  # the resolved URL of one file: located again, alone
+        write_manifest(workdir, [TOOL, other])
+        outcome = fetch(server, "--jobs", "1")
+        assert outcome.code == 0, outcome.err
+        assert [seen.path for seen in server.seen if seen.method == "POST"] == ["/resolve"]
+        assert len(server.locates()) == 1
+    assert sha512_of(workdir / "other.bin") == other.digest
+    assert sha512_of(workdir / "tool.bin") == TOOL.digest
+
+
+def test_a_killed_fetch_resumes_from_its_part_file(workdir: Path) -> None:
+    big = Blob("big.bin", os.urandom(3 * 1024 * 1024))
+    part = workdir / f".tooltool-{big.digest}.part"
+    write_manifest(workdir, [big])
+    with HostileServer({big.digest: big.data}) as server:
+        server.plan, server.delay = ["slow"], 0.02
+        process = tooltool_process(["--url", server.url, "fetch"], workdir)
+        try:
+            deadline = time.monotonic() + 30
+            while not (part.exists() and part.stat().st_size > 0):
+                assert process.poll() is None, process.communicate()
+                assert time.monotonic() < deadline, "no part file appeared"
+                time.sleep(0.02)
+            process.send_signal(signal.SIGKILL)
+            process.communicate(timeout=10)
+        finally:
+            if process.poll() is None:
+                process.kill()
+                process.communicate()
+        kept = part.stat().st_size
+        assert 0 < kept < len(big.data)
+        server.delay = 0
+        outcome = fetch(server)
+        assert outcome.code == 0, outcome.err
+    assert sha512_of(workdir / "big.bin") == big.digest
+    assert ranges(server)[-1] == f"bytes={kept}-"
+    assert not part.exists()
