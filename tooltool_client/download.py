@@ -7,13 +7,19 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import BinaryIO
 
 from tooltool_client.api import Location, problem
 from tooltool_client.digests import CHUNK
-from tooltool_client.errors import IntegrityError, ServerError, TransportError
+from tooltool_client.errors import (
+    IntegrityError,
+    ServerError,
+    StagingError,
+    TransportError,
+    unwritable,
+)
 from tooltool_client.transport import Transport
 
 _CONTENT_RANGE = re.compile(r"bytes (\d+)-(\d+)/(\d+|\*)")
@@ -46,14 +52,17 @@ class Download:
 
     def run(self, location: Location, headers: Mapping[str, str]) -> None:
         """Fill the part file and verify it. A transfer cut short leaves the part file
-        to resume from (this run's next attempt, or the next run); wrong bytes remove it."""
-        self._resume()
+        to resume from (this run's next attempt, or the next run); wrong bytes remove it,
+        and so does a failed write (:class:`StagingError`: a disk full, say), to free
+        the space."""
         try:
-            with open(self._part, "r+b" if self._offset else "wb") as out:
-                out.seek(self._offset)
-                if self._offset < self._size:
-                    self._receive(location, headers, out)
-        except IntegrityError:
+            with _writing(self._part):
+                self._resume()
+                with open(self._part, "r+b" if self._offset else "wb") as out:
+                    out.seek(self._offset)
+                    if self._offset < self._size:
+                        self._receive(location, headers, out)
+        except (IntegrityError, StagingError):
             self._discard()
             raise
         if self._hasher.hexdigest() != self._digest:
@@ -86,8 +95,9 @@ class Download:
             status = response.status
             if status == 200 and self._offset:
                 # The server sent the whole file: start over.
-                out.seek(0)
-                out.truncate()
+                with _writing(self._part):
+                    out.seek(0)
+                    out.truncate()
                 self._hasher = hashlib.sha512()
                 self._offset = 0
             elif status == 206 and not _starts_at(
@@ -109,13 +119,15 @@ class Download:
                         raise IntegrityError(
                             f"the server sent more than the manifest's {self._size} bytes"
                         )
-                    out.write(chunk)
+                    with _writing(self._part):
+                        out.write(chunk)
                     self._hasher.update(chunk)
                     self._offset += len(chunk)
                     self.received += len(chunk)
                     self._on_bytes(len(chunk))
             finally:
-                out.flush()
+                with _writing(self._part):
+                    out.flush()
         if self._offset < self._size:
             raise TransportError(
                 f"the connection closed after {self._offset} of {self._size} bytes"
@@ -124,6 +136,16 @@ class Download:
     def _discard(self) -> None:
         with contextlib.suppress(FileNotFoundError):
             self._part.unlink()
+
+
+@contextlib.contextmanager
+def _writing(part: Path) -> Iterator[None]:
+    """A local write's failure as a :class:`StagingError`: inside a response's block,
+    where a bare OSError would pass for a network error and be retried."""
+    try:
+        yield
+    except OSError as exc:
+        raise unwritable(part, exc) from None
 
 
 def _starts_at(content_range: str | None, offset: int) -> bool:

@@ -24,10 +24,12 @@ from tooltool_client.cache import Cache, place
 from tooltool_client.digests import matches
 from tooltool_client.download import Download
 from tooltool_client.errors import (
+    CacheError,
     ClientError,
     IntegrityError,
     ProblemAnswer,
     ServerError,
+    StagingError,
 )
 from tooltool_client.manifest import FileRecord
 from tooltool_client.progress import LogLines, Progress, human_bytes
@@ -71,6 +73,8 @@ class Fetcher:
     unpacker: Unpacker | None = None
     sleep: Callable[[float], None] = time.sleep
     _cancelled: threading.Event = field(default_factory=threading.Event)
+    _without_cache: threading.Event = field(default_factory=threading.Event)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def fetch(self, records: Sequence[FileRecord]) -> list[Failure]:
         """Fetch `records`; the files that failed, and why (empty: all went well)."""
@@ -123,6 +127,8 @@ class Fetcher:
                     place(entry, target)
                 except FileNotFoundError:  # purged meanwhile: fetch it
                     return None
+                except OSError as exc:
+                    return _unplaced(target, exc)
                 return "from the cache"
         return None
 
@@ -149,9 +155,15 @@ class Fetcher:
                 continue
             self.progress.finished(group[0].filename, how)
             for record in group[1:]:  # the same bytes under another name: a copy
-                place(
-                    self.directory / group[0].filename, self.directory / record.filename, link=False
+                source, target = (
+                    self.directory / group[0].filename,
+                    self.directory / record.filename,
                 )
+                try:
+                    _place(source, target, link=False)
+                except ClientError as exc:
+                    failures.append(Failure(record.filename, str(exc)))
+                    continue
                 self.progress.finished(record.filename, f"copied from {group[0].filename}")
 
     def _resolve(self, digests: Sequence[str]) -> dict[str, Location | ProblemAnswer]:
@@ -178,19 +190,42 @@ class Fetcher:
         return found
 
     def _download(self, record: FileRecord, first: Location | ProblemAnswer | None) -> str:
-        folder = self.cache.folder if self.cache is not None else self.directory
-        if self.cache is not None:
-            self.cache.ensure_folder()
+        """Through the cache, if any; once the cache cannot be used (its folder cannot be
+        created or written, its disk is full), without it for the rest of the run, after
+        one warning. The cache only saves downloads: a CI job should not fail because
+        its cache disk filled up, and the legacy client went on without it too."""
+        cache = None if self._without_cache.is_set() else self.cache
+        if cache is not None:
+            try:
+                return self._download_into(cache, record, first)
+            except (CacheError, StagingError) as exc:  # part and lock files are in the cache
+                self._stop_caching(cache, exc)
+        return self._download_into(None, record, first)
+
+    def _stop_caching(self, cache: Cache, exc: ClientError) -> None:
+        with self._lock:
+            if not self._without_cache.is_set():
+                logger.warning(
+                    "cache folder '%s' cannot be used (%s): fetching without it", cache.folder, exc
+                )
+            self._without_cache.set()
+
+    def _download_into(
+        self, cache: Cache | None, record: FileRecord, first: Location | ProblemAnswer | None
+    ) -> str:
+        folder = cache.folder if cache is not None else self.directory
+        if cache is not None:
+            cache.ensure_folder()
         target = self.directory / record.filename
 
         def waiting() -> None:
             logger.info("%s: waiting for another fetch of the same file", record.filename)
 
         with staging.claim(folder, record.digest, on_wait=waiting) as part:
-            if self.cache is not None:
-                entry = self.cache.verified(record.size, record.digest)
+            if cache is not None:
+                entry = cache.verified(record.size, record.digest)
                 if entry is not None:  # another process fetched it while we waited
-                    place(entry, target)
+                    _place(entry, target)
                     return "from the cache"
             started = time.monotonic()
             download = Download(
@@ -201,10 +236,13 @@ class Fetcher:
                 on_bytes=self._advance,
             )
             server = self._download_with_retries(download, record, first)
-            if self.cache is not None:
-                place(self.cache.add(part, record.digest), target)
+            if cache is not None:
+                _place(cache.add(part, record.digest), target)
             else:
-                os.replace(part, target)
+                try:
+                    os.replace(part, target)
+                except OSError as exc:
+                    raise _unplaced(target, exc) from None
         seconds = time.monotonic() - started
         return f"fetched {human_bytes(record.size)} from {server.base_url} in {seconds:.1f} s"
 
@@ -257,6 +295,19 @@ class Fetcher:
             return [Failure(record.filename, str(exc))]
         self.progress.finished(record.filename, "unpacked")
         return []
+
+
+def _place(source: Path, target: Path, *, link: bool = True) -> None:
+    """:func:`~tooltool_client.cache.place`, failing as one line (the working folder
+    cannot be written), never as a part file's error: that would blame the cache."""
+    try:
+        place(source, target, link=link)
+    except OSError as exc:
+        raise _unplaced(target, exc) from None
+
+
+def _unplaced(target: Path, exc: OSError) -> ClientError:
+    return ClientError(f"'{target}' cannot be written: {exc.strerror or exc}")
 
 
 def _summary(errors: Sequence[str]) -> str:

@@ -20,6 +20,8 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+from tooltool_client.errors import unwritable
+
 logger = logging.getLogger(__name__)
 
 PREFIX = ".tooltool-"
@@ -38,9 +40,13 @@ def lock_path(folder: Path, digest: str) -> Path:
 def claim(
     folder: Path, digest: str, *, on_wait: Callable[[], None] | None = None
 ) -> Iterator[Path]:
-    """Holds the digest's claim in `folder`; yields its part file's path."""
+    """Holds the digest's claim in `folder`; yields its part file's path.
+    :class:`~tooltool_client.errors.StagingError` when the lock cannot be written."""
     path = lock_path(folder, digest)
-    fd = _acquire(path, on_wait)
+    try:
+        fd = _acquire(path, on_wait)
+    except OSError as exc:
+        raise unwritable(path, exc) from None
     try:
         yield part_path(folder, digest)
     finally:

@@ -106,8 +106,10 @@ def run_tooltool(args: Sequence[str], environ: Mapping[str, str] | None = None) 
     return Outcome(code, out.getvalue(), err.getvalue())
 
 
-def tooltool_process(args: Sequence[str], cwd: Path, **popen: Any) -> subprocess.Popen[str]:
-    """The installed ``tooltool`` console script, started in `cwd`."""
+def tooltool_process(
+    args: Sequence[str], cwd: Path, *, wrapper: Sequence[str] = ()
+) -> subprocess.Popen[str]:
+    """The installed ``tooltool`` console script, started in `cwd` (by `wrapper`, if any)."""
     script = shutil.which("tooltool", path=str(Path(sys.executable).parent))
     assert script is not None, "the tooltool console script is not installed"
     environ = {
@@ -116,18 +118,27 @@ def tooltool_process(args: Sequence[str], cwd: Path, **popen: Any) -> subprocess
         if not key.startswith(("TASKCLUSTER_", "TOOLTOOL_"))
     }
     return subprocess.Popen(
-        [script, *args],
+        [*wrapper, script, *args],
         cwd=cwd,
         env={**environ, **FAST},
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
-        **popen,
     )
 
 
 def sha512_of(path: Path) -> str:
     return hashlib.sha512(path.read_bytes()).hexdigest()
+
+
+def assert_fetched(folder: Path, blobs: Sequence[Blob], *, only: bool = False) -> None:
+    """Each blob's file in `folder` holds its bytes; with `only`, nothing else is there but
+    the manifest (no part, lock or temporary file left)."""
+    for blob in blobs:
+        assert sha512_of(folder / blob.name) == blob.digest, blob.name
+    if only:
+        expected = sorted({blob.name for blob in blobs} | {"manifest.tt"})
+        assert sorted(path.name for path in folder.iterdir()) == expected
 
 
 def _import(environ: dict[str, str], visibility: str, paths: Sequence[Path]) -> None:

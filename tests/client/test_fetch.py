@@ -12,8 +12,8 @@ import pytest
 from tests.client.conftest import (
     Blob,
     FetchGateway,
+    assert_fetched,
     run_tooltool,
-    sha512_of,
     tooltool_process,
     write_manifest,
 )
@@ -21,11 +21,6 @@ from tests.conftest import free_port
 from tests.gateway.auth_helpers import CLIENTS, basic
 
 READER = {"clientId": "reader", "accessToken": CLIENTS["reader"]["accessToken"]}
-
-
-def assert_fetched(folder: Path, blobs: list[Blob]) -> None:
-    for blob in blobs:
-        assert sha512_of(folder / blob.name) == blob.digest, blob.name
 
 
 def assert_one_line_failure(outcome_err: str, code: int) -> None:
@@ -272,3 +267,16 @@ def test_manifest_errors(workdir: Path, case: str) -> None:
     assert len(outcome.lines) == 1, outcome.err
     assert outcome.lines[0].startswith("ERROR - ")
     assert message in outcome.lines[0]
+
+
+def test_a_working_folder_that_cannot_be_written(
+    fetch_gateway: FetchGateway, workdir: Path
+) -> None:
+    blob = fetch_gateway.files["small.bin"]
+    (workdir / f".tooltool-{blob.digest}.lock").mkdir()  # where the claim goes: no claim
+    write_manifest(workdir, [blob])
+    outcome = run_tooltool(["--url", fetch_gateway.url, "fetch"])
+    assert_one_line_failure(outcome.err, outcome.code)
+    assert outcome.lines[-2].startswith("ERROR - small.bin: '")
+    assert outcome.lines[-2].endswith(".lock' cannot be written: Is a directory")
+    assert not (workdir / blob.name).exists()

@@ -14,6 +14,7 @@ import pytest
 from tests.client.conftest import (
     Blob,
     Outcome,
+    assert_fetched,
     run_tooltool,
     sha512_of,
     tooltool_process,
@@ -39,8 +40,7 @@ def fetch(server: HostileServer, *args: str, **environ: str) -> Outcome:
 
 
 def only_the_tool(folder: Path) -> None:
-    assert sha512_of(folder / TOOL.name) == TOOL.digest
-    assert sorted(p.name for p in folder.iterdir()) == sorted([TOOL.name, "manifest.tt"])
+    assert_fetched(folder, [TOOL], only=True)
 
 
 def ranges(server: HostileServer) -> list[str | None]:

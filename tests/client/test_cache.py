@@ -1,0 +1,124 @@
+"""The shared cache (``--cache-folder``): one download per file among processes sharing
+it, entries verified on every use, and a fetch that goes on when the cache cannot be used."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.client.conftest import (
+    Blob,
+    FetchGateway,
+    assert_fetched,
+    run_tooltool,
+    sha512_of,
+    tooltool_process,
+    write_manifest,
+)
+from tests.client.hostile_server import HostileServer
+
+BLOBS = [Blob("a.bin", os.urandom(400_000)), Blob("b.bin", os.urandom(200_000)), Blob("c", b"c")]
+
+
+def test_processes_sharing_a_cache_download_each_file_once(tmp_path: Path) -> None:
+    cache = tmp_path / "cache"
+    folders = [tmp_path / f"job{n}" for n in range(4)]
+    with HostileServer({blob.digest: blob.data for blob in BLOBS}) as server:
+        server.plan, server.delay = ["slow"] * 12, 0.03  # slow enough for the fetches to meet
+        processes = []
+        for folder in folders:
+            folder.mkdir()
+            write_manifest(folder, BLOBS)
+            command = ["--url", server.url, "-c", str(cache), "fetch"]
+            processes.append(tooltool_process(command, folder))
+        outputs = [process.communicate(timeout=60) for process in processes]
+        for process, (_, err) in zip(processes, outputs, strict=True):
+            assert process.returncode == 0, err
+        fetched = [seen.path.split("?")[0] for seen in server.blob_gets()]
+    assert sorted(fetched) == sorted(f"/blobs/{blob.digest}" for blob in BLOBS)
+    for folder in folders:
+        assert_fetched(folder, BLOBS, only=True)
+    assert sorted(p.name for p in cache.iterdir()) == sorted(blob.digest for blob in BLOBS)
+
+
+@pytest.mark.parametrize("changed", ["cache entry", "working file"])
+def test_changed_bytes_in_the_cache_are_not_used(
+    fetch_gateway: FetchGateway, tmp_path: Path, changed: str
+) -> None:
+    """A cache entry is hard-linked into the working folder: bytes changed in place through
+    either name are found on the next use; the entry is removed and fetched again."""
+    blob = fetch_gateway.files["medium.bin"]
+    cache = tmp_path / "cache"
+    first, second = tmp_path / "first", tmp_path / "second"
+    for folder in (first, second):
+        folder.mkdir()
+        write_manifest(folder, [blob])
+    os.chdir(first)
+    assert run_tooltool(["--url", fetch_gateway.url, "-c", str(cache), "fetch"]).code == 0
+    changed_path = cache / blob.digest if changed == "cache entry" else first / blob.name
+    with open(changed_path, "r+b") as stream:
+        stream.write(b"poison")
+    fetch_gateway.proxy.reset()
+    for folder in (second, first):
+        os.chdir(folder)
+        outcome = run_tooltool(["--url", fetch_gateway.url, "-c", str(cache), "fetch"])
+        assert outcome.code == 0, outcome.err
+        assert_fetched(folder, [blob], only=True)
+    assert sha512_of(cache / blob.digest) == blob.digest
+    assert len(fetch_gateway.proxy.paths("GET", f"/sha512/{blob.digest}")) == 1
+
+
+def test_a_cache_that_cannot_be_created_is_done_without(
+    fetch_gateway: FetchGateway, workdir: Path
+) -> None:
+    (workdir.parent / "file").write_text("not a folder")
+    cache = workdir.parent / "file" / "cache"
+    write_manifest(workdir, fetch_gateway.public)
+    outcome = run_tooltool(["--url", fetch_gateway.url, "-c", str(cache), "fetch"])
+    assert outcome.code == 0, outcome.err
+    assert_fetched(workdir, fetch_gateway.public, only=True)
+    warnings = [line for line in outcome.lines if line.startswith("WARNING - ")]
+    assert warnings == [
+        f"WARNING - cache folder '{cache}' cannot be used (cannot be created: Not a directory):"
+        " fetching without it"
+    ]
+
+
+def test_a_cache_that_cannot_be_written_is_done_without(
+    fetch_gateway: FetchGateway, workdir: Path
+) -> None:
+    blob = fetch_gateway.files["small.bin"]
+    cache = workdir.parent / "cache"
+    (cache / f".tooltool-{blob.digest}.lock").mkdir(parents=True)  # not a file: no claim
+    write_manifest(workdir, [blob])
+    outcome = run_tooltool(["--url", fetch_gateway.url, "-c", str(cache), "fetch"])
+    assert outcome.code == 0, outcome.err
+    assert "Traceback" not in outcome.err
+    assert_fetched(workdir, [blob], only=True)
+    assert f"WARNING - cache folder '{cache}' cannot be used" in outcome.err
+
+
+def test_a_full_cache_is_done_without(tmp_path: Path) -> None:
+    """The cache on a filesystem of 128 KiB (a tmpfs in a mount namespace of its own)."""
+    unshare = shutil.which("unshare")
+    probe = [unshare or "unshare", "-m", "mount", "-t", "tmpfs", "tmpfs", str(tmp_path)]
+    if unshare is None or subprocess.run(probe, capture_output=True, check=False).returncode:
+        pytest.skip("mounting a tmpfs needs unshare and CAP_SYS_ADMIN")
+    cache, work = tmp_path / "cache", tmp_path / "work"
+    cache.mkdir()
+    work.mkdir()
+    write_manifest(work, BLOBS)
+    mount = 'mount -t tmpfs -o size=128k tmpfs "$1" && shift && exec "$@"'
+    wrapper = [unshare, "-m", "sh", "-c", mount, "sh", str(cache)]
+    with HostileServer({blob.digest: blob.data for blob in BLOBS}) as server:
+        command = ["--url", server.url, "-c", str(cache), "fetch"]
+        process = tooltool_process(command, work, wrapper=wrapper)
+        _, err = process.communicate(timeout=60)
+    assert process.returncode == 0, err
+    assert "Traceback" not in err
+    assert f"WARNING - cache folder '{cache}' cannot be used" in err
+    assert_fetched(work, BLOBS, only=True)
