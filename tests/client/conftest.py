@@ -17,6 +17,7 @@ import secrets
 import shutil
 import subprocess
 import sys
+import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -125,6 +126,24 @@ def tooltool_process(
         stderr=subprocess.PIPE,
         text=True,
     )
+
+
+@contextlib.contextmanager
+def fetching(args: Sequence[str], cwd: Path, part: Path) -> Iterator[subprocess.Popen[str]]:
+    """The console script running `args` in `cwd`, once it has written to `part` (the part
+    file of a download under way); killed at the end if it still runs."""
+    process = tooltool_process(args, cwd)
+    try:
+        deadline = time.monotonic() + 30
+        while not (part.exists() and part.stat().st_size > 0):
+            assert process.poll() is None, process.communicate()
+            assert time.monotonic() < deadline, "no part file appeared"
+            time.sleep(0.02)
+        yield process
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
 
 
 def sha512_of(path: Path) -> str:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import signal
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,9 +14,9 @@ from tests.client.conftest import (
     Blob,
     Outcome,
     assert_fetched,
+    fetching,
     run_tooltool,
     sha512_of,
-    tooltool_process,
     write_manifest,
 )
 from tests.client.hostile_server import SECRET, HostileServer
@@ -153,19 +152,9 @@ def test_a_killed_fetch_resumes_from_its_part_file(workdir: Path) -> None:
     write_manifest(workdir, [big])
     with HostileServer({big.digest: big.data}) as server:
         server.plan, server.delay = ["slow"], 0.02
-        process = tooltool_process(["--url", server.url, "fetch"], workdir)
-        try:
-            deadline = time.monotonic() + 30
-            while not (part.exists() and part.stat().st_size > 0):
-                assert process.poll() is None, process.communicate()
-                assert time.monotonic() < deadline, "no part file appeared"
-                time.sleep(0.02)
+        with fetching(["--url", server.url, "fetch"], workdir, part) as process:
             process.send_signal(signal.SIGKILL)
             process.communicate(timeout=10)
-        finally:
-            if process.poll() is None:
-                process.kill()
-                process.communicate()
         kept = part.stat().st_size
         assert 0 < kept < len(big.data)
         server.delay = 0

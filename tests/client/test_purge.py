@@ -1,0 +1,92 @@
+"""``tooltool purge``: the cache emptied (``-s 0``) or trimmed least recently used first,
+only its own files, never a part file a running fetch is writing."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+from tests.client.conftest import Blob, fetching, run_tooltool, write_manifest
+from tests.client.hostile_server import HostileServer
+from tooltool_client.purge import purge_folder
+
+
+def entry(cache: Path, data: bytes, *, used: float = 0) -> Path:
+    """A cache entry holding `data`, last used `used` seconds after the epoch's first day."""
+    path = cache / hashlib.sha512(data).hexdigest()
+    path.write_bytes(data)
+    os.utime(path, (86400 + used, 86400 + used))
+    return path
+
+
+def test_size_zero_empties_the_cache_of_its_own_files_only(tmp_path: Path) -> None:
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    entries = [entry(cache, bytes([n]) * 100) for n in range(3)]
+    part = cache / f".tooltool-{'0' * 128}.part"
+    part.write_bytes(b"half")
+    lock = cache / f".tooltool-{'1' * 128}.lock"  # left by a killed fetch
+    lock.touch()
+    (cache / "notes.txt").write_text("mine")
+    (cache / ("f" * 128)).mkdir()
+    outcome = run_tooltool(["-c", str(cache), "purge"])
+    assert outcome.code == 0, outcome.err
+    assert not any(path.exists() for path in (*entries, part, lock))
+    assert sorted(path.name for path in cache.iterdir()) == sorted(["notes.txt", "f" * 128])
+
+
+def test_least_recently_used_go_first_until_there_is_room(tmp_path: Path) -> None:
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    newest = entry(cache, b"n" * 1000, used=30)
+    oldest = entry(cache, b"o" * 1000, used=10)
+    middle = entry(cache, b"m" * 1000, used=20)
+    disk = {"free": 500}
+
+    def free(folder: Path) -> int:
+        assert folder == cache
+        return disk["free"] + 1000 * (3 - len(list(cache.iterdir())))
+
+    assert purge_folder(cache, 2400, free=free) == (2, 2000)
+    assert (oldest.exists(), middle.exists(), newest.exists()) == (False, False, True)
+    assert purge_folder(cache, 2400, free=free) == (0, 0)  # already room enough
+
+
+def test_enough_free_space_removes_nothing(tmp_path: Path) -> None:
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    kept = entry(cache, b"k")
+    outcome = run_tooltool(["-c", str(cache), "-s", "0.000001", "purge"])
+    assert outcome.code == 0, outcome.err
+    assert kept.exists()
+    assert "no need to clean up" in outcome.err
+
+
+def test_without_a_cache_folder(tmp_path: Path) -> None:
+    outcome = run_tooltool(["purge"])
+    assert outcome.code == 1
+    assert outcome.lines == ["ERROR - please specify the cache folder to be purged (-c)"]
+
+
+def test_a_part_file_a_fetch_is_writing_is_kept(tmp_path: Path) -> None:
+    big = Blob("big.bin", os.urandom(2 * 1024 * 1024))
+    cache, work = tmp_path / "cache", tmp_path / "work"
+    cache.mkdir()
+    work.mkdir()
+    old = entry(cache, b"old")
+    write_manifest(work, [big])
+    part = cache / f".tooltool-{big.digest}.part"
+    with HostileServer({big.digest: big.data}) as server:
+        server.plan, server.delay = ["slow"], 0.02
+        command = ["--url", server.url, "-c", str(cache), "fetch"]
+        with fetching(command, work, part) as process:
+            outcome = run_tooltool(["-c", str(cache), "purge"])
+            assert outcome.code == 0, outcome.err
+            assert part.exists()
+            assert not old.exists()
+            server.delay = 0
+            _, err = process.communicate(timeout=60)
+    assert process.returncode == 0, err
+    assert (cache / big.digest).exists()
+    assert hashlib.sha512((work / big.name).read_bytes()).hexdigest() == big.digest
