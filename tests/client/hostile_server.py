@@ -2,7 +2,8 @@
 
 It answers ``GET /sha512/<digest>`` with a 302 to its own blob URL
 ``/blobs/<digest>?token=<secret>`` (a query the client must never print) and,
-when `has_resolve`, ``POST /resolve`` with every digest's blob URL. Each blob
+when `has_resolve`, ``POST /resolve`` with every digest's blob URL (or, when
+`resolve_status` is set, that status and a problem body). Each blob
 request takes the next action of `plan` (then ``ok``):
 
 - ``ok``: the bytes, honouring ``Range`` (206 and ``Content-Range``);
@@ -50,6 +51,7 @@ class HostileServer(Loopback):
     def __init__(self, blobs: Mapping[str, bytes], *, has_resolve: bool = False) -> None:
         self.blobs = dict(blobs)
         self.has_resolve = has_resolve
+        self.resolve_status = 0
         self.plan: list[str] = []
         self.locate_plan: list[str] = []
         self.cut_at = 0
@@ -104,6 +106,9 @@ class _Handler(QuietHandler):
         self.owner.record(Seen("POST", self.path, dict(self.headers.items())))
         if not self.owner.has_resolve or urlsplit(self.path).path != "/resolve":
             self._problem(404, "Not Found")
+            return
+        if self.owner.resolve_status:
+            self._problem(self.owner.resolve_status, "Unavailable")
             return
         files = []
         for entry in json.loads(body):

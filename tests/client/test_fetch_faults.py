@@ -3,6 +3,7 @@ ranges, too many bytes, errors, expired signed URLs, silence, and a killed fetch
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 from collections.abc import Iterator
@@ -17,9 +18,16 @@ from tests.client.conftest import (
     fetching,
     run_tooltool,
     sha512_of,
+    tooltool_process,
     write_manifest,
 )
 from tests.client.hostile_server import SECRET, HostileServer
+from tooltool_client import manifest
+from tooltool_client.api import Server
+from tooltool_client.credentials import Anonymous
+from tooltool_client.fetch import Fetcher
+from tooltool_client.retry import RetryPolicy
+from tooltool_client.transport import Transport
 
 TOOL = Blob("tool.bin", os.urandom(300_000))
 
@@ -163,3 +171,61 @@ def test_a_killed_fetch_resumes_from_its_part_file(workdir: Path) -> None:
     assert sha512_of(workdir / "big.bin") == big.digest
     assert ranges(server)[-1] == f"bytes={kept}-"
     assert not part.exists()
+
+
+def test_retries_back_off_doubling(hostile: HostileServer, tmp_path: Path) -> None:
+    """The waits between rounds, as the fetcher asks for them (no clock involved)."""
+    hostile.plan = ["error"] * 3
+    waits: list[float] = []
+    transport = Transport()
+    fetcher = Fetcher(
+        servers=[Server(hostile.url, Anonymous(), transport)],
+        transport=transport,
+        directory=tmp_path,
+        retry=RetryPolicy(attempts=4, base=1.0),
+        sleep=waits.append,
+    )
+    records = manifest.parse(json.dumps([TOOL.record()]))
+    try:
+        assert fetcher.fetch(records) == []
+    finally:
+        transport.close()
+    assert len(waits) == 3
+    for wait, plain in zip(waits, (1.0, 2.0, 4.0), strict=True):
+        assert 0.75 * plain <= wait <= 1.25 * plain  # a quarter of jitter at most
+    assert sha512_of(tmp_path / TOOL.name) == TOOL.digest
+
+
+def test_a_failing_batch_resolve_falls_back_to_per_file(workdir: Path) -> None:
+    with HostileServer({TOOL.digest: TOOL.data}, has_resolve=True) as server:
+        server.resolve_status = 503
+        write_manifest(workdir, [TOOL])
+        outcome = fetch(server)
+        assert outcome.code == 0, outcome.err
+        assert len(server.locates()) == 1
+    assert "could not resolve the manifest (503: " in outcome.err
+    only_the_tool(workdir)
+
+
+def test_a_bad_wait_setting_is_one_line(workdir: Path) -> None:
+    write_manifest(workdir, [TOOL])
+    outcome = run_tooltool(
+        ["--url", "http://127.0.0.1:9/", "fetch"], {"TOOLTOOL_RETRY_SECONDS": "x"}
+    )
+    assert outcome.code == 1
+    assert outcome.lines == [
+        "ERROR - TOOLTOOL_RETRY_SECONDS must be a positive number of seconds, not 'x'"
+    ]
+
+
+def test_the_console_script_fails_in_one_line_per_file(workdir: Path) -> None:
+    with HostileServer({}) as server:
+        write_manifest(workdir, [TOOL])
+        process = tooltool_process(["--url", server.url, "fetch"], workdir)
+        _, err = process.communicate(timeout=60)
+    assert process.returncode == 1
+    assert "Traceback" not in err
+    assert err.splitlines()[-2:] == [
+        f"ERROR - tool.bin: {server.url}: 404: Not Found",
+        "ERROR - The following files failed: 'tool.bin'",
+    ]
