@@ -3,7 +3,7 @@ worker threads, with every urllib3 error translated at this edge."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Container, Iterator, Mapping
 from contextlib import contextmanager
 
 import urllib3
@@ -69,9 +69,14 @@ class Transport:
         headers: Mapping[str, str] | None = None,
         body: bytes | None = None,
         limit: int = 4 * 1024 * 1024,
+        unread: Container[int] = (),
     ) -> tuple[int, Mapping[str, str], bytes]:
-        """A whole small answer: status, headers and at most `limit` bytes of body."""
+        """A whole small answer: status, headers and at most `limit` bytes of body; for a
+        status in `unread`, no body (its connection is closed instead of read to the end)."""
         with self.open(method, url, headers=headers, body=body) as response:
+            if response.status in unread:
+                response.close()
+                return response.status, response.headers, b""
             data = response.read(limit + 1)
             if len(data) > limit:
                 raise TransportError(f"{method} {_shown(url)}: the answer is over {limit} bytes")

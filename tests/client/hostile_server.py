@@ -3,7 +3,8 @@
 It answers ``GET /sha512/<digest>`` with a 302 to its own blob URL
 ``/blobs/<digest>?token=<secret>`` (a query the client must never print) and,
 when `has_resolve`, ``POST /resolve`` with every digest's blob URL (or, when
-`resolve_status` is set, that status and a problem body). Each blob
+`resolve_status` is set, that status and a problem body). With `direct`, it
+answers ``GET /sha512/<digest>`` with the bytes themselves, as a plain mirror does. Each blob
 request takes the next action of `plan` (then ``ok``):
 
 - ``ok``: the bytes, honouring ``Range`` (206 and ``Content-Range``);
@@ -52,6 +53,7 @@ class HostileServer(Loopback):
         self.blobs = dict(blobs)
         self.has_resolve = has_resolve
         self.resolve_status = 0
+        self.direct = False
         self.plan: list[str] = []
         self.locate_plan: list[str] = []
         self.cut_at = 0
@@ -95,7 +97,7 @@ class _Handler(QuietHandler):
         kind, _, digest = parts.path.strip("/").partition("/")
         if digest not in self.owner.blobs or kind not in ("sha512", "blobs"):
             self._problem(404, "Not Found")
-        elif kind == "sha512":
+        elif kind == "sha512" and not self.owner.direct:
             self._locate(digest)
         else:
             self._blob(self.owner.blobs[digest])

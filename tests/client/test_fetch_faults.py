@@ -229,3 +229,14 @@ def test_the_console_script_fails_in_one_line_per_file(workdir: Path) -> None:
         f"ERROR - tool.bin: {server.url}: 404: Not Found",
         "ERROR - The following files failed: 'tool.bin'",
     ]
+
+
+def test_a_server_answering_the_bytes_itself(workdir: Path) -> None:
+    """No redirect: ``GET sha512/<digest>`` answers 200 and the file (a plain mirror)."""
+    large = Blob("large.bin", os.urandom(5 * 1024 * 1024))
+    with HostileServer({large.digest: large.data}) as server:
+        server.direct = True
+        write_manifest(workdir, [large])
+        outcome = fetch(server)
+        assert outcome.code == 0, outcome.err
+    assert_fetched(workdir, [large], only=True)
