@@ -14,6 +14,7 @@ from tests.client.conftest import (
     Blob,
     FetchGateway,
     assert_fetched,
+    fetching,
     run_tooltool,
     sha512_of,
     tooltool_process,
@@ -122,3 +123,30 @@ def test_a_full_cache_is_done_without(tmp_path: Path) -> None:
     assert "Traceback" not in err
     assert f"WARNING - cache folder '{cache}' cannot be used" in err
     assert_fetched(work, BLOBS, only=True)
+
+
+def test_a_fetch_waiting_on_a_killed_one_resumes_its_part_file(tmp_path: Path) -> None:
+    big = Blob("big.bin", os.urandom(2 * 1024 * 1024))
+    cache = tmp_path / "cache"
+    folders = [tmp_path / "killed", tmp_path / "waiting"]
+    for folder in folders:
+        folder.mkdir()
+        write_manifest(folder, [big])
+    part = cache / f".tooltool-{big.digest}.part"
+    with HostileServer({big.digest: big.data}) as server:
+        server.plan, server.delay = ["slow"], 0.02
+        command = ["--url", server.url, "-c", str(cache), "fetch"]
+        with fetching(command, folders[0], part) as killed:
+            waiting = tooltool_process(command, folders[1])
+            killed.kill()
+            killed.communicate(timeout=10)
+            server.delay = 0
+            _, err = waiting.communicate(timeout=60)
+        assert waiting.returncode == 0, err
+        requested = [seen.headers.get("Range") for seen in server.blob_gets()]
+    assert requested[0] is None
+    assert requested[1] is not None  # resumed from what the killed fetch wrote
+    assert 0 < int(requested[1].removeprefix("bytes=").removesuffix("-")) < len(big.data)
+    assert len(requested) == 2
+    assert_fetched(folders[1], [big], only=True)
+    assert sorted(p.name for p in cache.iterdir()) == [big.digest]
