@@ -221,7 +221,9 @@ class Fetcher:
         def waiting() -> None:
             logger.info("%s: waiting for another fetch of the same file", record.filename)
 
-        with staging.claim(folder, record.digest, on_wait=waiting) as part:
+        with staging.claim(
+            folder, record.digest, on_wait=waiting, check=self._check_cancelled
+        ) as part:
             if cache is not None:
                 entry = cache.verified(record.size, record.digest)
                 if entry is not None:  # another process fetched it while we waited
@@ -282,9 +284,12 @@ class Fetcher:
         raise FetchFailed(_summary(errors))
 
     def _advance(self, count: int) -> None:
+        self._check_cancelled()
+        self.progress.advance(count)
+
+    def _check_cancelled(self) -> None:
         if self._cancelled.is_set():
             raise Cancelled("interrupted")
-        self.progress.advance(count)
 
     def _unpack(self, record: FileRecord) -> list[Failure]:
         if self.unpacker is None:

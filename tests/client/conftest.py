@@ -29,6 +29,7 @@ from gateway.app import create_app
 from gateway.settings import Settings
 from indexer.cli import main as indexer_main
 from indexer.config import open_regions
+from tests.client.hostile_server import HostileServer
 from tests.client.recording_proxy import RecordingProxy
 from tests.conftest import LiveServer, SeaweedFS, free_port
 from tests.gateway.auth_helpers import clients_file_entries
@@ -144,6 +145,33 @@ def fetching(args: Sequence[str], cwd: Path, part: Path) -> Iterator[subprocess.
         if process.poll() is None:
             process.kill()
             process.communicate()
+
+
+@dataclass
+class SlowFetch:
+    """A fetch of `blob`, served slowly by `server`, under way in `process`."""
+
+    server: HostileServer
+    process: subprocess.Popen[str]
+    blob: Blob
+    part: Path
+    command: list[str]
+
+
+@contextlib.contextmanager
+def slow_fetch(
+    folder: Path, *, cache: Path | None = None, delay: float = 0.02
+) -> Iterator[SlowFetch]:
+    """The console script fetching a 2 MiB file into `folder` (through `cache`, if given),
+    from a server sending 64 KiB every `delay` seconds, once bytes are in its part file."""
+    blob = Blob("big.bin", os.urandom(2 * 1024 * 1024))
+    write_manifest(folder, [blob])
+    part = (cache or folder) / f".tooltool-{blob.digest}.part"
+    with HostileServer({blob.digest: blob.data}) as server:
+        server.plan, server.delay = ["slow"], delay
+        command = ["-v", "--url", server.url, *(["-c", str(cache)] if cache else []), "fetch"]
+        with fetching(command, folder, part) as process:
+            yield SlowFetch(server, process, blob, part, command)
 
 
 def sha512_of(path: Path) -> str:

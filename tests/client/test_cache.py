@@ -6,7 +6,9 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
+import signal
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -15,8 +17,8 @@ from tests.client.conftest import (
     Blob,
     FetchGateway,
     assert_fetched,
-    fetching,
     run_tooltool,
+    slow_fetch,
     tooltool_process,
     write_manifest,
 )
@@ -126,27 +128,42 @@ def test_a_full_cache_is_done_without(tmp_path: Path) -> None:
 
 
 def test_a_fetch_waiting_on_a_killed_one_resumes_its_part_file(tmp_path: Path) -> None:
-    big = Blob("big.bin", os.urandom(2 * 1024 * 1024))
-    cache = tmp_path / "cache"
-    folders = [tmp_path / "killed", tmp_path / "waiting"]
-    for folder in folders:
-        folder.mkdir()
-        write_manifest(folder, [big])
-    part = cache / f".tooltool-{big.digest}.part"
-    with HostileServer({big.digest: big.data}) as server:
-        server.plan, server.delay = ["slow"], 0.02
-        command = ["--url", server.url, "-c", str(cache), "fetch"]
-        with fetching(command, folders[0], part) as killed:
-            waiting = tooltool_process(command, folders[1])
-            killed.kill()
-            killed.communicate(timeout=10)
-            server.delay = 0
-            _, err = waiting.communicate(timeout=60)
-        assert waiting.returncode == 0, err
-        requested = [seen.headers.get("Range") for seen in server.blob_gets()]
+    cache, killed, waiting = tmp_path / "cache", tmp_path / "killed", tmp_path / "waiting"
+    killed.mkdir()
+    waiting.mkdir()
+    with slow_fetch(killed, cache=cache) as slow:
+        write_manifest(waiting, [slow.blob])
+        second = tooltool_process(slow.command, waiting)
+        slow.process.kill()
+        slow.process.communicate(timeout=10)
+        slow.server.delay = 0
+        _, err = second.communicate(timeout=60)
+        assert second.returncode == 0, err
+        requested = [seen.headers.get("Range") for seen in slow.server.blob_gets()]
     assert requested[0] is None
     assert requested[1] is not None  # resumed from what the killed fetch wrote
-    assert 0 < int(requested[1].removeprefix("bytes=").removesuffix("-")) < len(big.data)
+    assert 0 < int(requested[1].removeprefix("bytes=").removesuffix("-")) < len(slow.blob.data)
     assert len(requested) == 2
-    assert_fetched(folders[1], [big], only=True)
-    assert sorted(p.name for p in cache.iterdir()) == [big.digest]
+    assert_fetched(waiting, [slow.blob], only=True)
+    assert sorted(p.name for p in cache.iterdir()) == [slow.blob.digest]
+
+
+def test_a_fetch_waiting_on_another_stops_when_interrupted(tmp_path: Path) -> None:
+    cache, first, second = tmp_path / "cache", tmp_path / "first", tmp_path / "second"
+    first.mkdir()
+    second.mkdir()
+    with slow_fetch(first, cache=cache, delay=0.5) as slow:  # a quarter of an hour
+        write_manifest(second, [slow.blob])
+        waiting = tooltool_process(slow.command, second)
+        try:
+            while "fetching 1 file(s)" not in (line := waiting.stderr.readline()):
+                assert line, "the second fetch ended"
+            time.sleep(0.2)  # at the claim by now, waiting
+            waiting.send_signal(signal.SIGINT)
+            _, err = waiting.communicate(timeout=10)
+        finally:
+            if waiting.poll() is None:
+                waiting.kill()
+                waiting.communicate()
+    assert waiting.returncode == 130, err
+    assert "Traceback" not in err

@@ -15,9 +15,9 @@ from tests.client.conftest import (
     Blob,
     Outcome,
     assert_fetched,
-    fetching,
     run_tooltool,
     sha512_of,
+    slow_fetch,
     tooltool_process,
     write_manifest,
 )
@@ -155,22 +155,16 @@ def test_batch_resolve_replaces_the_per_file_requests(workdir: Path) -> None:
 
 
 def test_a_killed_fetch_resumes_from_its_part_file(workdir: Path) -> None:
-    big = Blob("big.bin", os.urandom(3 * 1024 * 1024))
-    part = workdir / f".tooltool-{big.digest}.part"
-    write_manifest(workdir, [big])
-    with HostileServer({big.digest: big.data}) as server:
-        server.plan, server.delay = ["slow"], 0.02
-        with fetching(["--url", server.url, "fetch"], workdir, part) as process:
-            process.send_signal(signal.SIGKILL)
-            process.communicate(timeout=10)
-        kept = part.stat().st_size
-        assert 0 < kept < len(big.data)
-        server.delay = 0
-        outcome = fetch(server)
+    with slow_fetch(workdir) as slow:
+        slow.process.send_signal(signal.SIGKILL)
+        slow.process.communicate(timeout=10)
+        kept = slow.part.stat().st_size
+        assert 0 < kept < len(slow.blob.data)
+        slow.server.delay = 0
+        outcome = fetch(slow.server)
         assert outcome.code == 0, outcome.err
-    assert sha512_of(workdir / "big.bin") == big.digest
-    assert ranges(server)[-1] == f"bytes={kept}-"
-    assert not part.exists()
+    assert_fetched(workdir, [slow.blob], only=True)
+    assert ranges(slow.server)[-1] == f"bytes={kept}-"
 
 
 def test_retries_back_off_doubling(hostile: HostileServer, tmp_path: Path) -> None:
@@ -240,3 +234,15 @@ def test_a_server_answering_the_bytes_itself(workdir: Path) -> None:
         outcome = fetch(server)
         assert outcome.code == 0, outcome.err
     assert_fetched(workdir, [large], only=True)
+
+
+def test_an_interrupted_fetch_stops_in_one_line_and_keeps_its_part_file(workdir: Path) -> None:
+    with slow_fetch(workdir) as slow:
+        slow.process.send_signal(signal.SIGINT)
+        _, err = slow.process.communicate(timeout=30)
+    assert slow.process.returncode == 130
+    assert err.splitlines()[-1] == (
+        "ERROR - interrupted; a fetch resumes where it stopped when run again"
+    )
+    assert "Traceback" not in err
+    assert 0 < slow.part.stat().st_size < len(slow.blob.data)

@@ -7,8 +7,7 @@ import hashlib
 import os
 from pathlib import Path
 
-from tests.client.conftest import Blob, fetching, run_tooltool, write_manifest
-from tests.client.hostile_server import HostileServer
+from tests.client.conftest import run_tooltool, slow_fetch
 from tooltool_client.purge import purge_folder
 
 
@@ -70,23 +69,17 @@ def test_without_a_cache_folder(tmp_path: Path) -> None:
 
 
 def test_a_part_file_a_fetch_is_writing_is_kept(tmp_path: Path) -> None:
-    big = Blob("big.bin", os.urandom(2 * 1024 * 1024))
     cache, work = tmp_path / "cache", tmp_path / "work"
     cache.mkdir()
     work.mkdir()
     old = entry(cache, b"old")
-    write_manifest(work, [big])
-    part = cache / f".tooltool-{big.digest}.part"
-    with HostileServer({big.digest: big.data}) as server:
-        server.plan, server.delay = ["slow"], 0.02
-        command = ["--url", server.url, "-c", str(cache), "fetch"]
-        with fetching(command, work, part) as process:
-            outcome = run_tooltool(["-c", str(cache), "purge"])
-            assert outcome.code == 0, outcome.err
-            assert part.exists()
-            assert not old.exists()
-            server.delay = 0
-            _, err = process.communicate(timeout=60)
-    assert process.returncode == 0, err
-    assert (cache / big.digest).exists()
-    assert hashlib.sha512((work / big.name).read_bytes()).hexdigest() == big.digest
+    with slow_fetch(work, cache=cache) as slow:
+        outcome = run_tooltool(["-c", str(cache), "purge"])
+        assert outcome.code == 0, outcome.err
+        assert slow.part.exists()
+        assert not old.exists()
+        slow.server.delay = 0
+        _, err = slow.process.communicate(timeout=60)
+    assert slow.process.returncode == 0, err
+    assert (cache / slow.blob.digest).exists()
+    assert hashlib.sha512((work / "big.bin").read_bytes()).hexdigest() == slow.blob.digest
