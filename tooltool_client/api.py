@@ -13,7 +13,7 @@ from tooltool_client.credentials import Credentials
 from tooltool_client.errors import ProblemAnswer, ServerError
 from tooltool_client.transport import Transport
 
-_REDIRECTS = (301, 302, 303, 307, 308)
+REDIRECTS = (301, 302, 303, 307, 308)
 # A server without the batch-resolve endpoint (the legacy service) answers these.
 _NO_RESOLVE = (404, 405, 501)
 
@@ -71,7 +71,7 @@ class Server:
         # A 200 is the file itself (a plain mirror), of any size: downloaded, and resumed,
         # from the same URL, not read here.
         status, headers, body = self.call("GET", path, region=region, unread=(200,))
-        if status in _REDIRECTS and headers.get("Location"):
+        if status in REDIRECTS and headers.get("Location"):
             return Location(urljoin(self.url(path), headers["Location"]))
         if status == 200:  # a server that answers the bytes itself
             return Location(self.url(path, region), needs_credentials=True)

@@ -10,8 +10,11 @@ import re
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import BinaryIO
+from urllib.parse import urljoin
 
-from tooltool_client.api import Location, problem
+import urllib3
+
+from tooltool_client.api import REDIRECTS, Location, problem
 from tooltool_client.digests import CHUNK
 from tooltool_client.errors import (
     IntegrityError,
@@ -23,6 +26,7 @@ from tooltool_client.errors import (
 from tooltool_client.transport import Transport
 
 _CONTENT_RANGE = re.compile(r"bytes (\d+)-(\d+)/(\d+|\*)")
+MAX_REDIRECTS = 5
 
 
 class BlobRefused(ServerError):
@@ -88,28 +92,50 @@ class Download:
             self._offset = 0
 
     def _receive(self, location: Location, headers: Mapping[str, str], out: BinaryIO) -> None:
-        request_headers = dict(headers)
+        """The bytes from `location`, following its redirects as the legacy client did (a
+        CDN may send on to its origin), without the credentials: they are the server's."""
+        url, request_headers = location.url, dict(headers)
         if self._offset:
             request_headers["Range"] = f"bytes={self._offset}-"
-        with self._transport.open("GET", location.url, headers=request_headers) as response:
-            status = response.status
-            if status == 200 and self._offset:
-                # The server sent the whole file: start over.
-                with _writing(self._part):
-                    out.seek(0)
-                    out.truncate()
-                self._hasher = hashlib.sha512()
-                self._offset = 0
-            elif status == 206 and not _starts_at(
-                response.headers.get("Content-Range"), self._offset
-            ):
-                self._discard()
-                raise TransportError("the server answered another range; starting over")
-            elif status not in (200, 206):
-                if status == 416:
-                    self._discard()  # our part file is no prefix of theirs
-                error = problem(status, response.read(64 * 1024))
-                raise BlobRefused(f"the signed URL was refused: {error}")
+        for _ in range(MAX_REDIRECTS + 1):
+            with self._transport.open("GET", url, headers=request_headers) as response:
+                redirect = (
+                    response.headers.get("Location") if response.status in REDIRECTS else None
+                )
+                if redirect is None:
+                    self._take(response, out)
+                    break
+                response.close()  # a redirect page: not worth reading
+            url = urljoin(url, redirect)
+            request_headers.pop("Authorization", None)
+        else:
+            raise TransportError(f"more than {MAX_REDIRECTS} redirects from the signed URL")
+        if self._offset < self._size:
+            raise TransportError(
+                f"the connection closed after {self._offset} of {self._size} bytes"
+            )
+
+    def _take(self, response: urllib3.BaseHTTPResponse, out: BinaryIO) -> None:
+        """The response's bytes into the part file, if it is the right answer."""
+        status = response.status
+        if status == 200 and self._offset:
+            # The server sent the whole file: start over.
+            with _writing(self._part):
+                out.seek(0)
+                out.truncate()
+            self._hasher = hashlib.sha512()
+            self._offset = 0
+        elif status == 206 and not _starts_at(response.headers.get("Content-Range"), self._offset):
+            self._discard()
+            raise TransportError("the server answered another range; starting over")
+        elif status not in (200, 206):
+            if status == 416:
+                self._discard()  # our part file is no prefix of theirs
+            error = problem(status, response.read(64 * 1024))
+            raise BlobRefused(f"the signed URL was refused: {error}")
+        # urllib3 raises its own errors for the network (never a bare OSError): an
+        # OSError here is the part file's.
+        with _writing(self._part):
             try:
                 # read1, not read: read(CHUNK) waits for a whole chunk and, when the
                 # connection breaks meanwhile, drops what it had; read1 hands over what
@@ -119,19 +145,13 @@ class Download:
                         raise IntegrityError(
                             f"the server sent more than the manifest's {self._size} bytes"
                         )
-                    with _writing(self._part):
-                        out.write(chunk)
+                    out.write(chunk)
                     self._hasher.update(chunk)
                     self._offset += len(chunk)
                     self.received += len(chunk)
                     self._on_bytes(len(chunk))
             finally:
-                with _writing(self._part):
-                    out.flush()
-        if self._offset < self._size:
-            raise TransportError(
-                f"the connection closed after {self._offset} of {self._size} bytes"
-            )
+                out.flush()
 
     def _discard(self) -> None:
         with contextlib.suppress(FileNotFoundError):

@@ -16,7 +16,8 @@ request takes the next action of `plan` (then ``ok``):
 - ``error``: 500 with a problem body;
 - ``expired``: 403, as a store refuses an expired signed URL;
 - ``slow``: the bytes in 64 KiB pieces, `delay` seconds before each (read anew each piece);
-- ``hang``: nothing, until the server stops.
+- ``hang``: nothing, until the server stops;
+- ``redirect``: a 302 to a new signed blob URL (as a CDN may send on to its origin).
 
 `locate_plan` does the same for ``GET /sha512/<digest>`` (``error``: 500, else the
 302). Every request is recorded in `seen`; `sent` counts blob bytes sent.
@@ -134,7 +135,12 @@ class _Handler(QuietHandler):
     def _blob(self, data: bytes) -> None:
         action = self.owner.next_action(self.owner.plan)
         start = _range_start(self.headers.get("Range"))
-        if action == "hang":
+        if action == "redirect":
+            self.send_response(302)
+            self.send_header("Location", self.owner.signed_path(urlsplit(self.path).path[7:]))
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+        elif action == "hang":
             self.owner.stopped.wait()
             self.close_connection = True
         elif action in ("error", "expired"):

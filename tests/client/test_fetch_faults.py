@@ -246,3 +246,19 @@ def test_an_interrupted_fetch_stops_in_one_line_and_keeps_its_part_file(workdir:
     )
     assert "Traceback" not in err
     assert 0 < slow.part.stat().st_size < len(slow.blob.data)
+
+
+def test_a_blob_url_that_redirects_is_followed_without_credentials(
+    hostile: HostileServer, workdir: Path
+) -> None:
+    """As the legacy client did; the Authorization header stays with the server."""
+    hostile.plan, hostile.cut_at = ["cut", "redirect", "redirect"], 100_000
+    write_manifest(workdir, [TOOL])
+    credentials = {"TASKCLUSTER_CLIENT_ID": "reader", "TASKCLUSTER_ACCESS_TOKEN": "secret"}
+    outcome = fetch(hostile, **credentials)
+    assert outcome.code == 0, outcome.err
+    only_the_tool(workdir)
+    assert ranges(hostile) == [None, "bytes=100000-", "bytes=100000-", "bytes=100000-"]
+    assert len(hostile.locates()) == 2  # the first, then one after the cut: redirects followed
+    assert all("Authorization" in seen.headers for seen in hostile.locates())
+    assert not any("Authorization" in seen.headers for seen in hostile.blob_gets())
