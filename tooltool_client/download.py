@@ -133,6 +133,13 @@ class Download:
                 self._discard()  # our part file is no prefix of theirs
             error = problem(status, response.read(64 * 1024))
             raise BlobRefused(f"the signed URL was refused: {error}")
+        declared = _declared_size(response)
+        if declared is not None and declared != self._size:
+            # Another file (or the manifest is wrong): said at once, not as a cut or an
+            # overflow after the bytes came.
+            raise IntegrityError(
+                f"the server's file is {declared} bytes, the manifest says {self._size}"
+            )
         # urllib3 raises its own errors for the network (never a bare OSError): an
         # OSError here is the part file's.
         with _writing(self._part):
@@ -166,6 +173,19 @@ def _writing(part: Path) -> Iterator[None]:
         yield
     except OSError as exc:
         raise unwritable(part, exc) from None
+
+
+def _declared_size(response: urllib3.BaseHTTPResponse) -> int | None:
+    """The size of the whole file as the answer states it (Content-Range's total of a 206,
+    Content-Length of a 200 not content-encoded), if it does."""
+    if response.status == 206:
+        found = _CONTENT_RANGE.fullmatch(response.headers.get("Content-Range") or "")
+        total = found.group(3) if found is not None else "*"
+        return None if total == "*" else int(total)
+    length = response.headers.get("Content-Length")
+    if response.headers.get("Content-Encoding") or length is None or not length.isdigit():
+        return None
+    return int(length)
 
 
 def _starts_at(content_range: str | None, offset: int) -> bool:

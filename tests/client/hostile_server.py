@@ -12,7 +12,8 @@ request takes the next action of `plan` (then ``ok``):
 - ``cut``: the headers of the whole answer, `cut_at` bytes of it, then the connection closes;
 - ``ignore-range``: 200 and the whole file, whatever ``Range`` asked;
 - ``wrong-range``: 206 whose ``Content-Range`` starts at 0, whatever was asked;
-- ``too-many``: the bytes and a megabyte more (``Content-Length`` says so);
+- ``too-many``: the bytes and a megabyte more, with no ``Content-Length`` (the
+  connection's close ends them);
 - ``error``: 500 with a problem body;
 - ``expired``: 403, as a store refuses an expired signed URL;
 - ``slow``: the bytes in 64 KiB pieces, `delay` seconds before each (read anew each piece);
@@ -149,7 +150,11 @@ class _Handler(QuietHandler):
         elif action == "wrong-bytes":
             self._send(200, bytes(255 - b for b in data))
         elif action == "too-many":
-            self._send(200, data + b"\0" * 1024 * 1024)
+            self.send_response(200)
+            self.send_header("Connection", "close")
+            self.end_headers()
+            self._write(data + b"\0" * 1024 * 1024)
+            self.close_connection = True
         elif action == "cut":
             self._send_head(200, len(data))
             self._write(data[: self.owner.cut_at])

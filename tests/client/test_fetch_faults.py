@@ -262,3 +262,17 @@ def test_a_blob_url_that_redirects_is_followed_without_credentials(
     assert len(hostile.locates()) == 2  # the first, then one after the cut: redirects followed
     assert all("Authorization" in seen.headers for seen in hostile.locates())
     assert not any("Authorization" in seen.headers for seen in hostile.blob_gets())
+
+
+@pytest.mark.parametrize("error", [-1000, 1000])
+def test_a_file_of_another_size_than_the_manifests(
+    hostile: HostileServer, workdir: Path, error: int
+) -> None:
+    write_manifest(workdir, [{**TOOL.record(), "size": len(TOOL.data) + error}])
+    outcome = fetch(hostile)
+    assert outcome.code == 1
+    assert outcome.lines[-2] == (
+        f"ERROR - tool.bin: {hostile.url}: the server's file is {len(TOOL.data)} bytes,"
+        f" the manifest says {len(TOOL.data) + error}"
+    )
+    assert sorted(p.name for p in workdir.iterdir()) == ["manifest.tt"]
