@@ -50,7 +50,7 @@ def test_processes_sharing_a_cache_download_each_file_once(tmp_path: Path) -> No
 
 @pytest.mark.parametrize("changed", ["cache entry", "working file"])
 def test_changed_bytes_in_the_cache_are_not_used(
-    fetch_gateway: FetchGateway, tmp_path: Path, changed: str
+    fetch_gateway: FetchGateway, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, changed: str
 ) -> None:
     """A cache entry is hard-linked into the working folder: bytes changed in place through
     either name are found on the next use; the entry is removed and fetched again."""
@@ -60,14 +60,14 @@ def test_changed_bytes_in_the_cache_are_not_used(
     for folder in (first, second):
         folder.mkdir()
         write_manifest(folder, [blob])
-    os.chdir(first)
+    monkeypatch.chdir(first)
     assert run_tooltool(["--url", fetch_gateway.url, "-c", str(cache), "fetch"]).code == 0
     changed_path = cache / blob.digest if changed == "cache entry" else first / blob.name
     with open(changed_path, "r+b") as stream:
         stream.write(b"poison")
     fetch_gateway.proxy.reset()
     for folder in (second, first):
-        os.chdir(folder)
+        monkeypatch.chdir(folder)
         outcome = run_tooltool(["--url", fetch_gateway.url, "-c", str(cache), "fetch"])
         assert outcome.code == 0, outcome.err
         assert_fetched(folder, [blob], only=True)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import urllib.request
 from pathlib import Path
 
@@ -51,13 +50,15 @@ def test_fetch_with_a_cache_links_its_entries(fetch_gateway: FetchGateway, workd
         assert (workdir / blob.name).stat().st_ino == (cache / blob.digest).stat().st_ino
 
 
-def test_a_warm_cache_asks_the_server_nothing(fetch_gateway: FetchGateway, tmp_path: Path) -> None:
+def test_a_warm_cache_asks_the_server_nothing(
+    fetch_gateway: FetchGateway, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     cache = tmp_path / "cache"
     for name in ("first", "second"):
         folder = tmp_path / name
         folder.mkdir()
         write_manifest(folder, fetch_gateway.public)
-        os.chdir(folder)
+        monkeypatch.chdir(folder)
         asked = len(fetch_gateway.proxy.seen)
         outcome = run_tooltool(["--url", fetch_gateway.url, "-c", str(cache), "fetch"])
         assert outcome.code == 0, outcome.err
