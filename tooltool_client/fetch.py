@@ -71,7 +71,7 @@ class Fetcher:
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     progress: Progress = field(default_factory=LogLines)
     unpacker: Unpacker | None = None
-    sleep: Callable[[float], None] = time.sleep
+    sleep: Callable[[float], None] | None = None  # None: wait, unless cancelled meanwhile
     _cancelled: threading.Event = field(default_factory=threading.Event)
     _without_cache: threading.Event = field(default_factory=threading.Event)
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -85,6 +85,7 @@ class Fetcher:
                 self._remote(pool, needed, failures)
             except KeyboardInterrupt:
                 self._cancelled.set()
+                self.transport.interrupt()
                 pool.shutdown(wait=True, cancel_futures=True)
                 raise
             finally:
@@ -257,6 +258,7 @@ class Fetcher:
             for index, server in enumerate(self.servers):
                 if server.base_url in refused:
                     continue
+                self._check_cancelled()
                 try:
                     if round_number == 0 and index == 0 and first is not None:
                         location = first
@@ -280,8 +282,14 @@ class Fetcher:
                     logger.info("%s: %s (from %s)", record.filename, exc, server.base_url)
             if len(refused) == len(self.servers) or round_number == self.retry.attempts - 1:
                 break
-            self.sleep(self.retry.delay(round_number))
+            self._pause(self.retry.delay(round_number))
         raise FetchFailed(_summary(errors))
+
+    def _pause(self, seconds: float) -> None:
+        if self.sleep is not None:
+            self.sleep(seconds)
+        else:
+            self._cancelled.wait(seconds)
 
     def _advance(self, count: int) -> None:
         self._check_cancelled()

@@ -3,10 +3,16 @@ worker threads, with every urllib3 error translated at this edge."""
 
 from __future__ import annotations
 
+import contextlib
+import socket
+import weakref
 from collections.abc import Container, Iterator, Mapping
 from contextlib import contextmanager
+from typing import Any
 
 import urllib3
+from urllib3.connection import HTTPConnection, HTTPSConnection
+from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 from urllib3.exceptions import HTTPError as Urllib3Error
 
 from tooltool_client.errors import TransportError
@@ -27,6 +33,12 @@ class Transport:
             retries=False,
             timeout=urllib3.Timeout(connect=CONNECT_TIMEOUT, read=read_timeout),
         )
+        # Every connection this transport opens, so that interrupt() can end them.
+        self._connections: weakref.WeakSet[HTTPConnection] = weakref.WeakSet()
+        self._pool.pool_classes_by_scheme = {
+            "http": _tracking(HTTPConnectionPool, HTTPConnection, self._connections),
+            "https": _tracking(HTTPSConnectionPool, HTTPSConnection, self._connections),
+        }
 
     @contextmanager
     def open(
@@ -61,6 +73,15 @@ class Transport:
         else:
             response.release_conn()
 
+    def interrupt(self) -> None:
+        """End every connection, from any thread: a request waiting on a silent server
+        fails at once (an interrupted fetch stops now, not after the read timeout)."""
+        for connection in list(self._connections):
+            sock = connection.sock
+            if sock is not None:
+                with contextlib.suppress(OSError):  # closed meanwhile
+                    sock.shutdown(socket.SHUT_RDWR)
+
     def request(
         self,
         method: str,
@@ -84,6 +105,19 @@ class Transport:
 
     def close(self) -> None:
         self._pool.clear()
+
+
+def _tracking(
+    pool: type[HTTPConnectionPool], connection: type[HTTPConnection], into: weakref.WeakSet[Any]
+) -> type[HTTPConnectionPool]:
+    """`pool` whose connections add themselves to `into` when they connect."""
+
+    class Tracked(connection):  # type: ignore[valid-type,misc]
+        def connect(self) -> None:
+            super().connect()
+            into.add(self)
+
+    return type(pool.__name__, (pool,), {"ConnectionCls": Tracked})
 
 
 def _shown(url: str) -> str:

@@ -18,7 +18,7 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -109,12 +109,17 @@ def run_tooltool(args: Sequence[str], environ: Mapping[str, str] | None = None) 
 
 
 def tooltool_process(
-    args: Sequence[str], cwd: Path, *, wrapper: Sequence[str] = ()
+    args: Sequence[str],
+    cwd: Path,
+    *,
+    wrapper: Sequence[str] = (),
+    environ: Mapping[str, str] | None = None,
 ) -> subprocess.Popen[str]:
-    """The installed ``tooltool`` console script, started in `cwd` (by `wrapper`, if any)."""
+    """The installed ``tooltool`` console script, started in `cwd` (by `wrapper`, if any),
+    with `FAST` waits (and `environ`)."""
     script = shutil.which("tooltool", path=str(Path(sys.executable).parent))
     assert script is not None, "the tooltool console script is not installed"
-    environ = {
+    inherited = {
         key: value
         for key, value in os.environ.items()
         if not key.startswith(("TASKCLUSTER_", "TOOLTOOL_"))
@@ -122,7 +127,7 @@ def tooltool_process(
     return subprocess.Popen(
         [*wrapper, script, *args],
         cwd=cwd,
-        env={**environ, **FAST},
+        env={**inherited, **FAST, **(environ or {})},
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -130,21 +135,32 @@ def tooltool_process(
 
 
 @contextlib.contextmanager
-def fetching(args: Sequence[str], cwd: Path, part: Path) -> Iterator[subprocess.Popen[str]]:
-    """The console script running `args` in `cwd`, once it has written to `part` (the part
-    file of a download under way); killed at the end if it still runs."""
-    process = tooltool_process(args, cwd)
+def reaped(process: subprocess.Popen[str]) -> Iterator[subprocess.Popen[str]]:
+    """`process`, killed at the end if it still runs."""
     try:
-        deadline = time.monotonic() + 30
-        while not (part.exists() and part.stat().st_size > 0):
-            assert process.poll() is None, process.communicate()
-            assert time.monotonic() < deadline, "no part file appeared"
-            time.sleep(0.02)
         yield process
     finally:
         if process.poll() is None:
             process.kill()
             process.communicate()
+
+
+def wait_for(condition: Callable[[], object], process: subprocess.Popen[str], what: str) -> None:
+    """Until `condition` holds, while `process` runs (30 s at most)."""
+    deadline = time.monotonic() + 30
+    while not condition():
+        assert process.poll() is None, process.communicate()
+        assert time.monotonic() < deadline, f"no {what} in 30 s"
+        time.sleep(0.02)
+
+
+@contextlib.contextmanager
+def fetching(args: Sequence[str], cwd: Path, part: Path) -> Iterator[subprocess.Popen[str]]:
+    """The console script running `args` in `cwd`, once it has written to `part` (the part
+    file of a download under way); killed at the end if it still runs."""
+    with reaped(tooltool_process(args, cwd)) as process:
+        wait_for(lambda: part.exists() and part.stat().st_size > 0, process, "part file")
+        yield process
 
 
 @dataclass

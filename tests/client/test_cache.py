@@ -17,6 +17,7 @@ from tests.client.conftest import (
     Blob,
     FetchGateway,
     assert_fetched,
+    reaped,
     run_tooltool,
     slow_fetch,
     tooltool_process,
@@ -154,16 +155,12 @@ def test_a_fetch_waiting_on_another_stops_when_interrupted(tmp_path: Path) -> No
     second.mkdir()
     with slow_fetch(first, cache=cache, delay=0.5) as slow:  # a quarter of an hour
         write_manifest(second, [slow.blob])
-        waiting = tooltool_process(slow.command, second)
-        try:
+        with reaped(tooltool_process(slow.command, second)) as waiting:
+            assert waiting.stderr is not None
             while "fetching 1 file(s)" not in (line := waiting.stderr.readline()):
                 assert line, "the second fetch ended"
             time.sleep(0.2)  # at the claim by now, waiting
             waiting.send_signal(signal.SIGINT)
             _, err = waiting.communicate(timeout=10)
-        finally:
-            if waiting.poll() is None:
-                waiting.kill()
-                waiting.communicate()
     assert waiting.returncode == 130, err
     assert "Traceback" not in err

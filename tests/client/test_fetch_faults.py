@@ -15,10 +15,12 @@ from tests.client.conftest import (
     Blob,
     Outcome,
     assert_fetched,
+    reaped,
     run_tooltool,
     sha512_of,
     slow_fetch,
     tooltool_process,
+    wait_for,
     write_manifest,
 )
 from tests.client.hostile_server import SECRET, HostileServer
@@ -276,3 +278,20 @@ def test_a_file_of_another_size_than_the_manifests(
         f" the manifest says {len(TOOL.data) + error}"
     )
     assert sorted(p.name for p in workdir.iterdir()) == ["manifest.tt"]
+
+
+def test_an_interrupted_fetch_does_not_wait_for_a_silent_server(
+    hostile: HostileServer, workdir: Path
+) -> None:
+    """Ctrl-C ends reads under way at once, not after the read timeout (a minute here)."""
+    hostile.plan = ["hang"]
+    write_manifest(workdir, [TOOL])
+    command = ["--url", hostile.url, "fetch"]
+    slow_reads = {"TOOLTOOL_READ_TIMEOUT": "60"}
+    with reaped(tooltool_process(command, workdir, environ=slow_reads)) as process:
+        wait_for(hostile.blob_gets, process, "request for the blob")
+        process.send_signal(signal.SIGINT)
+        _, err = process.communicate(timeout=10)
+    assert process.returncode == 130, err
+    assert "Traceback" not in err
+    assert len(hostile.blob_gets()) == 1  # not retried once interrupted
