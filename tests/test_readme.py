@@ -283,6 +283,17 @@ def test_the_runbook_checks_answer_302_403_400(run: Run) -> None:
     assert '"status":400' in output, run.report(block)
 
 
+def test_the_batch_resolve_block_answers_each_entry_as_get(run: Run) -> None:
+    block = run.block_containing("$URL/resolve")
+    output = run.output_of(block)
+    clang = hashlib.sha512((run.workdir / "clang.tar.xz").read_bytes()).hexdigest()
+    tool = hashlib.sha512((run.workdir / "tool.tar.xz").read_bytes()).hexdigest()
+    assert output.splitlines() == [
+        f"{clang[:12]} url", f"{tool[:12]} url", "not-a-digest 400",
+        f"{clang[:12]} url", f"{tool[:12]} 403", "not-a-digest 400",
+    ], run.report(block)  # fmt: skip
+
+
 def test_the_heartbeat_and_a_request_id_answer(run: Run) -> None:
     block = run.block_containing("__heartbeat__")
     output = run.output_of(block)
