@@ -31,6 +31,7 @@ from tests.gateway.test_download import (
     assert_problem,
     follow,
 )
+from tests.gateway.test_metrics import client_for, scrape, value
 from tests.system import BASE, Uploaded
 
 JSON = "application/json"
@@ -316,6 +317,24 @@ def test_the_log_line_counts_entries_and_names_no_digest(
     for record in caplog.records:
         assert resolving.internal not in record.getMessage()
         assert resolving.internal not in json.dumps(record.__dict__, default=str)
+
+
+def test_counted_under_its_route_with_the_urls_it_reuses(resolving: Resolving) -> None:
+    client = client_for(resolving.gateway.app())
+    public = resolving.public
+    assert client.get(f"/sha512/{public}").status_code == 302  # signs the URL
+    manifest = [{"digest": public}, {"digest": public}, {"digest": resolving.internal}]
+    assert "url" in files(post(client, manifest))[0]  # reuses it, once for both entries
+    assert_problem(post(client, {"digest": public}), 400)
+    samples = scrape(client)
+    requests = "tooltool_http_requests_total"
+    assert value(samples, requests, method="POST", route="/resolve", status="200") == 1
+    assert value(samples, requests, method="POST", route="/resolve", status="400") == 1
+    assert value(samples, "tooltool_signed_urls_total", result="signed") == 1
+    assert value(samples, "tooltool_signed_urls_total", result="reused") == 1
+    text = client.get("/__metrics__").text
+    assert public not in text
+    assert resolving.internal not in text
 
 
 # Digests a manifest may name: the stored ones, unknown ones, near misses and any text.
