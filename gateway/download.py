@@ -5,6 +5,8 @@ the digest's form first (no store access for garbage), then the index object
 (cached), then the caller's scope (:mod:`gateway.lookup`), then a region
 holding a copy. The cached hits take a shorter way, with the same checks and
 the same answers (:mod:`gateway.fast_path`); this route answers the rest.
+``POST /resolve`` (:mod:`gateway.resolve`) takes the same decision for each file
+of a manifest, through :meth:`Downloads.resolve`.
 """
 
 from __future__ import annotations
