@@ -244,7 +244,7 @@ def test_the_store_is_the_temporary_directorys(run: Run) -> None:
 
 
 def test_imports_print_digest_size_and_name(run: Run) -> None:
-    clang = run.block_containing("clang.tar.xz")
+    clang = run.block_containing("> clang.tar.xz")  # the block making it
     runbook = run.block_containing("sha512/invalid")
     digest = hashlib.sha512((run.workdir / "clang.tar.xz").read_bytes()).hexdigest()
     assert f"{digest} 100000 clang.tar.xz" in run.output_of(clang), run.report(clang)
