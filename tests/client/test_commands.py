@@ -317,6 +317,7 @@ class LegacyCompletion:
         self.times = times
         self.completions = 0
         self.puts: list[tuple[str | None, str | None, bytes]] = []
+        self.batches: list[tuple[str | None, str | None, Any]] = []
         self.url = ""
 
     def app(self) -> Starlette:
@@ -329,7 +330,10 @@ class LegacyCompletion:
         )
 
     async def batch(self, request: Request) -> Response:
-        files = (await request.json())["files"]
+        batch = await request.json()
+        authorization = request.headers.get("authorization")
+        self.batches.append((request.query_params.get("region"), authorization, batch))
+        files = batch["files"]
         answer = {
             name: {**entry, "put_url": f"{self.url}/put/{name}?sig=s"}
             for name, entry in files.items()
@@ -362,8 +366,16 @@ def test_completion_waits_as_the_legacy_service_asks(
 ) -> None:
     data = write("a.bin")
     assert cli("add", "--visibility", "public", "a.bin").code == 0
-    run = cli("--url", legacy_double.url, "upload", "--message", "tools")
+    Path("token").write_text("a-token\n")
+    run = cli(
+        "--url", legacy_double.url, "--authentication-file", "token", "upload", "--message",
+        "tools", "-r", "us-west-2",
+    )  # fmt: skip
     assert run.code == 0, run.stderr
+    entry = {"size": len(data), "digest": digest_of(data), "algorithm": "sha512"}
+    batch = {"message": "tools", "files": {"a.bin": {**entry, "visibility": "public"}}}
+    assert legacy_double.batches == [("us-west-2", "Bearer a-token", batch)]
+    # the signed URL gets the bytes and no credentials
     assert legacy_double.completions == 3
     assert legacy_double.puts == [("application/octet-stream", None, data)]
     assert run.lines.count("INFO - a.bin: waiting 0 seconds for the server to accept it") == 2
