@@ -6,7 +6,9 @@
 2. One ``PUT`` per ``put_url``, ``--jobs`` at a time, the file streamed from
    disk with ``Content-Type: application/octet-stream`` and its
    ``Content-Length``, and no credentials (the URL is signed). Any status but
-   200 is a failure of that file.
+   200 is a failure of that file; files whose URL the store refused (403: it
+   may have expired while earlier files were sent) are posted once more, in a
+   batch of their own, and sent with the fresh URLs.
 3. ``GET upload/complete/sha512/<digest>`` for each uploaded file, waiting
    ``X-Retry-After`` seconds on a 409 (the legacy service's "not yet"), a
    bounded number of times. As in the legacy client, a server that could not be
@@ -55,6 +57,11 @@ class Outcome:
     filename: str
     how: str
     failed: bool = False
+    refused_url: str = ""  # why the store refused the URL (it may have expired)
+
+
+class UrlRefused(ServerError):
+    """The store refused a signed URL (403): expired, most likely."""
 
 
 def upload(context: Context) -> bool:
@@ -66,7 +73,16 @@ def upload(context: Context) -> bool:
     server = context.servers[0]
     files = post_batch(server, options.message, records, options.region)
     uploader = Uploader(server, context.transport, context.directory)
-    outcomes = uploader.run(records, files, options.jobs)
+    outcomes = uploader.run(records, files, options.jobs, final=False)
+    renew = {outcome.filename for outcome in outcomes if outcome.refused_url}
+    if renew:
+        # URLs live UPLOAD_EXPIRES_IN seconds (60 by default) and --jobs bounds the PUTs
+        # under way, so the last files of a long upload may start late: one more batch
+        # of those files gets fresh URLs.
+        again = [record for record in records if record.filename in renew]
+        files = post_batch(server, options.message, again, options.region)
+        outcomes = [outcome for outcome in outcomes if outcome.filename not in renew]
+        outcomes += uploader.run(again, files, options.jobs, final=True)
     failed = [outcome.filename for outcome in outcomes if outcome.failed]
     if failed:
         logger.error("The following files failed to upload: '%s'", "', '".join(failed))
@@ -141,9 +157,10 @@ class Uploader:
     sleep: Callable[[float], None] = time.sleep
 
     def run(
-        self, records: Sequence[FileRecord], files: Mapping[str, Any], jobs: int
+        self, records: Sequence[FileRecord], files: Mapping[str, Any], jobs: int, *, final: bool
     ) -> list[Outcome]:
-        """Every record's outcome, each logged as it comes."""
+        """Every record's outcome, each logged as it comes (unless a refused URL is to be
+        renewed: not `final`)."""
         outcomes = []
         with ThreadPoolExecutor(max(1, jobs), thread_name_prefix="upload") as pool:
             futures = [
@@ -152,9 +169,14 @@ class Uploader:
             try:
                 for future in as_completed(futures):
                     outcome = future.result()
+                    outcomes.append(outcome)
+                    if outcome.refused_url and not final:
+                        logger.info(
+                            "%s: %s; asking for a new URL", outcome.filename, outcome.refused_url
+                        )
+                        continue
                     log = logger.error if outcome.failed else logger.info
                     log("%s: %s", outcome.filename, outcome.how)
-                    outcomes.append(outcome)
             except KeyboardInterrupt:
                 pool.shutdown(wait=False, cancel_futures=True)
                 raise
@@ -170,6 +192,8 @@ class Uploader:
             return Outcome(record.filename, "failed (the server gave no usable URL)", True)
         try:
             self.put(record, url)
+        except UrlRefused as exc:
+            return Outcome(record.filename, f"failed ({exc})", True, refused_url=str(exc))
         except ClientError as exc:
             return Outcome(record.filename, f"failed ({exc})", True)
         self.complete(record)
@@ -192,7 +216,8 @@ class Uploader:
                 "PUT", url, headers=headers, body=stream, limit=64 * 1024
             )
         if status != 200:
-            raise ServerError(_store_refusal(status, answer_headers, body))
+            refused = UrlRefused if status == 403 else ServerError
+            raise refused(_store_refusal(status, answer_headers, body))
 
     def complete(self, record: FileRecord) -> None:
         """``GET upload/complete/sha512/<digest>``; a warning when the server cannot be told."""

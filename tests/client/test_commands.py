@@ -229,6 +229,7 @@ def test_upload_end_to_end(live_gateway: LiveGateway, workdir: Path, closed_url:
     # The legacy forms: --url repeated (an upload goes to the first), options after the command.
     argv = ["--url", live_gateway.url, "--url", closed_url, "upload", "-m", "manifest.tt"]
     argv += ["--authentication-file", live_gateway.auth("uploader"), "--message", "Bug 1 - tools"]
+    argv += ["--region", "local" if live_gateway.store == "local" else "us-east-1"]
     run = cli(*argv)
     assert run.code == 0, run.stderr
     assert sorted(run.lines) == [
@@ -307,6 +308,36 @@ def test_a_refused_put_is_reported_per_file(
         assert "INFO - new.bin: uploaded" in run.lines
         assert gateway.download(digest_of(new)) == new
         assert gateway.download(digest_of(held)) == held
+
+
+def test_urls_that_expired_before_their_turn_are_renewed(
+    start_live_gateway: GatewayStarter, workdir: Path
+) -> None:
+    """URLs live 3 s (2 at least: the local store counts whole seconds); the store's
+    answer to the first PUT comes 3.5 s late and --jobs 1 sends one file at a time, so
+    the second file's URL has expired when its turn comes: it is refused (403), asked
+    for again, and sent."""
+    port = free_port()
+    with FaultProxy(("127.0.0.1", port)) as proxy:
+        gateway = start_live_gateway(
+            "local", port=port, TOOLTOOL_PUBLIC_URL=proxy.url, UPLOAD_EXPIRES_IN="3"
+        )
+        write("one.bin")
+        two = write("two.bin")
+        assert cli("add", "--visibility", "public", "one.bin", "two.bin").code == 0
+        proxy.set("slow", delay=3.5)
+        run = cli(*cli_args(gateway, "uploader", "upload", "--message", "m", "--jobs", "1"))
+        assert run.code == 0, run.stderr
+        assert run.lines == [
+            "INFO - uploading 2 file(s), 5.9 KiB",
+            "INFO - one.bin: uploaded",
+            "INFO - two.bin: the store answered 403: Request signature refused: the URL has"
+            " expired; asking for a new URL",
+            "INFO - uploading 1 file(s), 2.9 KiB",
+            "INFO - two.bin: uploaded",
+        ]
+        proxy.set("pass")
+        assert gateway.download(digest_of(two)) == two
 
 
 class LegacyCompletion:
