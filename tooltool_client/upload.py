@@ -83,7 +83,8 @@ def upload(context: Context) -> bool:
         files = post_batch(server, options.message, again, options.region)
         outcomes = [outcome for outcome in outcomes if outcome.filename not in renew]
         outcomes += uploader.run(again, files, options.jobs, final=True)
-    failed = [outcome.filename for outcome in outcomes if outcome.failed]
+    failures = {outcome.filename for outcome in outcomes if outcome.failed}
+    failed = [record.filename for record in records if record.filename in failures]
     if failed:
         logger.error("The following files failed to upload: '%s'", "', '".join(failed))
     return not failed

@@ -4,6 +4,7 @@ script in a subprocess."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -28,7 +29,8 @@ from tests.client.conftest import (
 )
 from tests.conftest import LiveServer, free_port
 from tests.fault_proxy import FaultProxy
-from tests.gateway.auth_helpers import CLIENTS, PREFIX
+from tests.gateway.auth_helpers import CLIENTS, PREFIX, hawk
+from tests.test_end_to_end import request
 
 _JWT = re.compile(r"[A-Za-z0-9_\-]+\.[A-Za-z0-9_\-]+\.[A-Za-z0-9_\-]+")
 
@@ -45,8 +47,6 @@ def manifest(path: str = "manifest.tt") -> list[dict[str, Any]]:
 
 
 def digest_of(data: bytes) -> str:
-    import hashlib
-
     return hashlib.sha512(data).hexdigest()
 
 
@@ -206,7 +206,8 @@ def test_upload_refuses_a_manifest_it_cannot_send(
     write("a.bin")
     write("b.bin")
     assert cli("add", "--visibility", "public", "a.bin").code == 0
-    assert cli("add", *(["--visibility", "public"] if damage != "no visibility" else []), "b.bin")
+    visibility = ["--visibility", "public"] if damage != "no visibility" else []
+    assert cli("add", *visibility, "b.bin").code == 0
     if damage == "remove":
         Path("a.bin").unlink()
     elif damage == "rewrite":
@@ -240,6 +241,12 @@ def test_upload_end_to_end(live_gateway: LiveGateway, workdir: Path, closed_url:
     assert_no_secret(run)
     assert live_gateway.download(digest_of(public)) == public
     assert live_gateway.download(digest_of(internal)) == internal
+    search = f"{live_gateway.url}upload?q=bug%201"
+    status, _, body = request(search, headers={"Authorization": hawk("reader", search)})
+    assert status == 200
+    [batch] = json.loads(body)["result"]
+    assert (batch["author"], batch["message"]) == ("uploader", "Bug 1 - tools")
+    assert sorted(batch["files"]) == ["internal.bin", "public.tar.gz"]
     again = cli(*argv)
     assert again.code == 0, again.stderr
     assert sorted(again.lines)[:2] == [
