@@ -581,6 +581,11 @@ def test_token_needs_credentials(live_gateway: LiveGateway, workdir: Path) -> No
     assert (run.code, run.stdout) == (1, "")
     assert run.lines[0].startswith("ERROR - no token: 401: ")
     assert "wrong-access-token" not in run.stderr
+    run = cli(*cli_args(live_gateway, "reader", "token", "--token-file", "nowhere/token"))
+    assert (run.code, run.stdout) == (1, "")
+    assert run.lines == [
+        "ERROR - token file 'nowhere/token' cannot be written: No such file or directory"
+    ]
 
 
 # the console script
