@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from typing import BinaryIO
 
 import urllib3
 from urllib3.exceptions import HTTPError as Urllib3Error
@@ -35,9 +36,10 @@ class Transport:
         url: str,
         *,
         headers: Mapping[str, str] | None = None,
-        body: bytes | None = None,
+        body: bytes | BinaryIO | None = None,
     ) -> Iterator[urllib3.BaseHTTPResponse]:
-        """The response, its body not yet read; released (or closed) on exit."""
+        """The response, its body not yet read; released (or closed) on exit. A file
+        `body` is streamed (give its ``Content-Length``, or it goes chunked)."""
         all_headers = {"User-Agent": USER_AGENT, **(headers or {})}
         try:
             response = self._pool.request(
@@ -67,7 +69,7 @@ class Transport:
         url: str,
         *,
         headers: Mapping[str, str] | None = None,
-        body: bytes | None = None,
+        body: bytes | BinaryIO | None = None,
         limit: int = 4 * 1024 * 1024,
     ) -> tuple[int, Mapping[str, str], bytes]:
         """A whole small answer: status, headers and at most `limit` bytes of body."""
