@@ -31,6 +31,7 @@ from gateway.lookup import FileLookup
 from gateway.manage import Management
 from gateway.metrics import GatewayMetrics, MetricsRoute, counts_of
 from gateway.openapi import ApiDescription
+from gateway.resolve import ManifestResolver
 from gateway.settings import Settings
 from gateway.site import Site
 from gateway.token_routes import TokenRoutes
@@ -61,7 +62,8 @@ def create_app(
     """The gateway over `regions`, configured by `settings`.
 
     `credentials` defaults to what the settings configure; `authenticator`
-    replaces request authentication on the download route (a seam for tests);
+    replaces request authentication on the download routes, ``GET /sha512/<digest>`` and
+    ``POST /resolve`` (a seam for tests);
     `indexer_regions` are the same stores opened for the embedded indexer's
     bulk work (longer timeouts), `regions` when not given; `metrics` are where the
     app counts (new ones when not given).
@@ -103,16 +105,16 @@ def create_app(
         ),
         cdn_region=regions.index.region,
     )
+    download_authenticator = authenticator or request_authenticator
     downloads = Downloads(
         regions=regions,
         lookup=FileLookup(
-            index=index,
-            authenticator=authenticator or request_authenticator,
-            permissions=permissions,
+            index=index, authenticator=download_authenticator, permissions=permissions
         ),
         urls=urls,
         download_urls=download_urls,
     )
+    resolver = ManifestResolver(downloads=downloads, authenticator=download_authenticator)
     tokens = TokenRoutes(
         authenticator=request_authenticator, tokens=credentials.tokens, permissions=permissions
     )
@@ -181,6 +183,7 @@ def create_app(
     app = Starlette(
         routes=[
             *downloads.routes(),
+            *resolver.routes(),
             *uploads.routes(),
             *files.routes(),
             *management.routes(),

@@ -5,6 +5,8 @@ the digest's form first (no store access for garbage), then the index object
 (cached), then the caller's scope (:mod:`gateway.lookup`), then a region
 holding a copy. The cached hits take a shorter way, with the same checks and
 the same answers (:mod:`gateway.fast_path`); this route answers the rest.
+``POST /resolve`` (:mod:`gateway.resolve`) takes the same decision for each file
+of a manifest, through :meth:`Downloads.resolve`.
 """
 
 from __future__ import annotations
@@ -16,11 +18,12 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 import gateway.routing  # noqa: F401 - registers the `anything` convertor
+from gateway.auth import Caller
 from gateway.download_urls import DownloadUrls, Redirect
 from gateway.errors import NotFound
 from gateway.lookup import FileLookup
 from gateway.urls import PublicUrls
-from indexer.schema import blob_key
+from indexer.schema import IndexObject, blob_key
 from indexer.stores import Regions
 
 
@@ -48,13 +51,27 @@ class Downloads:
     async def download(self, request: Request) -> Response:
         digest = request.path_params["digest"]
         _, found = await self._lookup.find(request, digest)
-        store = self._regions.choose(found.instances, request.query_params.get("region"))
+        return redirect(self._redirect(found, digest, request.query_params.get("region"), request))
+
+    async def resolve(
+        self, caller: Caller, digest: str, region: str | None, request: Request
+    ) -> Redirect:
+        """What :meth:`download` answers `caller` for `digest` (``?region=`` `region`), for a
+        caller authenticated once for many files: the redirect, or the same problem raised."""
+        found = await self._lookup.find_for(caller, digest)
+        return self._redirect(found, digest, region, request)
+
+    def _redirect(
+        self, found: IndexObject, digest: str, region: str | None, request: Request
+    ) -> Redirect:
+        """The redirect to a copy in the preferred region, else the first holding one; 404
+        when no configured region does."""
+        store = self._regions.choose(found.instances, region)
         if store is None:
             raise NotFound()
-        answer = self._download_urls.redirect(
+        return self._download_urls.redirect(
             store, blob_key(digest), lambda: self._urls.base(request.scope)
         )
-        return redirect(answer)
 
 
 def redirect(answer: Redirect) -> Response:

@@ -78,6 +78,10 @@ class Problem(Exception):
         self.headers = dict(headers or {})
         self.extra = dict(extra or {})
 
+    def body(self) -> dict[str, Any]:
+        """The problem-JSON body this error is answered with."""
+        return {**problem_body(self.status, self.detail), **self.extra}
+
 
 class BadRequest(Problem):
     """400: the request is malformed."""
@@ -200,8 +204,16 @@ async def _store_full(request: Request, exc: Exception) -> Response:
     )
 
 
-async def _malformed_index(request: Request, exc: Exception) -> Response:
+def refuse_malformed(exc: MalformedIndexObject) -> dict[str, Any]:
+    """Log a malformed index object (its key, never its content); the problem body of the
+    500 a request for its file is answered with."""
     logger.error("refusing a malformed index object: %s", exc)
+    return problem_body(500)
+
+
+async def _malformed_index(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, MalformedIndexObject)
+    refuse_malformed(exc)
     return problem_response(500)
 
 

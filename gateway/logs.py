@@ -16,6 +16,7 @@ import logging
 import re
 import secrets
 import time
+from collections.abc import Mapping
 from typing import Any
 
 from dockerflow.logging import request_id_context
@@ -35,6 +36,8 @@ _REQUEST_ID_HEADER = frozenset({b"x-request-id"})
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,128}")
 SUMMARY = "request.summary"
 UNMATCHED = "(unmatched)"  # the route of a request no route matched
+# Where a request's scope holds the counts its route reports for its log line.
+COUNTS = "tooltool.counts"
 _MAX_CLIENTS = 10_000
 _CONVERTOR = re.compile(r"\{(\w+):\w+\}")  # {digest:anything} is {digest}
 _DECISIONS = {
@@ -85,6 +88,7 @@ class RequestLog:
         route: str = UNMATCHED,
         digest: str | None = None,
         client: str | None = None,
+        counts: Mapping[str, int] | None = None,
     ) -> float:
         """Write the summary of a request that began at `started` (``time.perf_counter``);
         the seconds it took.
@@ -93,8 +97,9 @@ class RequestLog:
         redact (a route's own path of hex digits), else it is redacted as the formatter
         would redact it. `route` is the template of the route that answered, `digest` the
         valid digest its path names (if any), `client` the authenticated caller's id
-        (None: anonymous, or not authenticated); the decision is the status's. (Not
-        keyword-only: the fast path passes them by position, which costs it less.)
+        (None: anonymous, or not authenticated), `counts` what the route counted (see
+        :func:`record_counts`); the decision is the status's. (Not keyword-only: the fast
+        path passes them by position, which costs it less.)
         """
         seconds = time.perf_counter() - started
         elapsed = round(seconds * 1000, 2)
@@ -112,6 +117,8 @@ class RequestLog:
                 fields["digest"] = digest
             if client is not None:
                 fields["client"] = client
+            if counts:
+                fields.update(counts)
             fields["decision"] = decision(code)
             token = request_id_context.set(rid)
             try:
@@ -122,6 +129,10 @@ class RequestLog:
         path_json = f'"{path}"' if is_clean else redacted_json_text(shortened(path))
         digest_json = "" if digest is None else f', "digest": "{digest}"'
         client_json = "" if client is None else self._client_member(client)
+        # Names are the code's own; values integers.
+        counts_json = (
+            "" if counts is None else "".join(f', "{name}": {int(n)}' for name, n in counts.items())
+        )
         # The formatter's JSON for these fields, key for key; `rid` is redacted and holds
         # no character JSON escapes; `method` is an HTTP token; `route`, a digest and the
         # decision are the code's own text.
@@ -129,7 +140,7 @@ class RequestLog:
             f'{{"Timestamp": {time.time_ns()}, "Type": "{SUMMARY}", {handler.identity},'
             f' "Severity": 6, "Pid": {handler.pid}, "Fields": {{"method": "{method}",'
             f' "path": {path_json}, "code": {code}, "t": {elapsed!r}, "rid": "{rid}",'
-            f' "route": "{route}"{digest_json}{client_json},'
+            f' "route": "{route}"{digest_json}{client_json}{counts_json},'
             f' "decision": "{_DECISIONS[code] if code in _DECISIONS else decision(code)}"}}}}',
             flush=False,
         )
@@ -162,6 +173,12 @@ class RequestLog:
         handler, self._flushing = self._flushing, None
         if handler is not None:
             handler.flush_lines()
+
+
+def record_counts(scope: Scope, **counts: int) -> None:
+    """Counts for the request's summary line (entries of a batch resolved and refused, say):
+    numbers only, under names of the code's own, never a caller's text."""
+    scope[COUNTS] = counts
 
 
 def route_label(scope: Scope, labels: dict[int, str]) -> str:
@@ -255,6 +272,7 @@ class RequestIdMiddleware:
                 route=route,
                 digest=digest if isinstance(digest, str) and is_valid_digest(digest) else None,
                 client=client_id(scope),
+                counts=scope.get(COUNTS),
             )
             if self.metrics is not None:
                 self.metrics.observe(scope["method"], route, status, seconds)

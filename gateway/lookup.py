@@ -25,13 +25,27 @@ class FileLookup:
         self._permissions = permissions
 
     async def find(self, request: Request, digest: str) -> tuple[Caller, IndexObject]:
-        """The caller and the file; 400 not a digest, 404 unknown, 403 not the caller's to see."""
-        if not is_valid_digest(digest):
-            raise BadRequest(INVALID_DIGEST)
+        """The caller and the file; 400 not a digest (before any credentials are
+        verified), 404 unknown, 403 not the caller's to see."""
+        _check_digest(digest)
         caller = await self._authenticator.authenticate(request)
+        return caller, await self._visible(caller, digest)
+
+    async def find_for(self, caller: Caller, digest: str) -> IndexObject:
+        """The file, for a caller authenticated already (once for many files): the same
+        checks and answers as :meth:`find`."""
+        _check_digest(digest)
+        return await self._visible(caller, digest)
+
+    async def _visible(self, caller: Caller, digest: str) -> IndexObject:
         found = await self._index.get(digest)
         if found is None:
             raise NotFound()
         if not caller.has_scope(self._permissions.download(found.visibility)):
             raise Forbidden()
-        return caller, found
+        return found
+
+
+def _check_digest(digest: str) -> None:
+    if not is_valid_digest(digest):
+        raise BadRequest(INVALID_DIGEST)

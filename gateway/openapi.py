@@ -20,8 +20,9 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from gateway import token_routes, upload_parsing
+from gateway import resolve, token_routes, upload_parsing
 from gateway.blobs import MAX_PUT_BYTES
+from gateway.bodies import DEFAULT_LIMIT
 from gateway.errors import DEFAULT_DETAILS
 from gateway.manage import MAX_OPERATIONS
 from gateway.site import SECTIONS
@@ -191,6 +192,7 @@ def _schemas() -> Json:
         "File": file,
         "FileSearch": _results(_ref("File")),
         **_batch_schemas(visibility, algorithm, size),
+        **_resolve_schemas(),
         **_other_schemas(),
     }
 
@@ -277,6 +279,76 @@ def _batch_schemas(visibility: Json, algorithm: Json, size: Json) -> Json:
     }
 
 
+def _resolve_schemas() -> Json:
+    entry = {
+        "type": "object",
+        "required": ["digest"],
+        "properties": {
+            "digest": {
+                "type": "string",
+                "description": "The file's sha512 digest (anything else is that entry's 400)",
+            },
+            "algorithm": {
+                "description": "`sha512`, or absent: anything else is that entry's 400 (`"
+                + resolve.WRONG_ALGORITHM
+                + "`)",
+            },
+        },
+        "description": "A manifest entry: other keys (filename, size, unpack, visibility, …)"
+        " are ignored.",
+    }
+    digest = {"type": "string", "description": "The entry's digest, as sent"}
+    answer = {
+        "oneOf": [
+            {
+                "type": "object",
+                "additionalProperties": False,
+                "required": ["digest", "url"],
+                "properties": {
+                    "digest": digest,
+                    "url": {
+                        "type": "string",
+                        "description": "The signed URL GET /sha512/<digest> redirects to",
+                    },
+                },
+            },
+            {
+                "type": "object",
+                "additionalProperties": False,
+                "required": ["digest", "problem"],
+                "properties": {
+                    "digest": digest,
+                    "problem": {
+                        **_ref("Problem"),
+                        "description": "The problem GET /sha512/<digest> answers (400, 403,"
+                        " 404; 500 for a damaged index object)",
+                    },
+                },
+            },
+        ]
+    }
+    return {
+        "Manifest": {
+            "type": "array",
+            "items": entry,
+            # Not `maxItems`: past it the answer is a 413, which a schema cannot say.
+            "description": f"At most {resolve.MAX_ENTRIES} entries (413 past that), in a body"
+            f" of at most {DEFAULT_LIMIT} bytes (413 too).",
+        },
+        "Resolved": {
+            "type": "object",
+            "required": ["files"],
+            "properties": {
+                "files": {
+                    "type": "array",
+                    "items": answer,
+                    "description": "One answer per manifest entry, in the manifest's order",
+                }
+            },
+        },
+    }
+
+
 def _other_schemas() -> Json:
     reason = {"type": "string", "maxLength": MAX_REASON, "pattern": _LINE_TEXT}
     operations = [
@@ -342,6 +414,14 @@ def _other_schemas() -> Json:
     }
 
 
+def _region() -> Json:
+    return _query(
+        "region",
+        "The preferred region, when it holds a copy (anything else is ignored)",
+        {"type": "string"},
+    )
+
+
 def _download_paths() -> Json:
     redirect = {
         "description": "A redirect to a short-lived signed URL of the blob",
@@ -355,13 +435,33 @@ def _download_paths() -> Json:
                 "Download a file: a redirect to its bytes",
                 {"302": redirect, **_errors(400, 401, 403, 404)},
                 operationId="download",
-                parameters=[
-                    _query(
-                        "region",
-                        "The preferred region, when it holds a copy (anything else is ignored)",
-                        {"type": "string"},
-                    )
-                ],
+                parameters=[_region()],
+            ),
+        },
+    }
+
+
+def _resolve_paths() -> Json:
+    return {
+        resolve.PATH: {
+            "post": _operation(
+                "Resolve a manifest: for each entry, what GET /sha512/<digest> answers",
+                {
+                    **_ok(_ref("Resolved")),
+                    **_errors(400, 401),
+                    "413": _problem(
+                        413,
+                        f"More than {resolve.MAX_ENTRIES} entries, or a body of more than"
+                        f" {DEFAULT_LIMIT} bytes",
+                    ),
+                },
+                operationId="resolve",
+                description="The caller is authenticated once (invalid credentials: 401);"
+                " then each entry gets the signed URL GET /sha512/<digest> would redirect"
+                " the same caller to, or the problem body it would answer. Duplicate"
+                f" digests are looked up once. At most {resolve.MAX_ENTRIES} entries.",
+                parameters=[_region()],
+                requestBody={"required": True, "content": _json(_ref("Manifest"))},
             ),
         },
     }
@@ -627,6 +727,7 @@ def describe(*, local_store: bool, root_path: str = "") -> Json:
         version = "unknown"
     paths = {
         **_download_paths(),
+        **_resolve_paths(),
         **_upload_paths(),
         **_file_paths(),
         **_token_paths(),

@@ -365,15 +365,20 @@ def two_regions(request: pytest.FixtureRequest, tmp_path: Path) -> Regions:
     return open_regions(StoreSettings.from_environ(environ), bulk=True)
 
 
+def clients_auth(tmp_path: Path) -> AuthSettings:
+    """Authentication by the test clients (a clients file in `tmp_path`), tokens HS256."""
+    clients = tmp_path / "clients.json"
+    clients.write_text(json.dumps(clients_file_entries()))
+    return AuthSettings(clients_file=clients, jwt_secret="s" * 32)
+
+
 def make_system(store: Any, tmp_path: Path, **settings: Any) -> System:
     """A gateway (uncached, no embedded indexer) and an indexer over `store` (or over
     every store of a :class:`Regions`), clients from a file; `settings` change the
     gateway's."""
     regions = store if isinstance(store, Regions) else Regions([store])
-    clients = tmp_path / "clients.json"
-    clients.write_text(json.dumps(clients_file_entries()))
     defaults: dict[str, Any] = {
-        "auth": AuthSettings(clients_file=clients, jwt_secret="s" * 32),
+        "auth": clients_auth(tmp_path),
         "embedded_indexer": False,
         "index_cache_seconds": 0,
         "index_negative_cache_seconds": 0,

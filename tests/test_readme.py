@@ -244,7 +244,7 @@ def test_the_store_is_the_temporary_directorys(run: Run) -> None:
 
 
 def test_imports_print_digest_size_and_name(run: Run) -> None:
-    clang = run.block_containing("clang.tar.xz")
+    clang = run.block_containing("> clang.tar.xz")  # the block making it
     runbook = run.block_containing("sha512/invalid")
     digest = hashlib.sha512((run.workdir / "clang.tar.xz").read_bytes()).hexdigest()
     assert f"{digest} 100000 clang.tar.xz" in run.output_of(clang), run.report(clang)
@@ -281,6 +281,17 @@ def test_the_runbook_checks_answer_302_403_400(run: Run) -> None:
     assert "You don't have the permission to access the requested resource" in output
     assert '"detail":"Invalid sha512 digest"' in output, run.report(block)
     assert '"status":400' in output, run.report(block)
+
+
+def test_the_batch_resolve_block_answers_each_entry_as_get(run: Run) -> None:
+    block = run.block_containing("$URL/resolve")
+    output = run.output_of(block)
+    clang = hashlib.sha512((run.workdir / "clang.tar.xz").read_bytes()).hexdigest()
+    tool = hashlib.sha512((run.workdir / "tool.tar.xz").read_bytes()).hexdigest()
+    assert output.splitlines() == [
+        f"{clang[:12]} url", f"{tool[:12]} url", "not-a-digest 400",
+        f"{clang[:12]} url", f"{tool[:12]} 403", "not-a-digest 400",
+    ], run.report(block)  # fmt: skip
 
 
 def test_the_heartbeat_and_a_request_id_answer(run: Run) -> None:

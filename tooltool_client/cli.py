@@ -170,7 +170,8 @@ def parser() -> argparse.ArgumentParser:
     )
     add("--scope", dest="scopes", action="append", help="token: a scope to ask for (repeatable)")
     add("--expires-in", type=_positive, help="token: the token's lifetime in seconds")
-    add("command", choices=COMMANDS, metavar="command", help=", ".join(COMMANDS))
+    # Not `choices`: an unknown command is the legacy client's failure (exit 1), not a usage error.
+    add("command", nargs="?", help=", ".join(COMMANDS))
     add("files", nargs="*", help="add: files to add; fetch: only these files")
     return p
 
@@ -194,8 +195,11 @@ def main(
 ) -> int:
     stdout = stdout or sys.stdout
     stderr = stderr or sys.stderr
+    arguments = parser()
     try:
-        options = parser().parse_intermixed_args(argv)
+        options = arguments.parse_intermixed_args(argv)
+        if options.command is None:
+            arguments.error("You must specify a command")
     except SystemExit as exc:
         return int(exc.code or 0)
     if options.algorithm != "sha512":

@@ -8,7 +8,7 @@ import socket
 import weakref
 from collections.abc import Container, Iterator, Mapping
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, BinaryIO
 
 import urllib3
 from urllib3.connection import HTTPConnection, HTTPSConnection
@@ -47,9 +47,10 @@ class Transport:
         url: str,
         *,
         headers: Mapping[str, str] | None = None,
-        body: bytes | None = None,
+        body: bytes | BinaryIO | None = None,
     ) -> Iterator[urllib3.BaseHTTPResponse]:
-        """The response, its body not yet read; released (or closed) on exit."""
+        """The response, its body not yet read; released (or closed) on exit. A file
+        `body` is streamed (give its ``Content-Length``, or it goes chunked)."""
         all_headers = {"User-Agent": USER_AGENT, **(headers or {})}
         try:
             response = self._pool.request(
@@ -88,7 +89,7 @@ class Transport:
         url: str,
         *,
         headers: Mapping[str, str] | None = None,
-        body: bytes | None = None,
+        body: bytes | BinaryIO | None = None,
         limit: int = 4 * 1024 * 1024,
         unread: Container[int] = (),
     ) -> tuple[int, Mapping[str, str], bytes]:

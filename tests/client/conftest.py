@@ -1,9 +1,15 @@
 """Fixtures of the client's tests.
 
+A live gateway for any command: `live_gateway` (parametrised: the embedded local
+store, SeaweedFS) and `start_live_gateway` (the same, with settings of one's
+own), each with an authentication file per client of
+``tests/gateway/auth_helpers.CLIENTS``; `cli`, the command line run in process;
+`workdir`, an empty current folder.
+
 For ``fetch``, ``list``, ``validate`` and ``purge`` (test_fetch*.py, test_cache.py,
-test_purge.py): `fetch_gateway`, a live gateway on either store (behind a
-recording proxy) holding a few imported files; `run_tooltool`, the command line
-run in process with tiny retry waits; `write_manifest`.
+test_purge.py, test_list_validate.py): `fetch_gateway`, one live gateway per store
+for all of them, behind a recording proxy, holding a few imported files (helpers in
+fetch_helpers.py).
 """
 
 from __future__ import annotations
@@ -14,11 +20,9 @@ import io
 import json
 import os
 import secrets
-import shutil
-import subprocess
-import sys
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+import urllib.request
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,179 +33,138 @@ from gateway.app import create_app
 from gateway.settings import Settings
 from indexer.cli import main as indexer_main
 from indexer.config import open_regions
-from tests.client.hostile_server import HostileServer
+from tests.client.fetch_helpers import Blob, FetchGateway
 from tests.client.recording_proxy import RecordingProxy
 from tests.conftest import LiveServer, SeaweedFS, free_port
-from tests.gateway.auth_helpers import clients_file_entries
+from tests.gateway.auth_helpers import CLIENTS, clients_file_entries, hawk
+from tests.test_end_to_end import request
 from tooltool_client.cli import main as tooltool_main
 
-# Retries after a hundredth of a second, and a server silent for 2 s has failed.
-FAST = {"TOOLTOOL_RETRY_SECONDS": "0.01", "TOOLTOOL_READ_TIMEOUT": "2"}
-
-
-@dataclass(frozen=True)
-class Blob:
-    """A file's name and bytes, as a manifest lists it."""
-
-    name: str
-    data: bytes
-
-    @property
-    def digest(self) -> str:
-        return hashlib.sha512(self.data).hexdigest()
-
-    def record(self, **extra: Any) -> dict[str, Any]:
-        return {
-            "filename": self.name,
-            "size": len(self.data),
-            "algorithm": "sha512",
-            "digest": self.digest,
-            **extra,
-        }
-
 
 @dataclass
-class FetchGateway:
-    """A live gateway holding `files` (public) and `internal`, reached through `proxy`."""
+class LiveGateway:
+    """A gateway served over real HTTP at `url` (ending with ``/``) on `store`."""
 
+    url: str
     store: str
-    proxy: RecordingProxy
-    files: dict[str, Blob]
-    internal: Blob
-    direct_url: str
+    environ: dict[str, str]  # its settings: what ``tooltool-indexer import`` needs too
+    auth_files: dict[str, Path]  # an authentication file ({"clientId", "accessToken"}) per client
 
-    @property
-    def url(self) -> str:
-        return self.proxy.url
+    def auth(self, client_id: str) -> str:
+        return str(self.auth_files[client_id])
 
-    @property
-    def public(self) -> list[Blob]:
-        return list(self.files.values())
+    def import_file(self, path: Path, visibility: str) -> str:
+        """`path` put in with the operator import; its digest."""
+        assert indexer_main(["import", "--visibility", visibility, str(path)], self.environ) == 0
+        return hashlib.sha512(path.read_bytes()).hexdigest()
+
+    def download(self, digest: str, client_id: str = "reader", timeout: float = 20) -> bytes:
+        """The file's bytes once the gateway serves them (an upload waits for an indexer
+        pass); fails after `timeout` seconds."""
+        url = f"{self.url}sha512/{digest}"
+        deadline = time.monotonic() + timeout
+        while True:
+            status, headers, body = request(url, headers={"Authorization": hawk(client_id, url)})
+            if status == 302:
+                with urllib.request.urlopen(headers["location"], timeout=10) as response:
+                    data: bytes = response.read()
+                    return data
+            assert time.monotonic() < deadline, (status, body)
+            time.sleep(0.1)
+
+    def status_of(self, digest: str, client_id: str | None = None) -> int:
+        """What ``GET /sha512/<digest>`` answers `client_id` (None: anonymous)."""
+        url = f"{self.url}sha512/{digest}"
+        headers = {"Authorization": hawk(client_id, url)} if client_id else {}
+        return request(url, headers=headers)[0]
+
+
+GatewayStarter = Callable[..., LiveGateway]
+
+
+@pytest.fixture
+def start_live_gateway(
+    request: pytest.FixtureRequest,
+    tmp_path: Path,
+    live_server: Callable[[Any, int], LiveServer],
+) -> GatewayStarter:
+    """``start(store, port=None, **settings)``: a live gateway on "local" or "s3", indexing
+    in process every second, its clients those of CLIENTS; `settings` are added to its
+    environment."""
+    count = [0]
+
+    def start(store: str, *, port: int | None = None, **settings: str) -> LiveGateway:
+        count[0] += 1
+        folder = tmp_path / f"gateway-{count[0]}"
+        folder.mkdir()
+        if store == "local":
+            environ = {"TOOLTOOL_DATA_DIR": str(folder / "data")}
+        else:
+            seaweedfs: SeaweedFS = request.getfixturevalue("seaweedfs")
+            environ = seaweedfs.environ(("us-east-1", seaweedfs.new_bucket()))
+            environ["TOOLTOOL_EMBEDDED_INDEXER"] = "true"
+        clients = folder / "clients.json"
+        clients.write_text(json.dumps(clients_file_entries()))
+        environ |= {
+            "TOOLTOOL_CLIENTS_FILE": str(clients),
+            "TOOLTOOL_JWT_SECRET": "x" * 32,
+            "TOOLTOOL_INDEXER_INTERVAL": "1",
+            **settings,
+        }
+        auth_files = {}
+        for client_id, client in CLIENTS.items():
+            auth_files[client_id] = folder / f"{client_id}.auth.json"
+            auth_files[client_id].write_text(
+                json.dumps({"clientId": client_id, "accessToken": client["accessToken"]})
+            )
+        config = Settings.from_environ(environ)
+        app = create_app(config, open_regions(config.stores))
+        server = live_server(app, port or free_port())
+        return LiveGateway(server.url + "/", store, environ, auth_files)
+
+    return start
+
+
+@pytest.fixture(params=["local", "s3"])
+def live_gateway(request: pytest.FixtureRequest, start_live_gateway: GatewayStarter) -> LiveGateway:
+    """A live gateway on each store in turn."""
+    return start_live_gateway(request.param)
 
 
 @dataclass
-class Outcome:
-    """What a run of the command line did."""
+class CliRun:
+    """What one run of the command line did."""
 
     code: int
-    out: str
-    err: str
+    stdout: str
+    stderr: str
     lines: list[str] = field(init=False)
 
     def __post_init__(self) -> None:
-        self.lines = self.err.splitlines()
+        self.lines = self.stderr.splitlines()
 
 
-def write_manifest(
-    folder: Path, records: Iterable[Blob | Mapping[str, Any]], name: str = "manifest.tt"
-) -> Path:
-    path = folder / name
-    entries = [record.record() if isinstance(record, Blob) else record for record in records]
-    path.write_text(json.dumps(entries, indent=2))
-    return path
+def cli(*argv: str, environ: Mapping[str, str] | None = None) -> CliRun:
+    """``tooltool argv…`` in process, in the current folder, in `environ` (default: empty,
+    so no credentials come from the test's own environment)."""
+    stdout, stderr = io.StringIO(), io.StringIO()
+    code = tooltool_main(list(argv), environ=environ or {}, stdout=stdout, stderr=stderr)
+    return CliRun(code, stdout.getvalue(), stderr.getvalue())
 
 
-def run_tooltool(args: Sequence[str], environ: Mapping[str, str] | None = None) -> Outcome:
-    """The command line in process, in the current folder, with `FAST` waits."""
-    out, err = io.StringIO(), io.StringIO()
-    code = tooltool_main(list(args), environ={**FAST, **(environ or {})}, stdout=out, stderr=err)
-    return Outcome(code, out.getvalue(), err.getvalue())
+def cli_args(gateway: LiveGateway, client_id: str | None, *argv: str) -> Sequence[str]:
+    """`argv` with the gateway's ``--url`` and, for a client, its authentication file."""
+    auth = ["--authentication-file", gateway.auth(client_id)] if client_id else []
+    return ["--url", gateway.url, *auth, *argv]
 
 
-def tooltool_process(
-    args: Sequence[str],
-    cwd: Path,
-    *,
-    wrapper: Sequence[str] = (),
-    environ: Mapping[str, str] | None = None,
-) -> subprocess.Popen[str]:
-    """The installed ``tooltool`` console script, started in `cwd` (by `wrapper`, if any),
-    with `FAST` waits (and `environ`)."""
-    script = shutil.which("tooltool", path=str(Path(sys.executable).parent))
-    assert script is not None, "the tooltool console script is not installed"
-    inherited = {
-        key: value
-        for key, value in os.environ.items()
-        if not key.startswith(("TASKCLUSTER_", "TOOLTOOL_"))
-    }
-    return subprocess.Popen(
-        [*wrapper, script, *args],
-        cwd=cwd,
-        env={**inherited, **FAST, **(environ or {})},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-
-
-@contextlib.contextmanager
-def reaped(process: subprocess.Popen[str]) -> Iterator[subprocess.Popen[str]]:
-    """`process`, killed at the end if it still runs."""
-    try:
-        yield process
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.communicate()
-
-
-def wait_for(condition: Callable[[], object], process: subprocess.Popen[str], what: str) -> None:
-    """Until `condition` holds, while `process` runs (30 s at most)."""
-    deadline = time.monotonic() + 30
-    while not condition():
-        assert process.poll() is None, process.communicate()
-        assert time.monotonic() < deadline, f"no {what} in 30 s"
-        time.sleep(0.02)
-
-
-@contextlib.contextmanager
-def fetching(args: Sequence[str], cwd: Path, part: Path) -> Iterator[subprocess.Popen[str]]:
-    """The console script running `args` in `cwd`, once it has written to `part` (the part
-    file of a download under way); killed at the end if it still runs."""
-    with reaped(tooltool_process(args, cwd)) as process:
-        wait_for(lambda: part.exists() and part.stat().st_size > 0, process, "part file")
-        yield process
-
-
-@dataclass
-class SlowFetch:
-    """A fetch of `blob`, served slowly by `server`, under way in `process`."""
-
-    server: HostileServer
-    process: subprocess.Popen[str]
-    blob: Blob
-    part: Path
-    command: list[str]
-
-
-@contextlib.contextmanager
-def slow_fetch(
-    folder: Path, *, cache: Path | None = None, delay: float = 0.02
-) -> Iterator[SlowFetch]:
-    """The console script fetching a 2 MiB file into `folder` (through `cache`, if given),
-    from a server sending 64 KiB every `delay` seconds, once bytes are in its part file."""
-    blob = Blob("big.bin", os.urandom(2 * 1024 * 1024))
-    write_manifest(folder, [blob])
-    part = (cache or folder) / f".tooltool-{blob.digest}.part"
-    with HostileServer({blob.digest: blob.data}) as server:
-        server.plan, server.delay = ["slow"], delay
-        command = ["-v", "--url", server.url, *(["-c", str(cache)] if cache else []), "fetch"]
-        with fetching(command, folder, part) as process:
-            yield SlowFetch(server, process, blob, part, command)
-
-
-def sha512_of(path: Path) -> str:
-    return hashlib.sha512(path.read_bytes()).hexdigest()
-
-
-def assert_fetched(folder: Path, blobs: Sequence[Blob], *, only: bool = False) -> None:
-    """Each blob's file in `folder` holds its bytes; with `only`, nothing else is there but
-    the manifest (no part, lock or temporary file left)."""
-    for blob in blobs:
-        assert sha512_of(folder / blob.name) == blob.digest, blob.name
-    if only:
-        expected = sorted({blob.name for blob in blobs} | {"manifest.tt"})
-        assert sorted(path.name for path in folder.iterdir()) == expected
+@pytest.fixture
+def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """An empty working folder, the current one for the test."""
+    folder = tmp_path / "work"
+    folder.mkdir()
+    monkeypatch.chdir(folder)
+    return folder
 
 
 def _import(environ: dict[str, str], visibility: str, paths: Sequence[Path]) -> None:
@@ -253,12 +216,3 @@ def fetch_gateway(_fetch_gateway_shared: FetchGateway) -> FetchGateway:
     holding `small.bin`, `medium.bin`, `empty.bin` (public) and `internal.bin`."""
     _fetch_gateway_shared.proxy.reset()
     return _fetch_gateway_shared
-
-
-@pytest.fixture
-def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """An empty working folder, the current one for the test."""
-    folder = tmp_path / "work"
-    folder.mkdir()
-    monkeypatch.chdir(folder)
-    return folder

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.client.conftest import (
+from tests.client.conftest import CliRun
+from tests.client.fetch_helpers import (
     Blob,
-    Outcome,
     assert_fetched,
     reaped,
     run_tooltool,
@@ -41,10 +41,10 @@ def hostile() -> Iterator[HostileServer]:
         yield server
 
 
-def fetch(server: HostileServer, *args: str, **environ: str) -> Outcome:
+def fetch(server: HostileServer, *args: str, **environ: str) -> CliRun:
     outcome = run_tooltool(["-v", "--url", server.url, *args, "fetch"], environ)
-    assert "Traceback" not in outcome.err
-    assert SECRET not in outcome.err  # a signed URL's query is a credential
+    assert "Traceback" not in outcome.stderr
+    assert SECRET not in outcome.stderr  # a signed URL's query is a credential
     return outcome
 
 
@@ -64,7 +64,7 @@ def test_wrong_bytes_are_refused_and_never_kept(
     cache = tmp_path / "cache"
     outcome = fetch(hostile, "-c", str(cache))
     assert outcome.code == 1
-    assert "do not match the manifest's sha512 digest" in outcome.err
+    assert "do not match the manifest's sha512 digest" in outcome.stderr
     assert sorted(p.name for p in workdir.iterdir()) == ["manifest.tt"]
     assert list(cache.iterdir()) == []
     assert len(hostile.blob_gets()) == 4  # every round, then it gives up
@@ -86,7 +86,7 @@ def test_a_cut_transfer(hostile: HostileServer, workdir: Path, case: str) -> Non
     hostile.cut_at = 200_000
     write_manifest(workdir, [TOOL])
     outcome = fetch(hostile)
-    assert outcome.code == 0, outcome.err
+    assert outcome.code == 0, outcome.stderr
     only_the_tool(workdir)
     assert ranges(hostile) == expected
 
@@ -98,7 +98,7 @@ def test_more_bytes_than_the_manifest_says_are_refused(
     write_manifest(workdir, [TOOL])
     outcome = fetch(hostile)
     assert outcome.code == 1
-    assert f"the server sent more than the manifest's {len(TOOL.data)} bytes" in outcome.err
+    assert f"the server sent more than the manifest's {len(TOOL.data)} bytes" in outcome.stderr
     assert sorted(p.name for p in workdir.iterdir()) == ["manifest.tt"]
 
 
@@ -107,7 +107,7 @@ def test_server_errors_are_retried(hostile: HostileServer, workdir: Path) -> Non
     hostile.plan = ["error", "error"]
     write_manifest(workdir, [TOOL])
     outcome = fetch(hostile)
-    assert outcome.code == 0, outcome.err
+    assert outcome.code == 0, outcome.stderr
     only_the_tool(workdir)
     assert len(hostile.locates()) == 4  # one refused, then one per blob attempt
     assert len(hostile.blob_gets()) == 3
@@ -127,7 +127,7 @@ def test_an_expired_signed_url_is_located_again(hostile: HostileServer, workdir:
     hostile.plan = ["expired"]
     write_manifest(workdir, [TOOL])
     outcome = fetch(hostile)
-    assert outcome.code == 0, outcome.err
+    assert outcome.code == 0, outcome.stderr
     only_the_tool(workdir)
     assert len(hostile.locates()) == 2
     assert [seen.path for seen in hostile.blob_gets()][-1].endswith(f"{SECRET}-2")
@@ -137,9 +137,9 @@ def test_a_silent_server_times_out_and_is_retried(hostile: HostileServer, workdi
     hostile.plan = ["hang"]
     write_manifest(workdir, [TOOL])
     outcome = fetch(hostile, TOOLTOOL_READ_TIMEOUT="0.3")
-    assert outcome.code == 0, outcome.err
+    assert outcome.code == 0, outcome.stderr
     only_the_tool(workdir)
-    assert "timed out" in outcome.err
+    assert "timed out" in outcome.stderr
 
 
 def test_batch_resolve_replaces_the_per_file_requests(workdir: Path) -> None:
@@ -149,7 +149,7 @@ def test_batch_resolve_replaces_the_per_file_requests(workdir: Path) -> None:
         server.plan = ["expired"]  # the resolved URL of one file: located again, alone
         write_manifest(workdir, [TOOL, other])
         outcome = fetch(server, "--jobs", "1")
-        assert outcome.code == 0, outcome.err
+        assert outcome.code == 0, outcome.stderr
         assert [seen.path for seen in server.seen if seen.method == "POST"] == ["/resolve"]
         assert len(server.locates()) == 1
     assert sha512_of(workdir / "other.bin") == other.digest
@@ -164,7 +164,7 @@ def test_a_killed_fetch_resumes_from_its_part_file(workdir: Path) -> None:
         assert 0 < kept < len(slow.blob.data)
         slow.server.delay = 0
         outcome = fetch(slow.server)
-        assert outcome.code == 0, outcome.err
+        assert outcome.code == 0, outcome.stderr
     assert_fetched(workdir, [slow.blob], only=True)
     assert ranges(slow.server)[-1] == f"bytes={kept}-"
 
@@ -197,9 +197,9 @@ def test_a_failing_batch_resolve_falls_back_to_per_file(workdir: Path) -> None:
         server.resolve_status = 503
         write_manifest(workdir, [TOOL])
         outcome = fetch(server)
-        assert outcome.code == 0, outcome.err
+        assert outcome.code == 0, outcome.stderr
         assert len(server.locates()) == 1
-    assert "could not resolve the manifest (503: " in outcome.err
+    assert "could not resolve the manifest (503: " in outcome.stderr
     only_the_tool(workdir)
 
 
@@ -234,7 +234,7 @@ def test_a_server_answering_the_bytes_itself(workdir: Path) -> None:
         server.direct = True
         write_manifest(workdir, [large])
         outcome = fetch(server)
-        assert outcome.code == 0, outcome.err
+        assert outcome.code == 0, outcome.stderr
     assert_fetched(workdir, [large], only=True)
 
 
@@ -258,7 +258,7 @@ def test_a_blob_url_that_redirects_is_followed_without_credentials(
     write_manifest(workdir, [TOOL])
     credentials = {"TASKCLUSTER_CLIENT_ID": "reader", "TASKCLUSTER_ACCESS_TOKEN": "secret"}
     outcome = fetch(hostile, **credentials)
-    assert outcome.code == 0, outcome.err
+    assert outcome.code == 0, outcome.stderr
     only_the_tool(workdir)
     assert ranges(hostile) == [None, "bytes=100000-", "bytes=100000-", "bytes=100000-"]
     assert len(hostile.locates()) == 2  # the first, then one after the cut: redirects followed

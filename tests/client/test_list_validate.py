@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.client.conftest import Blob, run_tooltool, tooltool_process, write_manifest
+from tests.client.fetch_helpers import Blob, run_tooltool, tooltool_process, write_manifest
 
 GOOD, BAD, ABSENT = Blob("good.bin", b"good"), Blob("bad.bin", b"bad"), Blob("absent.bin", b"-")
 
@@ -22,8 +22,8 @@ def mixed(workdir: Path) -> Path:
 
 def test_list_says_present_and_valid(mixed: Path) -> None:
     outcome = run_tooltool(["list"])
-    assert outcome.code == 0, outcome.err
-    assert outcome.out == "P\tV\tgood.bin\nP\t-\tbad.bin\n-\t-\tabsent.bin\n"
+    assert outcome.code == 0, outcome.stderr
+    assert outcome.stdout == "P\tV\tgood.bin\nP\t-\tbad.bin\n-\t-\tabsent.bin\n"
 
 
 def test_list_by_the_console_script(mixed: Path) -> None:
@@ -36,7 +36,7 @@ def test_list_by_the_console_script(mixed: Path) -> None:
 def test_validate_names_what_is_wrong(mixed: Path) -> None:
     outcome = run_tooltool(["validate"])
     assert outcome.code == 1
-    assert outcome.out == ""
+    assert outcome.stdout == ""
     assert outcome.lines == [
         "ERROR - bad.bin is present and invalid",
         "ERROR - absent.bin is absent",
@@ -47,7 +47,7 @@ def test_validate_all_valid(workdir: Path) -> None:
     (workdir / GOOD.name).write_bytes(GOOD.data)
     write_manifest(workdir, [GOOD], name="other.tt")
     outcome = run_tooltool(["-m", "other.tt", "validate"])
-    assert (outcome.code, outcome.out, outcome.err) == (0, "", "")
+    assert (outcome.code, outcome.stdout, outcome.stderr) == (0, "", "")
 
 
 @pytest.mark.parametrize("command", ["list", "validate"])

@@ -7,7 +7,7 @@ import hashlib
 import os
 from pathlib import Path
 
-from tests.client.conftest import run_tooltool, slow_fetch
+from tests.client.fetch_helpers import run_tooltool, slow_fetch
 from tooltool_client.purge import purge_folder
 
 
@@ -30,7 +30,7 @@ def test_size_zero_empties_the_cache_of_its_own_files_only(tmp_path: Path) -> No
     (cache / "notes.txt").write_text("mine")
     (cache / ("f" * 128)).mkdir()
     outcome = run_tooltool(["-c", str(cache), "purge"])
-    assert outcome.code == 0, outcome.err
+    assert outcome.code == 0, outcome.stderr
     assert not any(path.exists() for path in (*entries, part, lock))
     assert sorted(path.name for path in cache.iterdir()) == sorted(["notes.txt", "f" * 128])
 
@@ -57,9 +57,9 @@ def test_enough_free_space_removes_nothing(tmp_path: Path) -> None:
     cache.mkdir()
     kept = entry(cache, b"k")
     outcome = run_tooltool(["-c", str(cache), "-s", "0.000001", "purge"])
-    assert outcome.code == 0, outcome.err
+    assert outcome.code == 0, outcome.stderr
     assert kept.exists()
-    assert "no need to clean up" in outcome.err
+    assert "no need to clean up" in outcome.stderr
 
 
 def test_without_a_cache_folder(tmp_path: Path) -> None:
@@ -75,7 +75,7 @@ def test_a_part_file_a_fetch_is_writing_is_kept(tmp_path: Path) -> None:
     old = entry(cache, b"old")
     with slow_fetch(work, cache=cache) as slow:
         outcome = run_tooltool(["-c", str(cache), "purge"])
-        assert outcome.code == 0, outcome.err
+        assert outcome.code == 0, outcome.stderr
         assert slow.part.exists()
         assert not old.exists()
         slow.server.delay = 0

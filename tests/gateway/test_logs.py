@@ -183,7 +183,10 @@ def test_text_lines_cannot_be_forged_from_a_request(
         "/" + "long-" * 1000 + JWT,
     ],
 )
-def test_the_direct_summary_line_is_the_formatters_line(path: str) -> None:
+@pytest.mark.parametrize("counts", [None, {"files": 3, "resolved": 1, "refused": 2}])
+def test_the_direct_summary_line_is_the_formatters_line(
+    path: str, counts: dict[str, int] | None
+) -> None:
     """Production's summary lines skip the formatter; they must be what it would write."""
     root = logging.getLogger()
     saved = root.handlers[:], root.level
@@ -197,7 +200,7 @@ def test_the_direct_summary_line_is_the_formatters_line(path: str) -> None:
         client = path.replace("/", "client-", 1)
         log.summary(
             "GET", path, 302, time.perf_counter(), rid,
-            route="/sha512/{digest}", digest=DIGEST, client=client,
+            route="/sha512/{digest}", digest=DIGEST, client=client, counts=counts,
         )  # fmt: skip
         direct = json.loads(buffer.getvalue())
         record = logging.makeLogRecord(
@@ -205,9 +208,8 @@ def test_the_direct_summary_line_is_the_formatters_line(path: str) -> None:
         )
         fields = {"method": "GET", "path": path, "code": 302, "t": direct["Fields"]["t"]}
         record.__dict__.update(fields, rid=JWT)
-        record.__dict__.update(
-            route="/sha512/{digest}", digest=DIGEST, client=client, decision="redirect"
-        )
+        record.__dict__.update(route="/sha512/{digest}", digest=DIGEST, client=client)
+        record.__dict__.update(counts or {}, decision="redirect")
         assert handler.formatter is not None
         formatted = handler.formatter.format(record)
     finally:

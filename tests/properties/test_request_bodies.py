@@ -1,8 +1,8 @@
 """Request bodies: any bytes or JSON are a parsed request or a 400 problem, never an exception.
 
 ``POST /upload`` (:func:`gateway.upload_parsing.parse_upload`), ``PATCH
-/file/sha512/<d>`` (:func:`gateway.manage.parse_operations`) and ``POST
-/token``'s optional body.
+/file/sha512/<d>`` (:func:`gateway.manage.parse_operations`), ``POST
+/token``'s optional body and ``POST /resolve`` (:func:`gateway.resolve.parse_manifest`).
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 
 from gateway.errors import BadRequest
 from gateway.manage import MAX_OPERATIONS, parse_operations
+from gateway.resolve import ManifestEntry, parse_manifest
 from gateway.token_routes import _token_request
 from gateway.upload_parsing import MAX_FILES, UploadRequest, parse_upload
 from indexer.digests import is_valid_digest
@@ -145,3 +146,20 @@ def test_patch_and_token_bodies_are_parsed_or_a_400(body: bytes) -> None:
         scopes, expires_in = token_request
         assert scopes is None or all(isinstance(scope, str) for scope in scopes)
         assert expires_in is None or (type(expires_in) is int and expires_in > 0)
+
+
+@settings(max_examples=300, deadline=None, database=None)
+@given(
+    body=raw_bodies
+    | st.lists(entries | json_values, max_size=4).map(lambda v: json.dumps(v).encode())
+)
+def test_a_resolve_body_is_a_manifest_or_a_400(body: bytes) -> None:
+    manifest = parsed_or_refused(parse_manifest, body)
+    if manifest is None:
+        return
+    sent = json.loads(body)
+    assert manifest == [
+        ManifestEntry(entry["digest"], entry.get("algorithm", "sha512") == "sha512")
+        for entry in sent
+    ]
+    assert all(isinstance(entry.digest, str) for entry in manifest)
