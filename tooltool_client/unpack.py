@@ -503,7 +503,7 @@ class _ZipMember:
 
     def _write(self, destination: Path) -> None:
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
-        mode = 0o777 if self._mode & stat.S_IXUSR else 0o666  # the umask applies
+        mode = 0o755 if self._mode & stat.S_IXUSR else 0o644  # the umask may take more away
         with self._open() as stream, open(os.open(destination, flags, mode), "wb") as out:
             source = _Source(stream, self._archive, self._budget)
             while chunk := source.read(_CHUNK):
