@@ -80,6 +80,8 @@ __all__ = [
 
 STAGING_PREFIX = ".tooltool-unpack-"
 _CHUNK = 1 << 20
+# A stream's buffer is sliced on every read: small enough that the copies stay cheap.
+_TAR_BUFFER = 64 << 10
 _MAX_LINK_HOPS = 40  # the kernel's own limit before ELOOP
 _MAX_LINK_TARGET = 4096  # PATH_MAX
 
@@ -414,6 +416,14 @@ def _decompressor(raw: BinaryIO, kind: str) -> _Readable:
     return raw
 
 
+class _TarFile(tarfile.TarFile):
+    """A tar file that copies members in large reads (tarfile's default is 16 KiB)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs["copybufsize"] = _CHUNK
+        super().__init__(*args, **kwargs)
+
+
 def _extract_tar(archive: Path, kind: str, root: Path, tree: _Tree, budget: _Budget) -> None:
     name = archive.name
     admission = _TarAdmission(name, tree, budget)
@@ -421,7 +431,7 @@ def _extract_tar(archive: Path, kind: str, root: Path, tree: _Tree, budget: _Bud
         with archive.open("rb") as raw:
             source = _Source(_decompressor(raw, kind), name, budget)
             stream = cast(BinaryIO, source)  # a stream ("r|") is only ever read
-            with tarfile.open(fileobj=stream, mode="r|", bufsize=_CHUNK, errorlevel=2) as tar:
+            with _TarFile.open(fileobj=stream, mode="r|", bufsize=_TAR_BUFFER, errorlevel=2) as tar:
                 # Every member is checked and relocated by `admission` before it is written.
                 tar.extractall(root, filter=admission)  # noqa: S202
     except tarfile.FilterError as exc:  # the data filter disagreeing with the checks above
