@@ -47,11 +47,13 @@ import bz2
 import gzip
 import lzma
 import os
+import queue
 import re
 import shutil
 import stat
 import tarfile
 import tempfile
+import threading
 import zipfile
 import zlib
 from dataclasses import dataclass
@@ -82,6 +84,7 @@ STAGING_PREFIX = ".tooltool-unpack-"
 _CHUNK = 1 << 20
 # A stream's buffer is sliced on every read: small enough that the copies stay cheap.
 _TAR_BUFFER = 64 << 10
+_PREFETCH_DEPTH = 4
 _MAX_LINK_HOPS = 40  # the kernel's own limit before ELOOP
 _MAX_LINK_TARGET = 4096  # PATH_MAX
 
@@ -416,6 +419,63 @@ def _decompressor(raw: BinaryIO, kind: str) -> _Readable:
     return raw
 
 
+class _Prefetcher:
+    """Decompression in a thread of its own, a few chunks ahead of the extraction.
+
+    Decompressors release the GIL: this overlaps decompressing with writing
+    files, as ``tar -xJf`` does with its ``xz`` process, in at most
+    `_PREFETCH_DEPTH` chunks of memory. What reading raises there, `read`
+    raises here.
+    """
+
+    def __init__(self, source: _Readable) -> None:
+        self._source = source
+        self._chunks: queue.Queue[bytes | BaseException] = queue.Queue(maxsize=_PREFETCH_DEPTH)
+        self._stopping = threading.Event()
+        self._pending = memoryview(b"")
+        self._failure: BaseException | None = None
+        self._thread = threading.Thread(target=self._fill, name="unpack-prefetch", daemon=True)
+
+    def __enter__(self) -> _Prefetcher:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._stopping.set()
+        self._thread.join()
+
+    def read(self, size: int = -1, /) -> bytes:
+        if self._failure is not None:
+            raise self._failure
+        if not self._pending:
+            chunk = self._chunks.get()
+            if isinstance(chunk, BaseException):
+                self._failure = chunk
+                raise chunk
+            if not chunk:
+                self._chunks.put(chunk)  # the end, for every later read
+            self._pending = memoryview(chunk)
+        piece = self._pending[:size] if size >= 0 else self._pending
+        self._pending = self._pending[len(piece) :]
+        return bytes(piece)
+
+    def _fill(self) -> None:
+        chunk: bytes | BaseException = b"-"
+        while chunk and not isinstance(chunk, BaseException):
+            try:
+                chunk = self._source.read(_CHUNK)
+            except BaseException as exc:  # raised again by the extracting thread
+                chunk = exc
+            while not self._stopping.is_set():
+                try:
+                    self._chunks.put(chunk, timeout=0.1)
+                    break
+                except queue.Full:
+                    continue
+            else:
+                return
+
+
 class _TarFile(tarfile.TarFile):
     """A tar file that copies members in large reads (tarfile's default is 16 KiB)."""
 
@@ -428,8 +488,10 @@ def _extract_tar(archive: Path, kind: str, root: Path, tree: _Tree, budget: _Bud
     name = archive.name
     admission = _TarAdmission(name, tree, budget)
     try:
-        with archive.open("rb") as raw:
-            source = _Source(_decompressor(raw, kind), name, budget)
+        with (
+            archive.open("rb") as raw,
+            _Prefetcher(_Source(_decompressor(raw, kind), name, budget)) as source,
+        ):
             stream = cast(BinaryIO, source)  # a stream ("r|") is only ever read
             with _TarFile.open(fileobj=stream, mode="r|", bufsize=_TAR_BUFFER, errorlevel=2) as tar:
                 # Every member is checked and relocated by `admission` before it is written.
