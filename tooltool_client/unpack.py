@@ -112,7 +112,6 @@ _DATA_ERRORS = (
     lzma.LZMAError,
     zstandard.ZstdError,
     zipfile.BadZipFile,
-    tarfile.TarError,
 )
 
 

@@ -417,7 +417,7 @@ def test_an_interrupt_while_placing_puts_every_entry_back(
 
     def interrupted(source: str | os.PathLike[str], target: str | os.PathLike[str]) -> None:
         renames.append(str(target))
-        if len(renames) == 5:  # "tool" renamed aside, not yet replaced
+        if len(renames) == 6:  # "tool" renamed aside, the new one not yet in
             raise KeyboardInterrupt
         rename(source, target)
 
