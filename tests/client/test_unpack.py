@@ -299,6 +299,10 @@ HOSTILE_TAR = {
         [folder("d/e"), symlink("s", "d/e"), symlink("a", "s/../.."), symlink("s", ".")],
         "replaces the symlink 's'",
     ),
+    "symlink loop": (
+        [symlink("ping", "pong"), symlink("pong", "ping"), file("ping/x")],
+        "goes through too many symlinks",
+    ),
     "character device": ([special("null", "chr")], "is a character device"),
     "block device": ([special("disk", "blk")], "is a block device"),
     "fifo": ([special("pipe", "fifo")], "is a fifo"),
@@ -333,6 +337,18 @@ def test_a_hostile_zip_member_refuses_the_whole_archive(
     hostile, reason = HOSTILE_ZIP[case]
     archive = write_zip(tmp_path / "hostile.zip", [file("tool/good.txt"), *hostile])
     assert_refused(archive, destination, UnsafeArchive, f"'{hostile[0].name}'", reason)
+
+
+@pytest.mark.parametrize(
+    "members",
+    [[file("same"), folder("same")], [folder("same"), file("same")], [file("f"), file("f/x")]],
+    ids=["folder over file", "file over folder", "inside a file"],
+)
+def test_members_that_contradict_each_other_are_corrupt(
+    members: list[Member], tmp_path: Path, destination: Path
+) -> None:
+    archive = write_tar(tmp_path / "odd.tar", members, bytes)
+    assert_refused(archive, destination, CorruptArchive, f"member '{members[1].name}'")
 
 
 def test_a_member_name_cannot_drive_the_terminal(tmp_path: Path, destination: Path) -> None:
@@ -372,6 +388,14 @@ def test_a_decompression_bomb_stops_at_the_byte_limit(
     assert_refused(archive, destination, ArchiveTooLarge, "1000000 bytes", max_bytes=1_000_000)
     unpack_archive(archive, directory=destination, max_bytes=6_000_000)
     assert (destination / "zeros").stat().st_size == 5_000_000
+
+
+def test_a_member_is_refused_on_its_declared_size_before_any_of_it_is_read(
+    tmp_path: Path, destination: Path
+) -> None:
+    archive = write_tar(tmp_path / "big.tar", [file("big", os.urandom(3_000_000))], bytes)
+    archive.write_bytes(archive.read_bytes()[:600_000])  # cut short: reading would fail
+    assert_refused(archive, destination, ArchiveTooLarge, "1000000 bytes", max_bytes=1_000_000)
 
 
 def test_tar_headers_count_towards_the_byte_limit(tmp_path: Path, destination: Path) -> None:
