@@ -6,7 +6,8 @@ where it stood. :func:`unpack_archive` keeps that behaviour, generalised, and
 refuses what an archive from a compromised or careless upload could do:
 
 - **Formats by content**, never by name: tar (plain, gzip, bzip2, xz, zstd) and
-  zip. Everything is streamed; an archive is never held in memory.
+  zip. Everything is streamed; an archive is never held in memory. A tar is
+  decompressed in a thread a few MiB ahead of the extraction.
 - **Whole archive or nothing.** Members are extracted into a fresh staging
   folder inside the destination (the same filesystem), each checked before it is
   written; on any refusal, error or interrupt the staging folder is removed and
@@ -35,6 +36,9 @@ refuses what an archive from a compromised or careless upload could do:
   folder or symlink, never followed): the old entry is renamed aside, the new
   one renamed in, and the old one deleted once every entry is in place. If a
   rename fails or is interrupted, the entries already placed are put back.
+  Nothing else is removed: a folder named like the archive that the archive
+  does not hold (``clang/`` beside a ``clang.tar.xz`` holding ``clang-17/``)
+  stays.
 - **The archive itself** is read to its end and closed before anything in the
   destination is touched, so an archive whose top-level entry has its own name
   (or a folder holding it) is replaced by that entry only after its extraction

@@ -3,18 +3,23 @@
 Archive and member names are untrusted text that ends up on a terminal: every
 message escapes control and other non-printable characters (``\\x1b``,
 ``\\u202e``, undecodable bytes as ``\\udcXX``) so a name cannot move the cursor,
-recolour the screen or hide part of the line.
+recolour the screen or hide part of the line; a very long name is cut.
 """
 
 from __future__ import annotations
 
 
+_SHOWN_LENGTH = 300
+
+
 def shown(text: str) -> str:
-    """`text` with every non-printable character written as a Python escape."""
-    return "".join(
+    """`text` with every non-printable character written as a Python escape, cut if long."""
+    cut = text[:_SHOWN_LENGTH]
+    escaped = "".join(
         char if char.isprintable() else char.encode("unicode_escape").decode("ascii")
-        for char in text
+        for char in cut
     )
+    return escaped if cut == text else f"{escaped}... ({len(text) - len(cut)} more characters)"
 
 
 class UnpackError(Exception):

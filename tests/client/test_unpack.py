@@ -358,6 +358,12 @@ def test_a_member_name_cannot_drive_the_terminal(tmp_path: Path, destination: Pa
     assert "\\u202e" in str(error)
 
 
+def test_a_very_long_member_name_is_cut_in_the_message(tmp_path: Path, destination: Path) -> None:
+    archive = write_tar(tmp_path / "long.tar", [file("../" + "x" * 5000)], bytes)
+    error = assert_refused(archive, destination, UnsafeArchive, "(4703 more characters)")
+    assert len(str(error)) < 500
+
+
 @pytest.mark.parametrize("kind", [*TAR_FORMATS, "zip"])
 def test_a_truncated_archive_is_corrupt(kind: str, tmp_path: Path, destination: Path) -> None:
     members = [file("tool/a.bin", os.urandom(200_000)), file("tool/b.bin", os.urandom(50_000))]
