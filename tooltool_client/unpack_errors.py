@@ -8,7 +8,6 @@ recolour the screen or hide part of the line; a very long name is cut.
 
 from __future__ import annotations
 
-
 _SHOWN_LENGTH = 300
 
 
