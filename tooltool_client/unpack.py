@@ -521,6 +521,8 @@ def _extract_zip(archive: Path, root: Path, tree: _Tree, budget: _Budget) -> Non
                 _ZipMember(zipped, info, root, tree, budget).extract()
     except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError) as exc:
         raise CorruptArchive(name, str(exc)) from exc
+    except NotImplementedError as exc:  # a zip version zipfile does not read
+        raise UnpackError(name, f"cannot unpack: {shown(str(exc))}") from exc
     except OSError as exc:
         if exc.errno is None:
             raise CorruptArchive(name, str(exc)) from exc
@@ -572,8 +574,9 @@ class _ZipMember:
     def _read_link_target(self) -> bytes:
         with self._open() as stream:
             target = _Source(stream, self._archive, self._budget).read(_MAX_LINK_TARGET + 1)
-        if len(target) > _MAX_LINK_TARGET:
-            raise CorruptArchive(self._archive, "a symlink target too long", self._info.filename)
+        if len(target) > _MAX_LINK_TARGET or b"\0" in target:
+            detail = "a symlink target too long or with a NUL byte"
+            raise CorruptArchive(self._archive, detail, self._info.filename)
         return target
 
     def _write(self, destination: Path) -> None:

@@ -351,6 +351,40 @@ def test_members_that_contradict_each_other_are_corrupt(
     assert_refused(archive, destination, CorruptArchive, f"member '{members[1].name}'")
 
 
+@pytest.mark.parametrize("target", ["a\0b", "a" * 5000])
+def test_a_zip_symlink_target_no_path_can_be_is_corrupt(
+    target: str, tmp_path: Path, destination: Path
+) -> None:
+    archive = write_zip(tmp_path / "odd.zip", [symlink("link", target)])
+    assert_refused(archive, destination, CorruptArchive, "member 'link'")
+
+
+def marked_encrypted(data: bytes) -> bytes:
+    """The zip with its one member's "encrypted" flag set (zipfile writes no encrypted zip)."""
+    patched = bytearray(data)
+    for signature, offset in ((b"PK\x03\x04", 6), (b"PK\x01\x02", 8)):
+        patched[data.index(signature) + offset] |= 0x1
+    return bytes(patched)
+
+
+def version_70(data: bytes) -> bytes:
+    """The zip with its member needing version 7.0 to extract (beyond zipfile)."""
+    patched = bytearray(data)
+    patched[data.index(b"PK\x01\x02") + 6] = 70
+    return bytes(patched)
+
+
+@pytest.mark.parametrize(
+    ("patch", "words"), [(version_70, "zip file version 7.0"), (marked_encrypted, "encrypted")]
+)
+def test_a_zip_that_zipfile_cannot_read_is_refused(
+    patch: Callable[[bytes], bytes], words: str, tmp_path: Path, destination: Path
+) -> None:
+    archive = write_zip(tmp_path / "odd.zip", [file("tool/file")])
+    archive.write_bytes(patch(archive.read_bytes()))
+    assert_refused(archive, destination, UnpackError, "cannot unpack", words)
+
+
 def test_a_member_name_cannot_drive_the_terminal(tmp_path: Path, destination: Path) -> None:
     name = "\x1b[2J\x1b]0;pwned\x07\u202e/../../evil"
     archive = write_tar(tmp_path / "escape.tar", [file(name)], bytes)
