@@ -90,7 +90,7 @@ _CHUNK = 1 << 20
 _TAR_BUFFER = 64 << 10
 _PREFETCH_DEPTH = 4
 _MAX_LINK_HOPS = 40  # the kernel's own limit before ELOOP
-_MAX_LINK_TARGET = 4096  # PATH_MAX
+_MAX_PATH = 4096  # PATH_MAX: no longer name or link target can be created
 
 _MAGIC = (
     (b"\x1f\x8b", "gzip"),
@@ -347,6 +347,8 @@ class _Tree:
         self, member: str, path: str, start: list[str], *, follow_last: bool, pin: bool
     ) -> list[str] | None:
         """`path` resolved from `start` through the archive's symlinks; None if it leaves."""
+        if len(path) > _MAX_PATH:  # also bounds the work of resolving it
+            raise CorruptArchive(self._archive, f"a path longer than {_MAX_PATH}", member)
         resolved = list(start)
         pending = _parts(path)[::-1]
         hops = 0
@@ -573,8 +575,8 @@ class _ZipMember:
 
     def _read_link_target(self) -> bytes:
         with self._open() as stream:
-            target = _Source(stream, self._archive, self._budget).read(_MAX_LINK_TARGET + 1)
-        if len(target) > _MAX_LINK_TARGET or b"\0" in target:
+            target = _Source(stream, self._archive, self._budget).read(_MAX_PATH + 1)
+        if len(target) > _MAX_PATH or b"\0" in target:
             detail = "a symlink target too long or with a NUL byte"
             raise CorruptArchive(self._archive, detail, self._info.filename)
         return target

@@ -341,14 +341,19 @@ def test_a_hostile_zip_member_refuses_the_whole_archive(
 
 @pytest.mark.parametrize(
     "members",
-    [[file("same"), folder("same")], [folder("same"), file("same")], [file("f"), file("f/x")]],
-    ids=["folder over file", "file over folder", "inside a file"],
+    [
+        [file("same"), folder("same")],
+        [folder("same"), file("same")],
+        [file("f"), file("f/x")],
+        [file("f"), file("a/" * 2049)],
+    ],
+    ids=["folder over file", "file over folder", "inside a file", "too long a name"],
 )
 def test_members_that_contradict_each_other_are_corrupt(
     members: list[Member], tmp_path: Path, destination: Path
 ) -> None:
     archive = write_tar(tmp_path / "odd.tar", members, bytes)
-    assert_refused(archive, destination, CorruptArchive, f"member '{members[1].name}'")
+    assert_refused(archive, destination, CorruptArchive, f"member '{members[1].name[:50]}")
 
 
 @pytest.mark.parametrize("target", ["a\0b", "a" * 5000])
@@ -393,8 +398,8 @@ def test_a_member_name_cannot_drive_the_terminal(tmp_path: Path, destination: Pa
 
 
 def test_a_very_long_member_name_is_cut_in_the_message(tmp_path: Path, destination: Path) -> None:
-    archive = write_tar(tmp_path / "long.tar", [file("../" + "x" * 5000)], bytes)
-    error = assert_refused(archive, destination, UnsafeArchive, "(4703 more characters)")
+    archive = write_tar(tmp_path / "long.tar", [file("../" + "x" * 4000)], bytes)
+    error = assert_refused(archive, destination, UnsafeArchive, "(3703 more characters)")
     assert len(str(error)) < 500
 
 
