@@ -309,7 +309,11 @@ class _Tree:
         if self._nodes.get(source) != _FILE:
             detail = f"a hard link to '{target}', which is not an earlier file of the archive"
             raise CorruptArchive(self._archive, detail, member)
-        return self._record(self._locate(member, _FILE), _FILE), source
+        parts = self._locate(member, _FILE)
+        if "/".join(parts) in self._nodes:  # tarfile links without removing what is there
+            detail = "a hard link where the archive already has a member of that name"
+            raise CorruptArchive(self._archive, detail, member)
+        return self._record(parts, _FILE), source
 
     def _locate(self, member: str, node: _Node) -> list[str]:
         """The resolved path of a new member, checked against what the archive has there."""

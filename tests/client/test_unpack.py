@@ -112,6 +112,9 @@ def write_zip(path: Path, members: list[Member]) -> Path:
             if member.kind == "symlink":
                 info.external_attr = (stat.S_IFLNK | 0o777) << 16
                 zipped.writestr(info, member.target.encode())
+            elif member.kind == "fifo":
+                info.external_attr = (stat.S_IFIFO | 0o644) << 16
+                zipped.writestr(info, b"")
             else:
                 info.external_attr = (stat.S_IFREG | member.mode) << 16
                 zipped.writestr(info, member.data, zipfile.ZIP_DEFLATED)
@@ -327,6 +330,7 @@ HOSTILE_ZIP = {
     "absolute": ([file("/evil")], "is an absolute path"),
     "symlink out": ([symlink("up", "../evil")], "symlink pointing outside"),
     "symlink absolute": ([symlink("etc", "/etc")], "symlink to an absolute path"),
+    "fifo": ([special("pipe", "fifo")], "is a special file"),
 }
 
 
@@ -346,8 +350,9 @@ def test_a_hostile_zip_member_refuses_the_whole_archive(
         [folder("same"), file("same")],
         [file("f"), file("f/x")],
         [file("f"), file("a/" * 2049)],
+        [file("a"), file("b"), hardlink("b", "a")],
     ],
-    ids=["folder over file", "file over folder", "inside a file", "too long a name"],
+    ids=["folder over file", "file over folder", "inside a file", "too long", "link over file"],
 )
 def test_members_that_contradict_each_other_are_corrupt(
     members: list[Member], tmp_path: Path, destination: Path
@@ -409,6 +414,32 @@ def test_a_truncated_archive_is_corrupt(kind: str, tmp_path: Path, destination: 
     archive = write_archive(tmp_path / "cut", kind, members)
     archive.write_bytes(archive.read_bytes()[: archive.stat().st_size * 2 // 3])
     assert_refused(archive, destination, CorruptArchive, "corrupt archive")
+
+
+def test_a_pre_posix_tar_without_magic_is_recognised(tmp_path: Path, destination: Path) -> None:
+    block = bytearray(tar_bytes([file("old.txt", b"v7")]))
+    block[257:265] = bytes(8)  # no "ustar" magic nor version, as a v7 tar writes
+    block[148:156] = b"        "
+    block[148:156] = b"%06o\0 " % sum(block[:512])
+    archive = tmp_path / "old.tar"
+    archive.write_bytes(bytes(block))
+    unpack_archive(archive, directory=destination)
+    assert (destination / "old.txt").read_bytes() == b"v7"
+
+
+def test_what_the_filesystem_refuses_is_one_line_naming_the_member(
+    tmp_path: Path, destination: Path
+) -> None:
+    archive = write_tar(tmp_path / "t.tar", [file("tool/a"), file("tool/" + "b" * 300)], bytes)
+    assert_refused(archive, destination, UnpackError, "cannot write member 'tool/bbb", "too long")
+
+
+def test_a_missing_archive_or_destination_is_one_line(tmp_path: Path, destination: Path) -> None:
+    with pytest.raises(UnpackError, match=r"^gone\.tar: cannot read: No such file"):
+        unpack_archive(tmp_path / "gone.tar", directory=destination)
+    archive = write_tar(tmp_path / "t.tar", [file("a")], bytes)
+    with pytest.raises(UnpackError, match=r"^t\.tar: cannot unpack into .*: No such file"):
+        unpack_archive(archive, directory=tmp_path / "nowhere")
 
 
 def test_a_compressed_file_that_is_not_a_tar_is_corrupt(tmp_path: Path, destination: Path) -> None:
