@@ -27,6 +27,7 @@ class UnpackError(Exception):
     def __init__(self, archive: str, message: str) -> None:
         super().__init__(f"{shown(archive)}: {message}")
         self.archive = archive
+        self.message = message  # without the archive's name
 
 
 class UnknownArchive(UnpackError):
