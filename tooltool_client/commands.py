@@ -94,8 +94,8 @@ def _unpack(archive: Path, directory: Path) -> None:
 
     try:
         unpack_archive(archive, directory=directory)
-    except UnpackError as exc:
-        raise ClientError(str(exc)) from None
+    except UnpackError as exc:  # reported under the file's name already
+        raise ClientError(exc.message) from None
 
 
 def _elsewhere(module: str, function: str) -> Callable[[Context], bool]:
