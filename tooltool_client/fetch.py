@@ -22,7 +22,7 @@ from tooltool_client import staging
 from tooltool_client.api import Location, Server
 from tooltool_client.cache import Cache, place
 from tooltool_client.digests import matches
-from tooltool_client.download import Download
+from tooltool_client.download import BlobRefused, Download
 from tooltool_client.errors import (
     CacheError,
     ClientError,
@@ -259,19 +259,9 @@ class Fetcher:
                 if server.base_url in refused:
                     continue
                 self._check_cancelled()
+                batch = first if round_number == 0 and index == 0 else None
                 try:
-                    if round_number == 0 and index == 0 and first is not None:
-                        location = first
-                    else:
-                        location = server.locate(record.digest, self.region)
-                    if isinstance(location, ProblemAnswer):
-                        raise location
-                    headers = (
-                        server.auth_headers("GET", location.url)
-                        if location.needs_credentials
-                        else {}
-                    )
-                    download.run(location, headers)
+                    self._attempt(server, download, record, batch)
                     return server
                 except ProblemAnswer as exc:
                     errors.append(f"{server.base_url}: {exc}")
@@ -284,6 +274,27 @@ class Fetcher:
                 break
             self._pause(self.retry.delay(round_number))
         raise FetchFailed(_summary(errors))
+
+    def _attempt(
+        self,
+        server: Server,
+        download: Download,
+        record: FileRecord,
+        batch: Location | ProblemAnswer | None,
+    ) -> None:
+        """One try at `server`: with the batch resolve's answer if there is one, else a
+        fresh location. A batch URL refused is located again at once: it expired while
+        the files before it downloaded, which is no failure worth a backoff."""
+        if isinstance(batch, ProblemAnswer):
+            raise batch
+        if batch is not None:
+            try:
+                _run(server, download, batch)
+            except BlobRefused as exc:
+                logger.info("%s: %s (from the batch resolve): located again", record.filename, exc)
+            else:
+                return
+        _run(server, download, server.locate(record.digest, self.region))
 
     def _pause(self, seconds: float) -> None:
         if self.sleep is not None:
@@ -308,6 +319,12 @@ class Fetcher:
             return [Failure(record.filename, str(exc))]
         self.progress.finished(record.filename, "unpacked")
         return []
+
+
+def _run(server: Server, download: Download, location: Location) -> None:
+    """`download` from `location`, with `server`'s credentials only if it is the server."""
+    headers = server.auth_headers("GET", location.url) if location.needs_credentials else {}
+    download.run(location, headers)
 
 
 def _place(source: Path, target: Path, *, link: bool = True) -> None:

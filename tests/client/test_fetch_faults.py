@@ -169,15 +169,15 @@ def test_a_killed_fetch_resumes_from_its_part_file(workdir: Path) -> None:
     assert ranges(slow.server)[-1] == f"bytes={kept}-"
 
 
-def test_retries_back_off_doubling(hostile: HostileServer, tmp_path: Path) -> None:
-    """The waits between rounds, as the fetcher asks for them (no clock involved)."""
-    hostile.plan = ["error"] * 3
+def fetched_by_hand(server: HostileServer, folder: Path) -> list[float]:
+    """`TOOL` fetched into `folder` by a Fetcher of 4 rounds, 1 s apart at first; the
+    waits it asked for (no clock involved)."""
     waits: list[float] = []
     transport = Transport()
     fetcher = Fetcher(
-        servers=[Server(hostile.url, Anonymous(), transport)],
+        servers=[Server(server.url, Anonymous(), transport)],
         transport=transport,
-        directory=tmp_path,
+        directory=folder,
         retry=RetryPolicy(attempts=4, base=1.0),
         sleep=waits.append,
     )
@@ -186,9 +186,24 @@ def test_retries_back_off_doubling(hostile: HostileServer, tmp_path: Path) -> No
         assert fetcher.fetch(records) == []
     finally:
         transport.close()
+    return waits
+
+
+def test_retries_back_off_doubling(hostile: HostileServer, tmp_path: Path) -> None:
+    hostile.plan = ["error"] * 3
+    waits = fetched_by_hand(hostile, tmp_path)
     assert len(waits) == 3
     for wait, plain in zip(waits, (1.0, 2.0, 4.0), strict=True):
         assert 0.75 * plain <= wait <= 1.25 * plain  # a quarter of jitter at most
+    assert sha512_of(tmp_path / TOOL.name) == TOOL.digest
+
+
+def test_an_expired_batch_url_is_located_again_at_once(tmp_path: Path) -> None:
+    """A batch's signed URLs may expire while earlier files download: no backoff for that."""
+    with HostileServer({TOOL.digest: TOOL.data}, has_resolve=True) as server:
+        server.plan = ["expired"]
+        assert fetched_by_hand(server, tmp_path) == []
+        assert len(server.locates()) == 1
     assert sha512_of(tmp_path / TOOL.name) == TOOL.digest
 
 
