@@ -2,8 +2,9 @@
 
 It forwards each request as it came (its ``Host`` header too, so the gateway's
 own signed URLs — the local store's — point back through the proxy) and keeps
-``(method, path)`` in `seen`. With `legacy`, it answers ``POST …/resolve``
-404 itself, as the legacy service (which has no batch resolve) does.
+``(method, path)`` in `seen`, each request's ``Range`` header in `ranges`. With
+`legacy`, it answers ``POST …/resolve`` 404 itself, as the legacy service (which
+has no batch resolve) does.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ class RecordingProxy(Loopback):
         self.target = (parts.hostname or "127.0.0.1", parts.port or 80)
         self.legacy = legacy
         self.seen: list[tuple[str, str]] = []
+        self.ranges: list[str | None] = []
         self._lock = threading.Lock()
         super().__init__(_Forward)
 
@@ -33,11 +35,13 @@ class RecordingProxy(Loopback):
         """Forget what was seen; forward everything again."""
         with self._lock:
             self.seen.clear()
+            self.ranges.clear()
             self.legacy = False
 
-    def record(self, method: str, path: str) -> None:
+    def record(self, method: str, path: str, http_range: str | None) -> None:
         with self._lock:
             self.seen.append((method, path))
+            self.ranges.append(http_range)
 
     def paths(self, method: str, prefix: str) -> list[str]:
         """The paths asked with `method` that start with `prefix`."""
@@ -66,7 +70,7 @@ class _Forward(QuietHandler):
     def _forward(self) -> None:
         length = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(length) if length else None
-        self.owner.record(self.command, self.path)
+        self.owner.record(self.command, self.path, self.headers.get("Range"))
         if self.owner.legacy and urlsplit(self.path).path.endswith("/resolve"):
             self._answer(404, [("Content-Type", "application/json")], json.dumps({}).encode())
             return

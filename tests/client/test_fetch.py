@@ -281,3 +281,22 @@ def test_a_working_folder_that_cannot_be_written(
     assert outcome.lines[-2].startswith("ERROR - small.bin: '")
     assert outcome.lines[-2].endswith(".lock' cannot be written: Is a directory")
     assert not (workdir / blob.name).exists()
+
+
+@pytest.mark.parametrize("left", ["a prefix", "other bytes"])
+def test_a_part_file_left_behind_is_resumed_or_replaced(
+    fetch_gateway: FetchGateway, workdir: Path, left: str
+) -> None:
+    """A part file of an earlier run: resumed from the store with Range when it holds the
+    file's first bytes; when it holds other bytes, the result does not match, and the
+    file is fetched again whole."""
+    blob = fetch_gateway.files["medium.bin"]
+    part = workdir / f".tooltool-{blob.digest}.part"
+    part.write_bytes(blob.data[:100_000] if left == "a prefix" else b"x" * 100_000)
+    write_manifest(workdir, [blob])
+    outcome = run_tooltool(["--url", fetch_gateway.url, "fetch"])
+    assert outcome.code == 0, outcome.stderr
+    assert_fetched(workdir, [blob], only=True)
+    if fetch_gateway.store == "local":  # its blobs are served through the proxy too
+        ranges = [r for r in fetch_gateway.proxy.ranges if r is not None]
+        assert ranges == ["bytes=100000-"]
