@@ -3,8 +3,9 @@
 ``-s/--size GB`` asks for that much free space on the cache's filesystem; entries
 go oldest use first (fetch sets an entry's modification time on every use) until
 it is there. ``-s 0``, the default, empties the cache. Only the cache's own files
-are removed: entries named by a sha512 digest, and part and lock files no fetch
-is writing (a claimed one is skipped; a killed fetch leaves both behind); anything
+are removed: entries named by a sha512 digest, and part and lock files, none
+while a fetch holds its digest's claim (it is writing the part file, or linking
+the new entry into its folder; a killed fetch leaves both files behind); anything
 else in the folder is left alone.
 """
 
@@ -85,13 +86,10 @@ def _candidates(folder: Path) -> Iterator[tuple[float, Path, int]]:
 
 def _remove(folder: Path, path: Path) -> bool:
     staged = _STAGED.fullmatch(path.name)
-    with (
-        staging.claim_if_free(folder, staged.group(1))
-        if staged is not None
-        else contextlib.nullcontext(True)
-    ) as is_free:
+    digest = staged.group(1) if staged is not None else path.name
+    with staging.claim_if_free(folder, digest) as is_free:
         if not is_free:
-            return False  # a fetch is writing it
+            return False  # a fetch is writing or placing it
         if staged is not None and staged.group(2) == "lock":
             return True  # the claim, released, removes it
         try:

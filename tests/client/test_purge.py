@@ -8,6 +8,7 @@ import os
 from pathlib import Path
 
 from tests.client.fetch_helpers import run_tooltool, slow_fetch
+from tooltool_client import staging
 from tooltool_client.purge import purge_folder
 
 
@@ -83,3 +84,16 @@ def test_a_part_file_a_fetch_is_writing_is_kept(tmp_path: Path) -> None:
     assert slow.process.returncode == 0, err
     assert (cache / slow.blob.digest).exists()
     assert hashlib.sha512((work / "big.bin").read_bytes()).hexdigest() == slow.blob.digest
+
+
+def test_an_entry_a_fetch_is_placing_is_kept(tmp_path: Path) -> None:
+    """A fetch holds the digest's claim from its download until the entry is linked into
+    its folder: purge leaves the entry alone meanwhile."""
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    held, free = entry(cache, b"held"), entry(cache, b"free")
+    with staging.claim(cache, held.name):
+        assert purge_folder(cache, 0) == (1, len(b"free"))
+    assert held.exists()
+    assert not free.exists()
+    assert sorted(path.name for path in cache.iterdir()) == [held.name]
