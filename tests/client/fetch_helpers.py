@@ -10,6 +10,7 @@ import contextlib
 import hashlib
 import json
 import os
+import selectors
 import shutil
 import subprocess
 import sys
@@ -129,6 +130,22 @@ def wait_for(condition: Callable[[], object], process: subprocess.Popen[str], wh
         assert process.poll() is None, process.communicate()
         assert time.monotonic() < deadline, f"no {what} in 30 s"
         time.sleep(0.02)
+
+
+def wait_for_output(process: subprocess.Popen[str], text: str) -> None:
+    """Until `process` has written `text` to its stderr (30 s at most)."""
+    assert process.stderr is not None
+    fd, seen = process.stderr.fileno(), b""
+    deadline = time.monotonic() + 30
+    with selectors.DefaultSelector() as selector:
+        selector.register(fd, selectors.EVENT_READ)
+        while text.encode() not in seen:
+            remaining = deadline - time.monotonic()
+            assert remaining > 0, f"no {text!r} in 30 s: {seen!r}"
+            if selector.select(remaining):
+                chunk = os.read(fd, 65536)  # the pipe itself: nothing left in a buffer
+                assert chunk, f"the process ended before writing {text!r}: {seen!r}"
+                seen += chunk
 
 
 @contextlib.contextmanager

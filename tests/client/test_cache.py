@@ -21,6 +21,7 @@ from tests.client.fetch_helpers import (
     run_tooltool,
     slow_fetch,
     tooltool_process,
+    wait_for_output,
     write_manifest,
 )
 from tests.client.hostile_server import HostileServer
@@ -160,9 +161,7 @@ def test_a_fetch_waiting_on_another_stops_when_interrupted(tmp_path: Path) -> No
     with slow_fetch(first, cache=cache, delay=0.5) as slow:  # a quarter of an hour
         write_manifest(second, [slow.blob])
         with reaped(tooltool_process(slow.command, second)) as waiting:
-            assert waiting.stderr is not None
-            while "fetching 1 file(s)" not in (line := waiting.stderr.readline()):
-                assert line, "the second fetch ended"
+            wait_for_output(waiting, "fetching 1 file(s)")
             time.sleep(0.2)  # at the claim by now, waiting
             waiting.send_signal(signal.SIGINT)
             _, err = waiting.communicate(timeout=10)
