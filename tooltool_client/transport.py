@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import contextlib
 import socket
+import threading
 import weakref
 from collections.abc import Container, Iterator, Mapping
 from contextlib import contextmanager
-from typing import Any, BinaryIO
+from typing import BinaryIO
 
 import urllib3
 from urllib3.connection import HTTPConnection, HTTPSConnection
@@ -34,7 +35,7 @@ class Transport:
             timeout=urllib3.Timeout(connect=CONNECT_TIMEOUT, read=read_timeout),
         )
         # Every connection this transport opens, so that interrupt() can end them.
-        self._connections: weakref.WeakSet[HTTPConnection] = weakref.WeakSet()
+        self._connections = _Opened()
         self._pool.pool_classes_by_scheme = {
             "http": _tracking(HTTPConnectionPool, HTTPConnection, self._connections),
             "https": _tracking(HTTPSConnectionPool, HTTPSConnection, self._connections),
@@ -77,7 +78,7 @@ class Transport:
     def interrupt(self) -> None:
         """End every connection, from any thread: a request waiting on a silent server
         fails at once (an interrupted fetch stops now, not after the read timeout)."""
-        for connection in list(self._connections):
+        for connection in self._connections.snapshot():
             sock = connection.sock
             if sock is not None:
                 with contextlib.suppress(OSError):  # closed meanwhile
@@ -108,8 +109,24 @@ class Transport:
         self._pool.clear()
 
 
+class _Opened:
+    """The connections a transport opened, weakly held; added to from any thread."""
+
+    def __init__(self) -> None:
+        self._connections: weakref.WeakSet[HTTPConnection] = weakref.WeakSet()
+        self._lock = threading.Lock()
+
+    def add(self, connection: HTTPConnection) -> None:
+        with self._lock:
+            self._connections.add(connection)
+
+    def snapshot(self) -> list[HTTPConnection]:
+        with self._lock:
+            return list(self._connections)
+
+
 def _tracking(
-    pool: type[HTTPConnectionPool], connection: type[HTTPConnection], into: weakref.WeakSet[Any]
+    pool: type[HTTPConnectionPool], connection: type[HTTPConnection], into: _Opened
 ) -> type[HTTPConnectionPool]:
     """`pool` whose connections add themselves to `into` when they connect."""
 
