@@ -56,7 +56,7 @@ def claim(
     try:
         yield part_path(folder, digest)
     finally:
-        with contextlib.suppress(FileNotFoundError):
+        with contextlib.suppress(OSError):  # gone, or the folder turned read-only
             path.unlink()
         os.close(fd)
 
@@ -115,6 +115,6 @@ def claim_if_free(folder: Path, digest: str) -> Iterator[bool]:
     try:
         yield True
     finally:
-        with contextlib.suppress(FileNotFoundError):
+        with contextlib.suppress(OSError):
             path.unlink()
         os.close(fd)
