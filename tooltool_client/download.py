@@ -33,6 +33,10 @@ class BlobRefused(ServerError):
     """The signed URL was refused (expired, say): worth locating the file again."""
 
 
+class WrongSize(IntegrityError):
+    """The server's file is another size than the manifest's: asking it again is no use."""
+
+
 class Download:
     """The bytes of one file (`size`, `digest`) from a :class:`Location` into `part`."""
 
@@ -137,7 +141,7 @@ class Download:
         if declared is not None and declared != self._size:
             # Another file (or the manifest is wrong): said at once, not as a cut or an
             # overflow after the bytes came.
-            raise IntegrityError(
+            raise WrongSize(
                 f"the server's file is {declared} bytes, the manifest says {self._size}"
             )
         # urllib3 raises its own errors for the network (never a bare OSError): an

@@ -22,7 +22,7 @@ from tooltool_client import staging
 from tooltool_client.api import Location, Server
 from tooltool_client.cache import Cache, place
 from tooltool_client.digests import matches
-from tooltool_client.download import BlobRefused, Download
+from tooltool_client.download import BlobRefused, Download, WrongSize
 from tooltool_client.errors import (
     CacheError,
     ClientError,
@@ -267,6 +267,9 @@ class Fetcher:
                     errors.append(f"{server.base_url}: {exc}")
                     if exc.status < 500 and exc.status not in (408, 429):
                         refused.add(server.base_url)
+                except WrongSize as exc:  # another file: final for this server, as a 404
+                    errors.append(f"{server.base_url}: {exc}")
+                    refused.add(server.base_url)
                 except (ServerError, IntegrityError) as exc:
                     errors.append(f"{server.base_url}: {exc}")
                     logger.info("%s: %s (from %s)", record.filename, exc, server.base_url)

@@ -293,6 +293,7 @@ def test_a_file_of_another_size_than_the_manifests(
         f" the manifest says {len(TOOL.data) + error}"
     )
     assert sorted(p.name for p in workdir.iterdir()) == ["manifest.tt"]
+    assert len(hostile.blob_gets()) == 1  # final for that server: asking again changes nothing
 
 
 def test_an_interrupted_fetch_does_not_wait_for_a_silent_server(
