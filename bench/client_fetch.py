@@ -37,7 +37,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from harness import REPO, free_port, gateway_command, machine, serve  # noqa: E402
+from harness import REPO, free_port, gateway_command, machine, serve
 
 BIN = Path(sys.executable).parent
 _HASH = (
@@ -144,13 +144,25 @@ def main(argv: Sequence[str] | None = None) -> int:
         data = scratch / "data"
         settings = {"TOOLTOOL_DATA_DIR": str(data)}
         subprocess.run(
-            [str(BIN / "tooltool-indexer"), "import", "--visibility", "public",
-             *sorted(str(p) for p in source.iterdir())],
-            env={**os.environ, **settings}, stdout=subprocess.DEVNULL, check=True,
+            [
+                str(BIN / "tooltool-indexer"),
+                "import",
+                "--visibility",
+                "public",
+                *sorted(str(p) for p in source.iterdir()),
+            ],
+            env={**os.environ, **settings},
+            stdout=subprocess.DEVNULL,
+            check=True,
         )
         port = free_port()
-        with serve(gateway_command(port), port=port, settings=settings,
-                   log=scratch / "gateway.log", cores=None):
+        with serve(
+            gateway_command(port),
+            port=port,
+            settings=settings,
+            log=scratch / "gateway.log",
+            cores=None,
+        ):
             rounds = Rounds(scratch, manifest, f"http://127.0.0.1:{port}/")
             table = measure(rounds, options.rounds, source, records)
     report(table, options, total)
@@ -190,8 +202,10 @@ def report(times: dict[str, list[float]], options: argparse.Namespace, total: in
     def ratio(slow: str, fast: str) -> float:
         return statistics.median(s / f for s, f in zip(times[slow], times[fast], strict=True))
 
-    print(f"# tooltool fetch: {options.files} files, {total / 1e6:.0f} MB, "
-          f"{options.rounds} rounds — {machine()}")
+    print(
+        f"# tooltool fetch: {options.files} files, {total / 1e6:.0f} MB, "
+        f"{options.rounds} rounds — {machine()}"
+    )
     print(f"| {'row':<52} | {'median s':>8} | {'ratio':>14} |")
     print(f"|{'-' * 54}|{'-' * 10}|{'-' * 16}|")
     rows = [
@@ -200,12 +214,18 @@ def report(times: dict[str, list[float]], options: argparse.Namespace, total: in
         ("cold: tooltool fetch --jobs 1", "ours-j1", f"{ratio('legacy', 'ours-j1'):.1f}x faster"),
         ("warm: sha512 of the files (one process)", "hash", ""),
         ("warm: tooltool fetch, cache full", "warm", f"{ratio('warm', 'hash'):.2f}x hashing"),
-        ("warm: legacy client's way", "legacy-warm", f"{ratio('legacy-warm', 'hash'):.2f}x hashing"),
+        (
+            "warm: legacy client's way",
+            "legacy-warm",
+            f"{ratio('legacy-warm', 'hash'):.2f}x hashing",
+        ),
     ]
     for label, name, note in rows:
         print(f"| {label:<52} | {med(name):>8.2f} | {note:>14} |")
-    print(f"\n{options.total_mb} MB at {total / med('ours') / 1e6:.0f} MB/s cold (ours), "
-          f"{total / med('legacy') / 1e6:.0f} MB/s (legacy's way)")
+    print(
+        f"\n{options.total_mb} MB at {total / med('ours') / 1e6:.0f} MB/s cold (ours), "
+        f"{total / med('legacy') / 1e6:.0f} MB/s (legacy's way)"
+    )
 
 
 if __name__ == "__main__":

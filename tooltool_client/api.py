@@ -4,7 +4,7 @@ uploads, file operations and tokens. One :class:`Server` per base URL."""
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Container, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote, urljoin
@@ -13,7 +13,7 @@ from tooltool_client.credentials import Credentials
 from tooltool_client.errors import ProblemAnswer, ServerError
 from tooltool_client.transport import Transport
 
-_REDIRECTS = (301, 302, 303, 307, 308)
+REDIRECTS = (301, 302, 303, 307, 308)
 # A server without the batch-resolve endpoint (the legacy service) answers these.
 _NO_RESOLVE = (404, 405, 501)
 
@@ -48,21 +48,30 @@ class Server:
         return {} if header is None else {"Authorization": header}
 
     def call(
-        self, method: str, path: str, *, data: Any = None, region: str | None = None
+        self,
+        method: str,
+        path: str,
+        *,
+        data: Any = None,
+        region: str | None = None,
+        unread: Container[int] = (),
     ) -> tuple[int, Mapping[str, str], bytes]:
-        """One request to the server, credentials attached, the answer whole."""
+        """One request to the server, credentials attached, the answer whole (but for the
+        statuses in `unread`: see :meth:`Transport.request`)."""
         url = self.url(path, region)
         body = None if data is None else json.dumps(data).encode("utf-8")
         headers = self.auth_headers(method, url, body)
         if body is not None:
             headers["Content-Type"] = "application/json"
-        return self._transport.request(method, url, headers=headers, body=body)
+        return self._transport.request(method, url, headers=headers, body=body, unread=unread)
 
     def locate(self, digest: str, region: str | None = None) -> Location:
         """``GET sha512/<digest>`` without following the redirect: the signed URL."""
         path = "sha512/" + digest
-        status, headers, body = self.call("GET", path, region=region)
-        if status in _REDIRECTS and headers.get("Location"):
+        # A 200 is the file itself (a plain mirror), of any size: downloaded, and resumed,
+        # from the same URL, not read here.
+        status, headers, body = self.call("GET", path, region=region, unread=(200,))
+        if status in REDIRECTS and headers.get("Location"):
             return Location(urljoin(self.url(path), headers["Location"]))
         if status == 200:  # a server that answers the bytes itself
             return Location(self.url(path, region), needs_credentials=True)

@@ -46,14 +46,15 @@ class Cache:
         try:
             self.folder.mkdir(mode=0o700, parents=True, exist_ok=True)
         except OSError as exc:
-            raise CacheError(
-                f"cache folder '{self.folder}' cannot be created: {exc.strerror}"
-            ) from None
+            raise CacheError(f"cannot be created: {exc.strerror}") from None
 
     def add(self, part: Path, digest: str) -> Path:
         """Move a verified part file into the cache (whole: a rename)."""
         path = self.entry(digest)
-        os.replace(part, path)
+        try:
+            os.replace(part, path)
+        except OSError as exc:
+            raise CacheError(f"cannot be written: {exc.strerror}") from None
         touch(path)
         return path
 

@@ -4,6 +4,14 @@
 
 Exit status: 0 on success, 1 on failure, 2 for a command line that cannot be
 parsed (as optparse did). Messages go to stderr as ``LEVEL - message``.
+
+Two environment variables tune the network waits (tests make them tiny; a CI
+fleet may lengthen them), read once per run into :class:`Timing`:
+
+- ``TOOLTOOL_RETRY_SECONDS``: the wait before the first retry of a failed download,
+  doubling each round (default 1);
+- ``TOOLTOOL_READ_TIMEOUT``: how long a server may stay silent mid-answer before
+  the attempt counts as failed (default 60).
 """
 
 from __future__ import annotations
@@ -21,7 +29,7 @@ from typing import IO
 from tooltool_client import credentials, servers
 from tooltool_client.api import Server
 from tooltool_client.errors import ClientError, UsageError
-from tooltool_client.transport import Transport
+from tooltool_client.transport import READ_TIMEOUT, Transport
 
 logger = logging.getLogger("tooltool")
 
@@ -36,6 +44,34 @@ COMMANDS = (
     "delete",
     "token",
 )
+
+
+@dataclass(frozen=True)
+class Timing:
+    """The network waits (see the module's docstring)."""
+
+    retry_seconds: float = 1.0
+    read_timeout: float = READ_TIMEOUT
+
+    @classmethod
+    def from_environ(cls, environ: Mapping[str, str]) -> Timing:
+        return cls(
+            retry_seconds=_seconds(environ, "TOOLTOOL_RETRY_SECONDS", cls.retry_seconds),
+            read_timeout=_seconds(environ, "TOOLTOOL_READ_TIMEOUT", cls.read_timeout),
+        )
+
+
+def _seconds(environ: Mapping[str, str], name: str, default: float) -> float:
+    text = environ.get(name)
+    if text is None:
+        return default
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 < value < float("inf"):
+        raise UsageError(f"{name} must be a positive number of seconds, not {text!r}")
+    return value
 
 
 @dataclass
@@ -54,8 +90,14 @@ class Context:
         return Path(self.options.manifest)
 
     @cached_property
+    def timing(self) -> Timing:
+        return Timing.from_environ(self.environ)
+
+    @cached_property
     def transport(self) -> Transport:
-        return Transport(connections=max(8, self.options.jobs))
+        return Transport(
+            connections=max(8, self.options.jobs), read_timeout=self.timing.read_timeout
+        )
 
     @cached_property
     def servers(self) -> list[Server]:

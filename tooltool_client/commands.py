@@ -16,6 +16,7 @@ from tooltool_client.cache import Cache
 from tooltool_client.digests import matches
 from tooltool_client.errors import ClientError, UsageError
 from tooltool_client.progress import Bar, LogLines, Progress
+from tooltool_client.retry import RetryPolicy
 
 if TYPE_CHECKING:
     from tooltool_client.cli import Context
@@ -68,6 +69,7 @@ def fetch(context: Context) -> bool:
         cache=Cache(Path(options.cache_folder)) if options.cache_folder else None,
         jobs=options.jobs,
         region=options.region,
+        retry=RetryPolicy(base=context.timing.retry_seconds),
         progress=_progress(context),
         unpacker=_unpack,
     )

@@ -7,20 +7,34 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import BinaryIO
+from urllib.parse import urljoin
 
-from tooltool_client.api import Location, problem
+import urllib3
+
+from tooltool_client.api import REDIRECTS, Location, problem
 from tooltool_client.digests import CHUNK
-from tooltool_client.errors import IntegrityError, ServerError, TransportError
+from tooltool_client.errors import (
+    IntegrityError,
+    ServerError,
+    StagingError,
+    TransportError,
+    unwritable,
+)
 from tooltool_client.transport import Transport
 
 _CONTENT_RANGE = re.compile(r"bytes (\d+)-(\d+)/(\d+|\*)")
+MAX_REDIRECTS = 5
 
 
 class BlobRefused(ServerError):
     """The signed URL was refused (expired, say): worth locating the file again."""
+
+
+class WrongSize(IntegrityError):
+    """The server's file is another size than the manifest's: asking it again is no use."""
 
 
 class Download:
@@ -46,14 +60,17 @@ class Download:
 
     def run(self, location: Location, headers: Mapping[str, str]) -> None:
         """Fill the part file and verify it. A transfer cut short leaves the part file
-        to resume from (this run's next attempt, or the next run); wrong bytes remove it."""
-        self._resume()
+        to resume from (this run's next attempt, or the next run); wrong bytes remove it,
+        and so does a failed write (:class:`StagingError`: a disk full, say), to free
+        the space."""
         try:
-            with open(self._part, "r+b" if self._offset else "wb") as out:
-                out.seek(self._offset)
-                if self._offset < self._size:
-                    self._receive(location, headers, out)
-        except IntegrityError:
+            with _writing(self._part):
+                self._resume()
+                with open(self._part, "r+b" if self._offset else "wb") as out:
+                    out.seek(self._offset)
+                    if self._offset < self._size:
+                        self._receive(location, headers, out)
+        except (IntegrityError, StagingError):
             self._discard()
             raise
         if self._hasher.hexdigest() != self._digest:
@@ -79,29 +96,62 @@ class Download:
             self._offset = 0
 
     def _receive(self, location: Location, headers: Mapping[str, str], out: BinaryIO) -> None:
-        request_headers = dict(headers)
+        """The bytes from `location`, following its redirects as the legacy client did (a
+        CDN may send on to its origin), without the credentials: they are the server's."""
+        url, request_headers = location.url, dict(headers)
         if self._offset:
             request_headers["Range"] = f"bytes={self._offset}-"
-        with self._transport.open("GET", location.url, headers=request_headers) as response:
-            status = response.status
-            if status == 200 and self._offset:
-                # The server sent the whole file: start over.
+        for _ in range(MAX_REDIRECTS + 1):
+            with self._transport.open("GET", url, headers=request_headers) as response:
+                redirect = (
+                    response.headers.get("Location") if response.status in REDIRECTS else None
+                )
+                if redirect is None:
+                    self._take(response, out)
+                    break
+                response.close()  # a redirect page: not worth reading
+            url = urljoin(url, redirect)
+            request_headers.pop("Authorization", None)
+        else:
+            raise TransportError(f"more than {MAX_REDIRECTS} redirects from the signed URL")
+        if self._offset < self._size:
+            raise TransportError(
+                f"the connection closed after {self._offset} of {self._size} bytes"
+            )
+
+    def _take(self, response: urllib3.BaseHTTPResponse, out: BinaryIO) -> None:
+        """The response's bytes into the part file, if it is the right answer."""
+        status = response.status
+        if status == 200 and self._offset:
+            # The server sent the whole file: start over.
+            with _writing(self._part):
                 out.seek(0)
                 out.truncate()
-                self._hasher = hashlib.sha512()
-                self._offset = 0
-            elif status == 206 and not _starts_at(
-                response.headers.get("Content-Range"), self._offset
-            ):
-                self._discard()
-                raise TransportError("the server answered another range; starting over")
-            elif status not in (200, 206):
-                if status == 416:
-                    self._discard()  # our part file is no prefix of theirs
-                error = problem(status, response.read(64 * 1024))
-                raise BlobRefused(f"the signed URL was refused: {error}")
+            self._hasher = hashlib.sha512()
+            self._offset = 0
+        elif status == 206 and not _starts_at(response.headers.get("Content-Range"), self._offset):
+            self._discard()
+            raise TransportError("the server answered another range; starting over")
+        elif status not in (200, 206):
+            if status == 416:
+                self._discard()  # our part file is no prefix of theirs
+            error = problem(status, response.read(64 * 1024))
+            raise BlobRefused(f"the signed URL was refused: {error}")
+        declared = _declared_size(response)
+        if declared is not None and declared != self._size:
+            # Another file (or the manifest is wrong): said at once, not as a cut or an
+            # overflow after the bytes came.
+            raise WrongSize(
+                f"the server's file is {declared} bytes, the manifest says {self._size}"
+            )
+        # urllib3 raises its own errors for the network (never a bare OSError): an
+        # OSError here is the part file's.
+        with _writing(self._part):
             try:
-                while chunk := response.read(CHUNK):
+                # read1, not read: read(CHUNK) waits for a whole chunk and, when the
+                # connection breaks meanwhile, drops what it had; read1 hands over what
+                # has arrived, so a cut keeps every byte received for the resume.
+                while chunk := response.read1(CHUNK):
                     if self._offset + len(chunk) > self._size:
                         raise IntegrityError(
                             f"the server sent more than the manifest's {self._size} bytes"
@@ -113,14 +163,33 @@ class Download:
                     self._on_bytes(len(chunk))
             finally:
                 out.flush()
-        if self._offset < self._size:
-            raise TransportError(
-                f"the connection closed after {self._offset} of {self._size} bytes"
-            )
 
     def _discard(self) -> None:
         with contextlib.suppress(FileNotFoundError):
             self._part.unlink()
+
+
+@contextlib.contextmanager
+def _writing(part: Path) -> Iterator[None]:
+    """A local write's failure as a :class:`StagingError`: inside a response's block,
+    where a bare OSError would pass for a network error and be retried."""
+    try:
+        yield
+    except OSError as exc:
+        raise unwritable(part, exc) from None
+
+
+def _declared_size(response: urllib3.BaseHTTPResponse) -> int | None:
+    """The size of the whole file as the answer states it (Content-Range's total of a 206,
+    Content-Length of a 200 not content-encoded), if it does."""
+    if response.status == 206:
+        found = _CONTENT_RANGE.fullmatch(response.headers.get("Content-Range") or "")
+        total = found.group(3) if found is not None else "*"
+        return None if total == "*" else int(total)
+    length = response.headers.get("Content-Length")
+    if response.headers.get("Content-Encoding") or length is None or not length.isdigit():
+        return None
+    return int(length)
 
 
 def _starts_at(content_range: str | None, offset: int) -> bool:

@@ -42,3 +42,12 @@ class IntegrityError(ClientError):
 
 class CacheError(ClientError):
     """The cache folder cannot be used (not writable, full)."""
+
+
+class StagingError(ClientError):
+    """A part file or its lock cannot be written (a folder not writable, a disk full)."""
+
+
+def unwritable(path: object, exc: OSError) -> StagingError:
+    """The error for a local file that cannot be written, with the system's reason."""
+    return StagingError(f"'{path}' cannot be written: {exc.strerror or exc}")

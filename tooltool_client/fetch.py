@@ -22,12 +22,14 @@ from tooltool_client import staging
 from tooltool_client.api import Location, Server
 from tooltool_client.cache import Cache, place
 from tooltool_client.digests import matches
-from tooltool_client.download import Download
+from tooltool_client.download import BlobRefused, Download, WrongSize
 from tooltool_client.errors import (
+    CacheError,
     ClientError,
     IntegrityError,
     ProblemAnswer,
     ServerError,
+    StagingError,
 )
 from tooltool_client.manifest import FileRecord
 from tooltool_client.progress import LogLines, Progress, human_bytes
@@ -69,8 +71,10 @@ class Fetcher:
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     progress: Progress = field(default_factory=LogLines)
     unpacker: Unpacker | None = None
-    sleep: Callable[[float], None] = time.sleep
+    sleep: Callable[[float], None] | None = None  # None: wait, unless cancelled meanwhile
     _cancelled: threading.Event = field(default_factory=threading.Event)
+    _without_cache: threading.Event = field(default_factory=threading.Event)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def fetch(self, records: Sequence[FileRecord]) -> list[Failure]:
         """Fetch `records`; the files that failed, and why (empty: all went well)."""
@@ -81,10 +85,14 @@ class Fetcher:
                 self._remote(pool, needed, failures)
             except KeyboardInterrupt:
                 self._cancelled.set()
+                self.transport.interrupt()
                 pool.shutdown(wait=True, cancel_futures=True)
                 raise
             finally:
                 self.progress.close()
+        # In manifest order, whichever finished first: the same failures, the same lines.
+        order = {record.filename: index for index, record in enumerate(records)}
+        failures.sort(key=lambda failure: order[failure.filename])
         failed = {failure.filename for failure in failures}
         for record in records:
             if record.unpack and record.filename not in failed:
@@ -120,6 +128,8 @@ class Fetcher:
                     place(entry, target)
                 except FileNotFoundError:  # purged meanwhile: fetch it
                     return None
+                except OSError as exc:
+                    return _unplaced(target, exc)
                 return "from the cache"
         return None
 
@@ -146,9 +156,15 @@ class Fetcher:
                 continue
             self.progress.finished(group[0].filename, how)
             for record in group[1:]:  # the same bytes under another name: a copy
-                place(
-                    self.directory / group[0].filename, self.directory / record.filename, link=False
+                source, target = (
+                    self.directory / group[0].filename,
+                    self.directory / record.filename,
                 )
+                try:
+                    _place(source, target, link=False)
+                except ClientError as exc:
+                    failures.append(Failure(record.filename, str(exc)))
+                    continue
                 self.progress.finished(record.filename, f"copied from {group[0].filename}")
 
     def _resolve(self, digests: Sequence[str]) -> dict[str, Location | ProblemAnswer]:
@@ -175,19 +191,44 @@ class Fetcher:
         return found
 
     def _download(self, record: FileRecord, first: Location | ProblemAnswer | None) -> str:
-        folder = self.cache.folder if self.cache is not None else self.directory
-        if self.cache is not None:
-            self.cache.ensure_folder()
+        """Through the cache, if any; once the cache cannot be used (its folder cannot be
+        created or written, its disk is full), without it for the rest of the run, after
+        one warning. The cache only saves downloads: a CI job should not fail because
+        its cache disk filled up, and the legacy client went on without it too."""
+        cache = None if self._without_cache.is_set() else self.cache
+        if cache is not None:
+            try:
+                return self._download_into(cache, record, first)
+            except (CacheError, StagingError) as exc:  # part and lock files are in the cache
+                self._stop_caching(cache, exc)
+        return self._download_into(None, record, first)
+
+    def _stop_caching(self, cache: Cache, exc: ClientError) -> None:
+        with self._lock:
+            if not self._without_cache.is_set():
+                logger.warning(
+                    "cache folder '%s' cannot be used (%s): fetching without it", cache.folder, exc
+                )
+            self._without_cache.set()
+
+    def _download_into(
+        self, cache: Cache | None, record: FileRecord, first: Location | ProblemAnswer | None
+    ) -> str:
+        folder = cache.folder if cache is not None else self.directory
+        if cache is not None:
+            cache.ensure_folder()
         target = self.directory / record.filename
 
         def waiting() -> None:
             logger.info("%s: waiting for another fetch of the same file", record.filename)
 
-        with staging.claim(folder, record.digest, on_wait=waiting) as part:
-            if self.cache is not None:
-                entry = self.cache.verified(record.size, record.digest)
+        with staging.claim(
+            folder, record.digest, on_wait=waiting, check=self._check_cancelled
+        ) as part:
+            if cache is not None:
+                entry = cache.verified(record.size, record.digest)
                 if entry is not None:  # another process fetched it while we waited
-                    place(entry, target)
+                    _place(entry, target)
                     return "from the cache"
             started = time.monotonic()
             download = Download(
@@ -198,10 +239,13 @@ class Fetcher:
                 on_bytes=self._advance,
             )
             server = self._download_with_retries(download, record, first)
-            if self.cache is not None:
-                place(self.cache.add(part, record.digest), target)
+            if cache is not None:
+                _place(cache.add(part, record.digest), target)
             else:
-                os.replace(part, target)
+                try:
+                    os.replace(part, target)
+                except OSError as exc:
+                    raise _unplaced(target, exc) from None
         seconds = time.monotonic() - started
         return f"fetched {human_bytes(record.size)} from {server.base_url} in {seconds:.1f} s"
 
@@ -214,36 +258,60 @@ class Fetcher:
             for index, server in enumerate(self.servers):
                 if server.base_url in refused:
                     continue
+                self._check_cancelled()
+                batch = first if round_number == 0 and index == 0 else None
                 try:
-                    if round_number == 0 and index == 0 and first is not None:
-                        location = first
-                    else:
-                        location = server.locate(record.digest, self.region)
-                    if isinstance(location, ProblemAnswer):
-                        raise location
-                    headers = (
-                        server.auth_headers("GET", location.url)
-                        if location.needs_credentials
-                        else {}
-                    )
-                    download.run(location, headers)
+                    self._attempt(server, download, record, batch)
                     return server
                 except ProblemAnswer as exc:
                     errors.append(f"{server.base_url}: {exc}")
                     if exc.status < 500 and exc.status not in (408, 429):
                         refused.add(server.base_url)
+                except WrongSize as exc:  # another file: final for this server, as a 404
+                    errors.append(f"{server.base_url}: {exc}")
+                    refused.add(server.base_url)
                 except (ServerError, IntegrityError) as exc:
                     errors.append(f"{server.base_url}: {exc}")
                     logger.info("%s: %s (from %s)", record.filename, exc, server.base_url)
             if len(refused) == len(self.servers) or round_number == self.retry.attempts - 1:
                 break
-            self.sleep(self.retry.delay(round_number))
+            self._pause(self.retry.delay(round_number))
         raise FetchFailed(_summary(errors))
 
+    def _attempt(
+        self,
+        server: Server,
+        download: Download,
+        record: FileRecord,
+        batch: Location | ProblemAnswer | None,
+    ) -> None:
+        """One try at `server`: with the batch resolve's answer if there is one, else a
+        fresh location. A batch URL refused is located again at once: it expired while
+        the files before it downloaded, which is no failure worth a backoff."""
+        if isinstance(batch, ProblemAnswer):
+            raise batch
+        if batch is not None:
+            try:
+                _run(server, download, batch)
+            except BlobRefused as exc:
+                logger.info("%s: %s (from the batch resolve): located again", record.filename, exc)
+            else:
+                return
+        _run(server, download, server.locate(record.digest, self.region))
+
+    def _pause(self, seconds: float) -> None:
+        if self.sleep is not None:
+            self.sleep(seconds)
+        else:
+            self._cancelled.wait(seconds)
+
     def _advance(self, count: int) -> None:
+        self._check_cancelled()
+        self.progress.advance(count)
+
+    def _check_cancelled(self) -> None:
         if self._cancelled.is_set():
             raise Cancelled("interrupted")
-        self.progress.advance(count)
 
     def _unpack(self, record: FileRecord) -> list[Failure]:
         if self.unpacker is None:
@@ -254,6 +322,25 @@ class Fetcher:
             return [Failure(record.filename, str(exc))]
         self.progress.finished(record.filename, "unpacked")
         return []
+
+
+def _run(server: Server, download: Download, location: Location) -> None:
+    """`download` from `location`, with `server`'s credentials only if it is the server."""
+    headers = server.auth_headers("GET", location.url) if location.needs_credentials else {}
+    download.run(location, headers)
+
+
+def _place(source: Path, target: Path, *, link: bool = True) -> None:
+    """:func:`~tooltool_client.cache.place`, failing as one line (the working folder
+    cannot be written), never as a part file's error: that would blame the cache."""
+    try:
+        place(source, target, link=link)
+    except OSError as exc:
+        raise _unplaced(target, exc) from None
+
+
+def _unplaced(target: Path, exc: OSError) -> ClientError:
+    return ClientError(f"'{target}' cannot be written: {exc.strerror or exc}")
 
 
 def _summary(errors: Sequence[str]) -> str:

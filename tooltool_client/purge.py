@@ -3,8 +3,10 @@
 ``-s/--size GB`` asks for that much free space on the cache's filesystem; entries
 go oldest use first (fetch sets an entry's modification time on every use) until
 it is there. ``-s 0``, the default, empties the cache. Only the cache's own files
-are removed: entries named by a sha512 digest, and part files no fetch is
-writing (a claimed one is skipped); anything else in the folder is left alone.
+are removed: entries named by a sha512 digest, and part and lock files, none
+while a fetch holds its digest's claim (it is writing the part file, or linking
+the new entry into its folder; a killed fetch leaves both files behind); anything
+else in the folder is left alone.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger("tooltool")
 
 _ENTRY = re.compile(r"[0-9a-f]{128}")
-_PART = re.compile(re.escape(staging.PREFIX) + r"([0-9a-f]{128})\.part")
+_STAGED = re.compile(re.escape(staging.PREFIX) + r"([0-9a-f]{128})\.(part|lock)")
 GIB = 1024**3
 
 
@@ -74,7 +76,7 @@ def _candidates(folder: Path) -> Iterator[tuple[float, Path, int]]:
     except OSError as exc:
         raise CacheError(f"cache folder '{folder}' cannot be read: {exc.strerror}") from None
     for entry in entries:
-        if not (_ENTRY.fullmatch(entry.name) or _PART.fullmatch(entry.name)):
+        if not (_ENTRY.fullmatch(entry.name) or _STAGED.fullmatch(entry.name)):
             continue
         with contextlib.suppress(OSError):
             stat = entry.stat(follow_symlinks=False)
@@ -83,14 +85,13 @@ def _candidates(folder: Path) -> Iterator[tuple[float, Path, int]]:
 
 
 def _remove(folder: Path, path: Path) -> bool:
-    part = _PART.fullmatch(path.name)
-    with (
-        staging.claim_if_free(folder, part.group(1))
-        if part is not None
-        else contextlib.nullcontext(True)
-    ) as is_free:
+    staged = _STAGED.fullmatch(path.name)
+    digest = staged.group(1) if staged is not None else path.name
+    with staging.claim_if_free(folder, digest) as is_free:
         if not is_free:
-            return False  # a fetch is writing it
+            return False  # a fetch is writing or placing it
+        if staged is not None and staged.group(2) == "lock":
+            return True  # the claim, released, removes it
         try:
             path.unlink()
         except OSError:

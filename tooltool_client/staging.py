@@ -20,6 +20,8 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+from tooltool_client.errors import unwritable
+
 logger = logging.getLogger(__name__)
 
 PREFIX = ".tooltool-"
@@ -36,22 +38,36 @@ def lock_path(folder: Path, digest: str) -> Path:
 
 @contextlib.contextmanager
 def claim(
-    folder: Path, digest: str, *, on_wait: Callable[[], None] | None = None
+    folder: Path,
+    digest: str,
+    *,
+    on_wait: Callable[[], None] | None = None,
+    check: Callable[[], None] | None = None,
 ) -> Iterator[Path]:
-    """Holds the digest's claim in `folder`; yields its part file's path."""
+    """Holds the digest's claim in `folder`; yields its part file's path.
+    :class:`~tooltool_client.errors.StagingError` when the lock cannot be written.
+    While another holds it, `on_wait` is called once after a while, and `check` at every
+    try: what it raises ends the wait (an interrupted fetch must not wait for another's)."""
     path = lock_path(folder, digest)
-    fd = _acquire(path, on_wait)
+    try:
+        fd = _acquire(path, on_wait, check)
+    except OSError as exc:
+        raise unwritable(path, exc) from None
     try:
         yield part_path(folder, digest)
     finally:
-        with contextlib.suppress(FileNotFoundError):
+        with contextlib.suppress(OSError):  # gone, or the folder turned read-only
             path.unlink()
         os.close(fd)
 
 
-def _acquire(path: Path, on_wait: Callable[[], None] | None) -> int:
+def _acquire(
+    path: Path, on_wait: Callable[[], None] | None, check: Callable[[], None] | None
+) -> int:
     waited_since: float | None = None
     while True:
+        if check is not None:
+            check()
         fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -99,6 +115,6 @@ def claim_if_free(folder: Path, digest: str) -> Iterator[bool]:
     try:
         yield True
     finally:
-        with contextlib.suppress(FileNotFoundError):
+        with contextlib.suppress(OSError):
             path.unlink()
         os.close(fd)

@@ -3,11 +3,17 @@ worker threads, with every urllib3 error translated at this edge."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+import contextlib
+import socket
+import threading
+import weakref
+from collections.abc import Container, Iterator, Mapping
 from contextlib import contextmanager
 from typing import BinaryIO
 
 import urllib3
+from urllib3.connection import HTTPConnection, HTTPSConnection
+from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 from urllib3.exceptions import HTTPError as Urllib3Error
 
 from tooltool_client.errors import TransportError
@@ -28,6 +34,12 @@ class Transport:
             retries=False,
             timeout=urllib3.Timeout(connect=CONNECT_TIMEOUT, read=read_timeout),
         )
+        # Every connection this transport opens, so that interrupt() can end them.
+        self._connections = _Opened()
+        self._pool.pool_classes_by_scheme = {
+            "http": _tracking(HTTPConnectionPool, HTTPConnection, self._connections),
+            "https": _tracking(HTTPSConnectionPool, HTTPSConnection, self._connections),
+        }
 
     @contextmanager
     def open(
@@ -63,6 +75,15 @@ class Transport:
         else:
             response.release_conn()
 
+    def interrupt(self) -> None:
+        """End every connection, from any thread: a request waiting on a silent server
+        fails at once (an interrupted fetch stops now, not after the read timeout)."""
+        for connection in self._connections.snapshot():
+            sock = connection.sock
+            if sock is not None:
+                with contextlib.suppress(OSError):  # closed meanwhile
+                    sock.shutdown(socket.SHUT_RDWR)
+
     def request(
         self,
         method: str,
@@ -71,9 +92,14 @@ class Transport:
         headers: Mapping[str, str] | None = None,
         body: bytes | BinaryIO | None = None,
         limit: int = 4 * 1024 * 1024,
+        unread: Container[int] = (),
     ) -> tuple[int, Mapping[str, str], bytes]:
-        """A whole small answer: status, headers and at most `limit` bytes of body."""
+        """A whole small answer: status, headers and at most `limit` bytes of body; for a
+        status in `unread`, no body (its connection is closed instead of read to the end)."""
         with self.open(method, url, headers=headers, body=body) as response:
+            if response.status in unread:
+                response.close()
+                return response.status, response.headers, b""
             data = response.read(limit + 1)
             if len(data) > limit:
                 raise TransportError(f"{method} {_shown(url)}: the answer is over {limit} bytes")
@@ -81,6 +107,35 @@ class Transport:
 
     def close(self) -> None:
         self._pool.clear()
+
+
+class _Opened:
+    """The connections a transport opened, weakly held; added to from any thread."""
+
+    def __init__(self) -> None:
+        self._connections: weakref.WeakSet[HTTPConnection] = weakref.WeakSet()
+        self._lock = threading.Lock()
+
+    def add(self, connection: HTTPConnection) -> None:
+        with self._lock:
+            self._connections.add(connection)
+
+    def snapshot(self) -> list[HTTPConnection]:
+        with self._lock:
+            return list(self._connections)
+
+
+def _tracking(
+    pool: type[HTTPConnectionPool], connection: type[HTTPConnection], into: _Opened
+) -> type[HTTPConnectionPool]:
+    """`pool` whose connections add themselves to `into` when they connect."""
+
+    class Tracked(connection):  # type: ignore[valid-type,misc]
+        def connect(self) -> None:
+            super().connect()
+            into.add(self)
+
+    return type(pool.__name__, (pool,), {"ConnectionCls": Tracked})
 
 
 def _shown(url: str) -> str:

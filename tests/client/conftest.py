@@ -5,16 +5,24 @@ store, SeaweedFS) and `start_live_gateway` (the same, with settings of one's
 own), each with an authentication file per client of
 ``tests/gateway/auth_helpers.CLIENTS``; `cli`, the command line run in process;
 `workdir`, an empty current folder.
+
+For ``fetch``, ``list``, ``validate`` and ``purge`` (test_fetch*.py, test_cache.py,
+test_purge.py, test_list_validate.py): `fetch_gateway`, one live gateway per store
+for all of them, behind a recording proxy, holding a few imported files (helpers in
+fetch_helpers.py).
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import json
+import os
+import secrets
 import time
 import urllib.request
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,6 +33,8 @@ from gateway.app import create_app
 from gateway.settings import Settings
 from indexer.cli import main as indexer_main
 from indexer.config import open_regions
+from tests.client.fetch_helpers import Blob, FetchGateway
+from tests.client.recording_proxy import RecordingProxy
 from tests.conftest import LiveServer, SeaweedFS, free_port
 from tests.gateway.auth_helpers import CLIENTS, clients_file_entries, hawk
 from tests.test_end_to_end import request
@@ -155,3 +165,54 @@ def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     folder.mkdir()
     monkeypatch.chdir(folder)
     return folder
+
+
+def _import(environ: dict[str, str], visibility: str, paths: Sequence[Path]) -> None:
+    command = ["import", "--visibility", visibility, *map(str, paths)]
+    assert indexer_main(command, environ) == 0
+
+
+@pytest.fixture(scope="package", params=["local", "s3"])
+def _fetch_gateway_shared(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[FetchGateway]:
+    """One live gateway per store for all the client's tests (nothing they do changes it)."""
+    root = tmp_path_factory.mktemp(f"fetch-gateway-{request.param}")
+    with contextlib.ExitStack() as stack:
+        if request.param == "local":
+            environ = {"TOOLTOOL_DATA_DIR": str(root / "data")}
+        else:
+            seaweedfs: SeaweedFS = request.getfixturevalue("seaweedfs")
+            bucket = f"client-{os.getpid()}-{secrets.token_hex(3)}"
+            seaweedfs.client().create_bucket(Bucket=bucket)
+            stack.callback(seaweedfs.delete_bucket, bucket)
+            environ = seaweedfs.environ(("us-east-1", bucket))
+        clients = root / "clients.json"
+        clients.write_text(json.dumps(clients_file_entries()))
+        environ |= {"TOOLTOOL_CLIENTS_FILE": str(clients), "TOOLTOOL_JWT_SECRET": "x" * 32}
+        files = {
+            blob.name: blob
+            for blob in (
+                Blob("small.bin", os.urandom(5000)),
+                Blob("medium.bin", os.urandom(300_000)),
+                Blob("empty.bin", b""),
+            )
+        }
+        internal = Blob("internal.bin", os.urandom(100))
+        for blob in (*files.values(), internal):
+            (root / blob.name).write_bytes(blob.data)
+        _import(environ, "public", [root / name for name in files])
+        _import(environ, "internal", [root / internal.name])
+        settings = Settings.from_environ(environ)
+        app = create_app(settings, open_regions(settings.stores))
+        server = stack.enter_context(LiveServer(app, free_port()))
+        proxy = stack.enter_context(RecordingProxy(server.url))
+        yield FetchGateway(request.param, proxy, files, internal, server.url + "/")
+
+
+@pytest.fixture
+def fetch_gateway(_fetch_gateway_shared: FetchGateway) -> FetchGateway:
+    """A live gateway (embedded local store, or SeaweedFS) behind a `RecordingProxy`,
+    holding `small.bin`, `medium.bin`, `empty.bin` (public) and `internal.bin`."""
+    _fetch_gateway_shared.proxy.reset()
+    return _fetch_gateway_shared

@@ -1,0 +1,169 @@
+"""The shared cache (``--cache-folder``): one download per file among processes sharing
+it, entries verified on every use, and a fetch that goes on when the cache cannot be used."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.client.fetch_helpers import (
+    Blob,
+    FetchGateway,
+    assert_fetched,
+    reaped,
+    run_tooltool,
+    slow_fetch,
+    tooltool_process,
+    wait_for_output,
+    write_manifest,
+)
+from tests.client.hostile_server import HostileServer
+
+BLOBS = [Blob("a.bin", os.urandom(400_000)), Blob("b.bin", os.urandom(200_000)), Blob("c", b"c")]
+
+
+def test_processes_sharing_a_cache_download_each_file_once(tmp_path: Path) -> None:
+    cache = tmp_path / "cache"
+    folders = [tmp_path / f"job{n}" for n in range(4)]
+    with HostileServer({blob.digest: blob.data for blob in BLOBS}) as server:
+        server.plan, server.delay = ["slow"] * 12, 0.03  # slow enough for the fetches to meet
+        processes = []
+        for folder in folders:
+            folder.mkdir()
+            write_manifest(folder, BLOBS)
+            command = ["--url", server.url, "-c", str(cache), "fetch"]
+            processes.append(tooltool_process(command, folder))
+        outputs = [process.communicate(timeout=60) for process in processes]
+        for process, (_, err) in zip(processes, outputs, strict=True):
+            assert process.returncode == 0, err
+        fetched = [seen.path.split("?")[0] for seen in server.blob_gets()]
+    assert sorted(fetched) == sorted(f"/blobs/{blob.digest}" for blob in BLOBS)
+    for folder in folders:
+        assert_fetched(folder, BLOBS, only=True)
+    assert sorted(p.name for p in cache.iterdir()) == sorted(blob.digest for blob in BLOBS)
+
+
+@pytest.mark.parametrize("changed", ["cache entry", "working file"])
+def test_changed_bytes_in_the_cache_are_not_used(
+    fetch_gateway: FetchGateway, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, changed: str
+) -> None:
+    """A cache entry is hard-linked into the working folder: bytes changed in place through
+    either name are found on the next use; the entry is removed and fetched again."""
+    blob = fetch_gateway.files["medium.bin"]
+    cache = tmp_path / "cache"
+    first, second = tmp_path / "first", tmp_path / "second"
+    for folder in (first, second):
+        folder.mkdir()
+        write_manifest(folder, [blob])
+    monkeypatch.chdir(first)
+    assert run_tooltool(["--url", fetch_gateway.url, "-c", str(cache), "fetch"]).code == 0
+    changed_path = cache / blob.digest if changed == "cache entry" else first / blob.name
+    with open(changed_path, "r+b") as stream:
+        stream.write(b"poison")
+    fetch_gateway.proxy.reset()
+    for folder in (second, first):
+        monkeypatch.chdir(folder)
+        outcome = run_tooltool(["--url", fetch_gateway.url, "-c", str(cache), "fetch"])
+        assert outcome.code == 0, outcome.stderr
+        assert_fetched(folder, [blob], only=True)
+    assert hashlib.sha512((cache / blob.digest).read_bytes()).hexdigest() == blob.digest
+    # Asked for once (by batch resolve, or file by file), by the fetch that found it changed.
+    asked = fetch_gateway.proxy.paths("POST", "/resolve") + fetch_gateway.proxy.paths(
+        "GET", f"/sha512/{blob.digest}"
+    )
+    assert len(asked) == 1
+
+
+def test_a_cache_that_cannot_be_created_is_done_without(
+    fetch_gateway: FetchGateway, workdir: Path
+) -> None:
+    (workdir.parent / "file").write_text("not a folder")
+    cache = workdir.parent / "file" / "cache"
+    write_manifest(workdir, fetch_gateway.public)
+    outcome = run_tooltool(["--url", fetch_gateway.url, "-c", str(cache), "fetch"])
+    assert outcome.code == 0, outcome.stderr
+    assert_fetched(workdir, fetch_gateway.public, only=True)
+    warnings = [line for line in outcome.lines if line.startswith("WARNING - ")]
+    assert warnings == [
+        f"WARNING - cache folder '{cache}' cannot be used (cannot be created: Not a directory):"
+        " fetching without it"
+    ]
+
+
+def test_a_cache_that_cannot_be_written_is_done_without(
+    fetch_gateway: FetchGateway, workdir: Path
+) -> None:
+    blob = fetch_gateway.files["small.bin"]
+    cache = workdir.parent / "cache"
+    (cache / f".tooltool-{blob.digest}.lock").mkdir(parents=True)  # not a file: no claim
+    write_manifest(workdir, [blob])
+    outcome = run_tooltool(["--url", fetch_gateway.url, "-c", str(cache), "fetch"])
+    assert outcome.code == 0, outcome.stderr
+    assert "Traceback" not in outcome.stderr
+    assert_fetched(workdir, [blob], only=True)
+    assert f"WARNING - cache folder '{cache}' cannot be used" in outcome.stderr
+
+
+def test_a_full_cache_is_done_without(tmp_path: Path) -> None:
+    """The cache on a filesystem of 128 KiB (a tmpfs in a mount namespace of its own)."""
+    unshare = shutil.which("unshare")
+    probe = [unshare or "unshare", "-m", "mount", "-t", "tmpfs", "tmpfs", str(tmp_path)]
+    if unshare is None or subprocess.run(probe, capture_output=True, check=False).returncode:
+        pytest.skip("mounting a tmpfs needs unshare and CAP_SYS_ADMIN")
+    cache, work = tmp_path / "cache", tmp_path / "work"
+    cache.mkdir()
+    work.mkdir()
+    write_manifest(work, BLOBS)
+    mount = 'mount -t tmpfs -o size=128k tmpfs "$1" && shift && exec "$@"'
+    wrapper = [unshare, "-m", "sh", "-c", mount, "sh", str(cache)]
+    with HostileServer({blob.digest: blob.data for blob in BLOBS}) as server:
+        command = ["--url", server.url, "-c", str(cache), "fetch"]
+        process = tooltool_process(command, work, wrapper=wrapper)
+        _, err = process.communicate(timeout=60)
+    assert process.returncode == 0, err
+    assert "Traceback" not in err
+    assert f"WARNING - cache folder '{cache}' cannot be used" in err
+    assert_fetched(work, BLOBS, only=True)
+
+
+def test_a_fetch_waiting_on_a_killed_one_resumes_its_part_file(tmp_path: Path) -> None:
+    cache, killed, waiting = tmp_path / "cache", tmp_path / "killed", tmp_path / "waiting"
+    killed.mkdir()
+    waiting.mkdir()
+    with slow_fetch(killed, cache=cache) as slow:
+        write_manifest(waiting, [slow.blob])
+        second = tooltool_process(slow.command, waiting)
+        slow.process.kill()
+        slow.process.communicate(timeout=10)
+        slow.server.delay = 0
+        _, err = second.communicate(timeout=60)
+        assert second.returncode == 0, err
+        requested = [seen.headers.get("Range") for seen in slow.server.blob_gets()]
+    assert requested[0] is None
+    assert requested[1] is not None  # resumed from what the killed fetch wrote
+    assert 0 < int(requested[1].removeprefix("bytes=").removesuffix("-")) < len(slow.blob.data)
+    assert len(requested) == 2
+    assert_fetched(waiting, [slow.blob], only=True)
+    assert sorted(p.name for p in cache.iterdir()) == [slow.blob.digest]
+
+
+def test_a_fetch_waiting_on_another_stops_when_interrupted(tmp_path: Path) -> None:
+    cache, first, second = tmp_path / "cache", tmp_path / "first", tmp_path / "second"
+    first.mkdir()
+    second.mkdir()
+    with slow_fetch(first, cache=cache, delay=0.5) as slow:  # a quarter of an hour
+        write_manifest(second, [slow.blob])
+        with reaped(tooltool_process(slow.command, second)) as waiting:
+            wait_for_output(waiting, "fetching 1 file(s)")
+            time.sleep(0.2)  # at the claim by now, waiting
+            waiting.send_signal(signal.SIGINT)
+            _, err = waiting.communicate(timeout=10)
+    assert waiting.returncode == 130, err
+    assert "Traceback" not in err
