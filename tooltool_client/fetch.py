@@ -145,7 +145,9 @@ class Fetcher:
         self.progress.start(len(by_digest), sum(group[0].size for group in by_digest.values()))
         futures = {
             pool.submit(self._download, group[0], first.get(digest)): group
-            for digest, group in by_digest.items()
+            # Largest first: the last files to finish are then small ones, so the end of
+            # a fetch is not one big file downloading and hashing alone.
+            for digest, group in sorted(by_digest.items(), key=lambda item: -item[1][0].size)
         }
         for future in as_completed(futures):
             group = futures[future]
