@@ -18,6 +18,7 @@ from starlette.responses import FileResponse, MalformedRangeHeader, Response
 from starlette.responses import RangeNotSatisfiable as StarletteRangeNotSatisfiable
 from starlette.routing import BaseRoute, Route
 
+from gateway.blob_reads import WholeFileResponse
 from gateway.errors import BadRequest, Forbidden, NotFound, PayloadTooLarge, Problem
 from indexer.local_store import LocalStore, os_error
 from indexer.schema import blob_key
@@ -100,7 +101,9 @@ class Blobs:
         if not S_ISREG(stat.st_mode):
             raise NotFound()
         _check_range(request, stat.st_size)
-        return _BlobResponse(
+        # A whole blob skips the worker thread where it can; a range is Starlette's.
+        response = WholeFileResponse if "range" not in request.headers else _BlobResponse
+        return response(
             path,
             stat_result=stat,
             media_type="application/octet-stream",
