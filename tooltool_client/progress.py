@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import logging
 import threading
-from typing import IO, Never, Protocol
+from typing import IO, TYPE_CHECKING, Never, Protocol
 
-from tqdm import tqdm
+if TYPE_CHECKING:
+    from tqdm import tqdm
 
 logger = logging.getLogger("tooltool")
 
@@ -47,6 +48,8 @@ class Bar:
         self._done = 0
 
     def start(self, files: int, total_bytes: int) -> None:
+        from tqdm import tqdm  # here: runs without a terminal never pay for importing it
+
         self._files = files
         self._bar = tqdm(
             total=total_bytes,
