@@ -180,11 +180,8 @@ class _Parser(argparse.ArgumentParser):
             if option not in self._long_form:
                 return [arg]  # not an option cluster after all: argparse says so
             if option in self._takes_value:
-                out.append(
-                    self._option(
-                        self._long_form[option], "=" * (index < len(arg)) + arg[index:], rest
-                    )
-                )
+                attached = f"={arg[index:]}" if arg[index:] else ""
+                out.append(self._option(self._long_form[option], attached, rest))
                 return out
             out.append(option)
         return out
