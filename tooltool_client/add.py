@@ -4,8 +4,12 @@ Each file becomes a record named by its basename, with its size and sha512 and
 the ``--visibility``, ``--version`` and ``--unpack`` given. A record equal to
 one already listed (the legacy comparison: name, size, digest, algorithm,
 version and visibility) is "already in the manifest"; another file under a name
-already listed is refused. Either makes the command fail, the other files being
-added all the same. The new records come first, then the old ones in their
+already listed is refused, unless it is given with its folder
+(``build/clang.tar.xz``, ``./clang.tar.xz``): then its record replaces the one
+listed, as the legacy client's did (it compared the argument itself with the
+listed names), so scripts that update a manifest from a build folder keep
+working. Being refused or already listed makes the command fail, the other
+files being added all the same. The new records come first, then the old ones in their
 order (the legacy writer's order); the manifest is created when absent and
 written whole.
 """
@@ -51,7 +55,7 @@ def add(context: Context) -> bool:
             visibility=options.visibility,
             version=options.version,
         )
-        if _admit(record, [*existing, *added]):
+        if _admit(record, existing, added, replaces=Path(arg).name != arg):
             added.append(record)
             logger.info("%s: added to the manifest", record.filename)
         else:
@@ -83,13 +87,20 @@ def _hash(directory: Path, arg: str) -> tuple[int, str] | ClientError:
         return ClientError(f"'{arg}' cannot be read: {exc.strerror}")
 
 
-def _admit(record: FileRecord, listed: Sequence[FileRecord]) -> bool:
-    """Whether `record` may join the `listed` records; says why not."""
-    for other in listed:
+def _admit(
+    record: FileRecord, existing: list[FileRecord], added: Sequence[FileRecord], *, replaces: bool
+) -> bool:
+    """Whether `record` may join the manifest (an `existing` record it `replaces` is
+    removed); says why not."""
+    for other in [*existing, *added]:
         if other.filename != record.filename:
             continue
         if _same(record, other):
             logger.info("%s: file already in manifest", record.filename)
+        elif replaces and any(other is listed for listed in existing):
+            existing.remove(other)
+            logger.info("%s: replaces the file listed under that name", record.filename)
+            return True
         else:
             logger.error("manifest already contains a different file named %s", record.filename)
         return False

@@ -5,6 +5,11 @@
 Exit status: 0 on success, 1 on failure, 2 for a command line that cannot be
 parsed (as optparse did). Messages go to stderr as ``LEVEL - message``.
 
+The command line is read as the legacy client's optparse read it (see
+:class:`_Parser`): options before or after the command, a long option by any
+prefix naming one legacy option, and an option's value the next argument
+whatever it looks like (``--message -x``).
+
 Two environment variables tune the network waits (tests make them tiny; a CI
 fleet may lengthen them), read once per run into :class:`Timing`:
 
@@ -20,11 +25,11 @@ import argparse
 import logging
 import os
 import sys
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 from tooltool_client import credentials, servers
 from tooltool_client.api import Server
@@ -108,9 +113,82 @@ class Context:
 
 Command = Callable[[Context], bool]
 
+# Options the legacy client did not have: an abbreviation that only they make ambiguous
+# still names the legacy option (``--s`` is ``--size``, as it was).
+_NEW_OPTIONS = frozenset({"--jobs", "--token-file", "--scope", "--expires-in"})
 
-def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, given the command line as optparse read it (:meth:`optparse_argv`)."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        self._long_form: dict[str, str] = {}  # every option string: its long form
+        self._takes_value: set[str] = set()
+        super().__init__(**kwargs)  # adds -h/--help
+
+    def add_argument(self, *args: Any, **kwargs: Any) -> argparse.Action:
+        action = super().add_argument(*args, **kwargs)
+        longs = [option for option in action.option_strings if option.startswith("--")]
+        for option in action.option_strings:
+            self._long_form[option] = longs[0] if longs else option
+            if action.nargs is None:
+                self._takes_value.add(option)
+        return action
+
+    def optparse_argv(self, argv: Sequence[str]) -> list[str]:
+        """`argv` with every option that takes a value written ``--long=value``: optparse
+        took the next argument as the value whatever it was, where argparse refuses one
+        that starts with ``-`` (a message such as ``-bug 1234``, a manifest ``-x.tt``)."""
+        out: list[str] = []
+        rest = iter(argv)
+        for arg in rest:
+            if arg == "--":
+                out += [arg, *rest]
+            elif arg.startswith("--"):
+                name, equals, value = arg.partition("=")
+                out.append(self._option(self._expand(name), equals + value, rest))
+            elif arg.startswith("-") and arg[1:2] and f"-{arg[1]}" in self._long_form:
+                out += self._short_options(arg, rest)
+            else:
+                out.append(arg)
+        return out
+
+    def _expand(self, name: str) -> str:
+        """The long option `name` abbreviates: the one option it starts, else the one
+        legacy option it starts; else `name`, for argparse to refuse."""
+        if name in self._long_form:
+            return name
+        matches = sorted({o for o in self._long_form if o.startswith("--") and o.startswith(name)})
+        legacy = [option for option in matches if option not in _NEW_OPTIONS]
+        for found in (matches, legacy):
+            if len(found) == 1:
+                return found[0]
+        return name
+
+    def _option(self, name: str, attached: str, rest: Iterator[str]) -> str:
+        if attached or name not in self._takes_value:
+            return name + attached
+        value = next(rest, None)
+        return name if value is None else f"{name}={value}"
+
+    def _short_options(self, arg: str, rest: Iterator[str]) -> list[str]:
+        """``-qm FILE``: flags, then an option whose value is the rest of `arg` or the
+        next argument."""
+        out = []
+        for index, letter in enumerate(arg[1:], start=2):
+            option = f"-{letter}"
+            if option not in self._long_form:
+                return [arg]  # not an option cluster after all: argparse says so
+            if option in self._takes_value:
+                attached = f"={arg[index:]}" if arg[index:] else ""
+                out.append(self._option(self._long_form[option], attached, rest))
+                return out
+            out.append(option)
+        return out
+
+
+def parser() -> _Parser:
+    p = _Parser(
         prog="tooltool",
         description="Fetch, verify and upload the files a manifest (manifest.tt) lists.",
     )
@@ -186,6 +264,15 @@ def _positive(text: str) -> int:
     return value
 
 
+def parse(argv: Sequence[str]) -> argparse.Namespace:
+    """The options and arguments of a command line; SystemExit (2) when it cannot be read."""
+    arguments = parser()
+    options = arguments.parse_intermixed_args(arguments.optparse_argv(argv))
+    if options.command is None:
+        arguments.error("You must specify a command")
+    return options
+
+
 def main(
     argv: Sequence[str] | None = None,
     *,
@@ -195,11 +282,8 @@ def main(
 ) -> int:
     stdout = stdout or sys.stdout
     stderr = stderr or sys.stderr
-    arguments = parser()
     try:
-        options = arguments.parse_intermixed_args(argv)
-        if options.command is None:
-            arguments.error("You must specify a command")
+        options = parse(sys.argv[1:] if argv is None else argv)
     except SystemExit as exc:
         return int(exc.code or 0)
     if options.algorithm != "sha512":

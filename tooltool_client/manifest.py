@@ -5,6 +5,10 @@ A record names a file in the manifest's folder by ``filename``, ``size``, ``dige
 and ``algorithm`` (sha512 only), with optional ``unpack``, ``visibility``,
 ``version`` and ``setup``. Keys this client does not know are kept, in order, and
 written back by ``add``. ``setup`` is kept and never run: a manifest is data.
+
+``unpack`` is read as the legacy client read it, by its truth: manifests in use
+say ``"unpack": "True"`` (mozharness's emulator manifests), and the legacy client
+unpacked on any true value. ``add`` writes it back as ``true``.
 """
 
 from __future__ import annotations
@@ -97,12 +101,10 @@ def record_from_json(raw: object) -> FileRecord:
         raise InvalidManifest(f"{filename}: size must be a non-negative integer")
     if raw["algorithm"] != ALGORITHM:
         raise InvalidManifest(f"{filename}: `sha512` is the only allowed digest algorithm")
-    unpack = raw.get("unpack", False)
+    unpack = bool(raw.get("unpack", False))  # any true value, as the legacy client read it
     visibility = raw.get("visibility")
     version = raw.get("version")
     setup = raw.get("setup")
-    if not isinstance(unpack, bool):
-        raise InvalidManifest(f"{filename}: unpack must be true or false")
     if visibility is not None and visibility not in VISIBILITIES:
         raise InvalidManifest(f"{filename}: visibility must be 'internal' or 'public'")
     for name, value in (("version", version), ("setup", setup)):

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import os
 import re
 from collections.abc import Callable, Iterator
@@ -37,8 +38,8 @@ def purge(context: Context) -> bool:
     if not folder:
         raise UsageError("please specify the cache folder to be purged (-c)")
     size = context.options.size
-    if size < 0:
-        raise UsageError("--size must be a number of GB, 0 or more")
+    if not 0 <= size < math.inf:  # nan and inf too: no number of bytes
+        raise UsageError(f"--size must be a number of GB, 0 or more, not {size}")
     removed, freed = purge_folder(Path(folder), int(size * GIB))
     logger.info("removed %d file(s), %.1f MiB", removed, freed / 1024**2)
     return True

@@ -145,6 +145,28 @@ def test_another_file_under_a_listed_name_is_refused(workdir: Path, change: str)
     assert manifest()[0]["filename"] == "b.bin"
 
 
+def test_a_file_given_with_its_folder_replaces_the_listed_one(workdir: Path) -> None:
+    write("a.bin")
+    listed = write("b.bin")
+    assert cli("add", "--visibility", "public", "a.bin", "b.bin").code == 0
+    Path("build").mkdir()
+    rebuilt = write("build/a.bin", 500)
+    run = cli("add", "--visibility", "public", "build/a.bin")
+    assert (run.code, run.lines) == (
+        0,
+        [
+            "INFO - a.bin: replaces the file listed under that name",
+            "INFO - a.bin: added to the manifest",
+        ],
+    )
+    assert [(r["filename"], r["digest"]) for r in manifest()] == [
+        ("a.bin", digest_of(rebuilt)),
+        ("b.bin", digest_of(listed)),
+    ]
+    run = cli("add", "--visibility", "public", "./build/a.bin")  # the very same record
+    assert (run.code, run.lines) == (1, ["INFO - a.bin: file already in manifest"])
+
+
 def test_a_missing_file_fails_and_the_others_are_added(workdir: Path) -> None:
     write("present.bin")
     Path("folder").mkdir()
