@@ -12,9 +12,11 @@ counted alike.
 
 What one request costs is bounded: a body of at most 1 MiB holding at most
 :data:`MAX_ENTRIES` entries; each distinct digest looked up once,
-:data:`MAX_LOOKUPS` at a time; :data:`MAX_CONCURRENT_RESOLVES` requests handled
-at once per process (the others wait, holding no more than their connection's
-buffers).
+:data:`MAX_LOOKUPS` at a time; :data:`MAX_CONCURRENT_RESOLVES` requests parsed and
+looked up at once per process (the others wait, each holding its body). A request
+takes its slot only once its caller is known and its whole body is read: a body
+trickling in (a slowloris) holds a connection and at most 1 MiB, as a Hawk-signed
+body on any route does, and never a slot.
 
 The body is checked by hand rather than with jsonschema: a wrong ``algorithm``
 is that entry's answer, not the request's, and the request's own 400s name the
@@ -92,10 +94,12 @@ class ManifestResolver:
         return [Route(PATH, self.resolve, methods=["POST"])]
 
     async def resolve(self, request: Request) -> Response:
-        # Bodies are read (for Hawk payload hashes too), parsed and answered a few at a time.
+        # The caller and the body before a slot: a body sent slowly, or never ended, holds
+        # its own connection only, never one of the few requests handled at once.
+        caller = await self._authenticator.authenticate(request)  # the request's 401
+        body = await read_body(request)
         async with self._resolving:
-            caller = await self._authenticator.authenticate(request)  # the request's 401
-            entries = parse_manifest(await read_body(request))
+            entries = parse_manifest(body)
             digests = [entry.digest for entry in entries if entry.is_sha512]
             answers = await self._answers(caller, digests, request)
         refused = {"problem": problem_body(400, WRONG_ALGORITHM)}

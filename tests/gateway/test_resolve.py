@@ -16,13 +16,14 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from starlette.testclient import TestClient
 
-from gateway.resolve import MAX_ENTRIES, WRONG_ALGORITHM
+from gateway.resolve import MAX_CONCURRENT_RESOLVES, MAX_ENTRIES, WRONG_ALGORITHM
 from indexer.s3_store import S3Store
 from indexer.schema import index_key
 from indexer.stores import Regions
 from tests.conftest import clients_auth, make_system, unreachable_s3_store
 from tests.gateway.auth_helpers import basic, hawk
 from tests.gateway.conftest import Gateway, random_bytes
+from tests.gateway.stalled_bodies import answered_behind
 from tests.gateway.test_download import (
     FORBIDDEN_BODY,
     INVALID_DIGEST_BODY,
@@ -394,3 +395,15 @@ def test_on_s3_the_url_downloads_the_bytes(s3_store: S3Store, tmp_path: Path) ->
         assert "X-Amz-Signature=" in answer["url"]
         with urllib.request.urlopen(answer["url"], timeout=30) as fetched:
             assert fetched.read() == uploaded.data
+
+
+def test_slow_bodies_hold_no_slot(resolving: Resolving) -> None:
+    """Requests whose bodies never end (a slowloris) wait for their bodies without holding
+    any of the requests handled at once: a whole manifest sent after them is answered."""
+    manifest = json.dumps([{"digest": resolving.public}]).encode()
+    status, body = answered_behind(
+        resolving.gateway.app(), "/resolve", manifest, stalled=MAX_CONCURRENT_RESOLVES
+    )
+    assert status == 200
+    location = resolving.client.get(f"/sha512/{resolving.public}").headers["location"]
+    assert body["files"] == [{"digest": resolving.public, "url": location}]
