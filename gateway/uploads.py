@@ -136,6 +136,7 @@ class Uploads:
                 detail=f"no permission to upload {visibility} files",
             )
         store = self._upload_store(query_text(request, "region"))
+        self._urls.base(request.scope)  # a Host naming no host is a 400 before any write
         assert caller.client_id is not None
         async with self._serialized(caller.client_id):
             batch, put_urls = await run_in_threadpool(

@@ -407,3 +407,21 @@ def test_slow_bodies_hold_no_slot(resolving: Resolving) -> None:
     assert status == 200
     location = resolving.client.get(f"/sha512/{resolving.public}").headers["location"]
     assert body["files"] == [{"digest": resolving.public, "url": location}]
+
+
+def test_a_host_longer_than_any_name_is_refused_as_get_refuses_it(resolving: Resolving) -> None:
+    """Every URL of an answer holds the Host the client sent: one longer than any DNS name
+    (253 characters) is GET's 400, entry by entry, so a manifest naming one file a thousand
+    times is never answered a hundred times its size."""
+    client, public = resolving.client, resolving.public
+    longest = "a" * 253
+    [answer] = files(post(client, [{"digest": public}], headers={"Host": f"{longest}:8080"}))
+    assert answer["url"].startswith(f"http://{longest}:8080/__store__/")
+    manifest = [{"digest": public}] * MAX_ENTRIES
+    for host in ("a" * 254, "a" * 16000):
+        response = post(client, manifest, headers={"Host": host})
+        refused = client.get(f"/sha512/{public}", headers={"Host": host})
+        detail = assert_problem(refused, 400)["detail"]
+        assert detail == "The Host header names no host: over 253 characters"
+        assert files(response) == [{"digest": public, "problem": refused.json()}] * MAX_ENTRIES
+        assert len(response.content) < 4 * len(json.dumps(manifest))

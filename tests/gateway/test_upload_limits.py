@@ -197,3 +197,24 @@ def test_slow_bodies_hold_up_no_other_upload(tmp_path: Path) -> None:
     )
     assert status == 200
     assert answer["result"]["files"]["a.bin"]["digest"] == upload.digest
+
+
+def test_a_host_longer_than_any_name_is_refused_before_anything_is_written(
+    tmp_path: Path,
+) -> None:
+    """The local store's PUT URLs hold the Host the client sent: one longer than any DNS
+    name is a 400, before the batch is recorded."""
+    system = make_system(make_local_store(tmp_path / "data"), tmp_path)
+    answer = system.client.post("/token", headers={"Authorization": basic("uploader")})
+    upload = Uploaded("a.bin", b"data", "public")
+    body = {"message": "m", "files": {"a.bin": upload.entry()}}
+    headers = {"Authorization": f"Bearer {answer.json()['token']}", "Host": "a" * 254}
+    response = system.client.post("/upload", json=body, headers=headers)
+    detail = assert_problem(response, 400)["detail"]
+    assert detail == "The Host header names no host: over 253 characters"
+    assert stored_bytes(system.regions.index, "intake/") == 0
+    headers["Host"] = "a" * 253
+    response = system.client.post("/upload", json=body, headers=headers)
+    assert response.status_code == 200, response.text
+    put_url = response.json()["result"]["files"]["a.bin"]["put_url"]
+    assert put_url.startswith(f"http://{'a' * 253}:80/__store__/")
