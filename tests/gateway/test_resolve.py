@@ -20,7 +20,13 @@ from gateway.resolve import MAX_CONCURRENT_RESOLVES, MAX_ENTRIES, WRONG_ALGORITH
 from indexer.s3_store import S3Store
 from indexer.schema import index_key
 from indexer.stores import Regions
-from tests.conftest import clients_auth, make_system, unreachable_s3_store
+from tests.conftest import (
+    clients_auth,
+    make_local_store,
+    make_system,
+    settings_for,
+    unreachable_s3_store,
+)
 from tests.gateway.auth_helpers import basic, hawk
 from tests.gateway.conftest import Gateway, random_bytes
 from tests.gateway.stalled_bodies import answered_behind
@@ -425,3 +431,39 @@ def test_a_host_longer_than_any_name_is_refused_as_get_refuses_it(resolving: Res
         assert detail == "The Host header names no host: over 253 characters"
         assert files(response) == [{"digest": public, "problem": refused.json()}] * MAX_ENTRIES
         assert len(response.content) < 4 * len(json.dumps(manifest))
+
+
+class _SlowToRead(CountingStore):
+    """Reading one key takes `seconds` on the signer's clock (a slow store)."""
+
+    def __init__(self, store: Any, key: str, clock: list[float], seconds: float) -> None:
+        super().__init__(store)
+        self._key, self._clock, self._seconds = key, clock, seconds
+
+    def get(self, key: str) -> Any:
+        if key == self._key:
+            self._clock[0] += self._seconds
+        return super().get(key)
+
+
+def test_urls_are_signed_once_every_lookup_is_done(tmp_path: Path) -> None:
+    """A URL is as fresh when the answer goes out as GET's would be: one file's slow lookup
+    never ages the URLs of the files looked up before it."""
+    now = [1_800_000_000.0]
+    store = make_local_store(tmp_path / "local", clock=lambda: now[0])
+    settings = settings_for(
+        tmp_path / "data",
+        auth=clients_auth(tmp_path),
+        embedded_indexer=False,
+        signed_url_reuse_seconds=0,  # every answer signs anew, at its own time
+    )
+    gateway = Gateway(Regions([store]), tmp_path, settings)
+    fast, slow = gateway.add(random_bytes(), name="fast.bin"), gateway.add(random_bytes())
+    gateway.regions = Regions([_SlowToRead(store, index_key(slow), now, 30)])  # type: ignore[list-item]
+    client = gateway.client()
+    answers = files(post(client, [{"digest": fast}, {"digest": slow}]))
+    assert now[0] == 1_800_000_030.0  # the slow lookup took its 30 s
+    assert [answer["url"] for answer in answers] == [
+        client.get(f"/sha512/{digest}").headers["location"] for digest in (fast, slow)
+    ]
+    assert f"expires={1_800_000_030 + 60}&" in answers[0]["url"]
