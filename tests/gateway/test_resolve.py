@@ -226,6 +226,12 @@ def test_anonymous_callers_without_public_downloads_get_gets_403s(
         (b'[{"digest": 5}]', "Entry 0 of the manifest must have a digest, a string"),
         (b'[{"digest": "\\udfff"}]', "The request body holds text that is not valid Unicode"),
         (b'[{"digest": "x", "size": NaN}]', "The request body must be JSON"),
+        (b'[{"digest": "x", "size": 1e400}]', "The request body must be JSON"),
+        (b'[{"digest": "x", "size": ' + b"9" * 5000 + b"}]", "The request body must be JSON"),
+        (b"[" * 100_000, "The request body must be JSON"),
+        (b'[{"digest": "\xff"}]', "The request body must be JSON"),
+        (b'[{"digest": "\xed\xa0\x80"}]', "The request body holds text that is not valid Unicode"),
+        (b'[{"digest\\u0000": "x"}]', "Entry 0 of the manifest must have a digest, a string"),
     ],
 )
 def test_a_body_that_is_no_manifest_is_the_requests_400(
