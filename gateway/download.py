@@ -6,7 +6,7 @@ the digest's form first (no store access for garbage), then the index object
 holding a copy. The cached hits take a shorter way, with the same checks and
 the same answers (:mod:`gateway.fast_path`); this route answers the rest.
 ``POST /resolve`` (:mod:`gateway.resolve`) takes the same decision for each file
-of a manifest, through :meth:`Downloads.resolve`.
+of a manifest, through :meth:`Downloads.find_for` and :meth:`Downloads.redirect_for`.
 """
 
 from __future__ import annotations
@@ -53,12 +53,16 @@ class Downloads:
         _, found = await self._lookup.find(request, digest)
         return redirect(self._redirect(found, digest, request.query_params.get("region"), request))
 
-    async def resolve(
-        self, caller: Caller, digest: str, region: str | None, request: Request
+    async def find_for(self, caller: Caller, digest: str) -> IndexObject:
+        """The file :meth:`download` redirects `caller` to a copy of, for a caller
+        authenticated once for many files: the same checks, the same problems raised."""
+        return await self._lookup.find_for(caller, digest)
+
+    def redirect_for(
+        self, found: IndexObject, digest: str, region: str | None, request: Request
     ) -> Redirect:
-        """What :meth:`download` answers `caller` for `digest` (``?region=`` `region`), for a
-        caller authenticated once for many files: the redirect, or the same problem raised."""
-        found = await self._lookup.find_for(caller, digest)
+        """What :meth:`download` answers for `found` (``?region=`` `region`): the redirect to
+        a URL signed (or reused) now, or the same problem raised."""
         return self._redirect(found, digest, region, request)
 
     def _redirect(

@@ -6,15 +6,19 @@ of objects, each with a ``digest`` and an optional ``algorithm``; every other ke
 holds, for each entry in order, the signed URL that ``GET /sha512/<digest>``
 would redirect the same caller to, or the problem body it would answer (400,
 403, 404). The caller is authenticated once; then each file takes the download
-route's own decision (:meth:`gateway.download.Downloads.resolve`), so the URLs
-are the ones the download route hands out, reused within their window and
-counted alike.
+route's own decision (:meth:`gateway.download.Downloads.find_for`, then
+:meth:`~gateway.download.Downloads.redirect_for`), so the URLs are the ones the
+download route hands out, reused within their window and counted alike. Every
+file is looked up before any URL is signed: a slow lookup never ages the URLs of
+the files before it, and each URL is as fresh when the answer goes out as GET's.
 
 What one request costs is bounded: a body of at most 1 MiB holding at most
 :data:`MAX_ENTRIES` entries; each distinct digest looked up once,
-:data:`MAX_LOOKUPS` at a time; :data:`MAX_CONCURRENT_RESOLVES` requests handled
-at once per process (the others wait, holding no more than their connection's
-buffers).
+:data:`MAX_LOOKUPS` at a time; :data:`MAX_CONCURRENT_RESOLVES` requests parsed and
+looked up at once per process (the others wait, each holding its body). A request
+takes its slot only once its caller is known and its whole body is read: a body
+trickling in (a slowloris) holds a connection and at most 1 MiB, as a Hawk-signed
+body on any route does, and never a slot.
 
 The body is checked by hand rather than with jsonschema: a wrong ``algorithm``
 is that entry's answer, not the request's, and the request's own 400s name the
@@ -39,7 +43,7 @@ from gateway.download import Downloads
 from gateway.errors import BadRequest, PayloadTooLarge, Problem, problem_body, refuse_malformed
 from gateway.logs import record_counts
 from indexer.digests import ALGORITHM
-from indexer.schema import MalformedIndexObject
+from indexer.schema import IndexObject, MalformedIndexObject
 
 PATH = "/resolve"
 MAX_ENTRIES = 1000  # entries of one manifest (a 413 past it)
@@ -92,10 +96,12 @@ class ManifestResolver:
         return [Route(PATH, self.resolve, methods=["POST"])]
 
     async def resolve(self, request: Request) -> Response:
-        # Bodies are read (for Hawk payload hashes too), parsed and answered a few at a time.
+        # The caller and the body before a slot: a body sent slowly, or never ended, holds
+        # its own connection only, never one of the few requests handled at once.
+        caller = await self._authenticator.authenticate(request)  # the request's 401
+        body = await read_body(request)
         async with self._resolving:
-            caller = await self._authenticator.authenticate(request)  # the request's 401
-            entries = parse_manifest(await read_body(request))
+            entries = parse_manifest(body)
             digests = [entry.digest for entry in entries if entry.is_sha512]
             answers = await self._answers(caller, digests, request)
         refused = {"problem": problem_body(400, WRONG_ALGORITHM)}
@@ -112,18 +118,25 @@ class ManifestResolver:
     async def _answers(
         self, caller: Caller, digests: list[str], request: Request
     ) -> dict[str, Json]:
-        """The answer for each distinct digest, :data:`MAX_LOOKUPS` workers taking them in
-        turn. An error that is no file's answer (an unavailable store) is the request's."""
+        """The answer for each distinct digest: every file looked up, then every URL signed."""
         region = request.query_params.get("region")
-        distinct = list(dict.fromkeys(digests))
+        found = await self._found(caller, list(dict.fromkeys(digests)))
+        return {
+            digest: self._answer(digest, file, region, request) for digest, file in found.items()
+        }
+
+    async def _found(self, caller: Caller, distinct: list[str]) -> dict[str, IndexObject | Json]:
+        """Each digest's file, or the problem body GET answers for it; :data:`MAX_LOOKUPS`
+        workers take them in turn. An error that is no file's answer (an unavailable store)
+        is the request's."""
         waiting = iter(distinct)
-        answers: dict[str, Json] = {}
+        found: dict[str, IndexObject | Json] = {}
         failures: list[Exception] = []
 
         async def work() -> None:
             for digest in waiting:
                 try:
-                    answers[digest] = await self._answer(caller, digest, region, request)
+                    found[digest] = await self._find(caller, digest)
                 except Exception as exc:
                     failures.append(exc)
                 if failures:
@@ -132,16 +145,24 @@ class ManifestResolver:
         await asyncio.gather(*(work() for _ in range(min(MAX_LOOKUPS, len(distinct)))))
         if failures:
             raise failures[0]
-        return answers
+        return found
 
-    async def _answer(
-        self, caller: Caller, digest: str, region: str | None, request: Request
+    async def _find(self, caller: Caller, digest: str) -> IndexObject | Json:
+        try:
+            return await self._downloads.find_for(caller, digest)
+        except Problem as problem:
+            return problem.body()
+        except MalformedIndexObject as exc:  # as the download route answers it, this file's
+            return refuse_malformed(exc)
+
+    def _answer(
+        self, digest: str, found: IndexObject | Json, region: str | None, request: Request
     ) -> Json:
         """What ``GET /sha512/<digest>`` answers the caller: its URL, or its problem body."""
+        if not isinstance(found, IndexObject):
+            return {"digest": digest, "problem": found}
         try:
-            redirect = await self._downloads.resolve(caller, digest, region, request)
+            redirect = self._downloads.redirect_for(found, digest, region, request)
         except Problem as problem:
             return {"digest": digest, "problem": problem.body()}
-        except MalformedIndexObject as exc:  # as the download route answers it, this file's
-            return {"digest": digest, "problem": refuse_malformed(exc)}
         return {"digest": digest, "url": redirect.url}

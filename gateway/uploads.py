@@ -64,7 +64,7 @@ from indexer.stores import (
 logger = logging.getLogger(__name__)
 
 MAX_ID_ATTEMPTS = 5
-MAX_CONCURRENT_POSTS = 8  # bodies of POST /upload read and handled at once, per process
+MAX_CONCURRENT_POSTS = 8  # POST /upload bodies parsed and recorded at once, per process
 RETRY_AFTER_QUOTA = 60
 
 
@@ -117,16 +117,18 @@ class Uploads:
         ]
 
     async def post(self, request: Request) -> Response:
-        # Bodies are read (for Hawk payload hashes too), parsed and checked a few at a
-        # time: a request waiting here holds no more than its connection's buffers.
-        async with self._posting:
-            return await self._post(request)
-
-    async def _post(self, request: Request) -> Response:
+        # The caller and the whole body before a slot: a body sent slowly, or never ended
+        # (by any authenticated client, upload scope or not), holds its own connection and
+        # at most MAX_BODY bytes, never one of the posts parsed and recorded at once.
         caller = await self._authenticator.authenticate(request)
         if caller.is_anonymous:
             self._require_upload(caller)  # a 401 before reading any body
-        upload = parse_upload(await read_body(request, MAX_BODY))
+        body = await read_body(request, MAX_BODY)
+        async with self._posting:
+            return await self._post(request, caller, body)
+
+    async def _post(self, request: Request, caller: Caller, body: bytes) -> Response:
+        upload = parse_upload(body)
         for visibility in upload.visibilities:
             self._permissions.require(
                 caller,
@@ -134,6 +136,7 @@ class Uploads:
                 detail=f"no permission to upload {visibility} files",
             )
         store = self._upload_store(query_text(request, "region"))
+        self._urls.base(request.scope)  # a Host naming no host is a 400 before any write
         assert caller.client_id is not None
         async with self._serialized(caller.client_id):
             batch, put_urls = await run_in_threadpool(

@@ -7,8 +7,13 @@ from urllib.parse import urlsplit, urlunsplit
 from starlette.requests import Request
 from starlette.types import Scope
 
+from gateway.errors import BadRequest
 from gateway.forwarded import ADDRESS_HEADERS, TrustedProxies
 
+# The longest DNS name (RFC 1035): a longer Host names no host. Refused rather than put in
+# URLs, since every URL of a batch answer holds it (a 16 KiB Host made a 150 kB manifest's
+# answer 16 MB).
+MAX_HOST = 253
 _MAX_BASES = 1024
 _MAX_KEPT_HEADERS = 512  # bytes of address headers whose base is kept (the client's choice)
 
@@ -24,7 +29,8 @@ class PublicUrls:
         self._bases: dict[tuple[object, ...], str] = {}
 
     def base(self, scope: Scope) -> str:
-        """The scheme, host, port and root path the client addressed."""
+        """The scheme, host, port and root path the client addressed; a 400 for a host
+        longer than any name (:data:`MAX_HOST`)."""
         client = scope.get("client")
         headers = [
             (name, value) for name, value in scope.get("headers", ()) if name in ADDRESS_HEADERS
@@ -38,6 +44,8 @@ class PublicUrls:
         base = self._bases.get(key)
         if base is None:
             target = self._proxies.target_of(scope)
+            if len(target.host) > MAX_HOST:
+                raise BadRequest(f"The Host header names no host: over {MAX_HOST} characters")
             base = target.base_url + scope.get("root_path", "").rstrip("/")
             if sum(len(value) for _, value in headers) <= _MAX_KEPT_HEADERS:
                 if len(self._bases) >= _MAX_BASES:

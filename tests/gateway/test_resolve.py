@@ -16,13 +16,20 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from starlette.testclient import TestClient
 
-from gateway.resolve import MAX_ENTRIES, WRONG_ALGORITHM
+from gateway.resolve import MAX_CONCURRENT_RESOLVES, MAX_ENTRIES, WRONG_ALGORITHM
 from indexer.s3_store import S3Store
 from indexer.schema import index_key
 from indexer.stores import Regions
-from tests.conftest import clients_auth, make_system, unreachable_s3_store
+from tests.conftest import (
+    clients_auth,
+    make_local_store,
+    make_system,
+    settings_for,
+    unreachable_s3_store,
+)
 from tests.gateway.auth_helpers import basic, hawk
 from tests.gateway.conftest import Gateway, random_bytes
+from tests.gateway.stalled_bodies import answered_behind
 from tests.gateway.test_download import (
     FORBIDDEN_BODY,
     INVALID_DIGEST_BODY,
@@ -219,6 +226,12 @@ def test_anonymous_callers_without_public_downloads_get_gets_403s(
         (b'[{"digest": 5}]', "Entry 0 of the manifest must have a digest, a string"),
         (b'[{"digest": "\\udfff"}]', "The request body holds text that is not valid Unicode"),
         (b'[{"digest": "x", "size": NaN}]', "The request body must be JSON"),
+        (b'[{"digest": "x", "size": 1e400}]', "The request body must be JSON"),
+        (b'[{"digest": "x", "size": ' + b"9" * 5000 + b"}]", "The request body must be JSON"),
+        (b"[" * 100_000, "The request body must be JSON"),
+        (b'[{"digest": "\xff"}]', "The request body must be JSON"),
+        (b'[{"digest": "\xed\xa0\x80"}]', "The request body holds text that is not valid Unicode"),
+        (b'[{"digest\\u0000": "x"}]', "Entry 0 of the manifest must have a digest, a string"),
     ],
 )
 def test_a_body_that_is_no_manifest_is_the_requests_400(
@@ -394,3 +407,69 @@ def test_on_s3_the_url_downloads_the_bytes(s3_store: S3Store, tmp_path: Path) ->
         assert "X-Amz-Signature=" in answer["url"]
         with urllib.request.urlopen(answer["url"], timeout=30) as fetched:
             assert fetched.read() == uploaded.data
+
+
+def test_slow_bodies_hold_no_slot(resolving: Resolving) -> None:
+    """Requests whose bodies never end (a slowloris) wait for their bodies without holding
+    any of the requests handled at once: a whole manifest sent after them is answered."""
+    manifest = json.dumps([{"digest": resolving.public}]).encode()
+    status, body = answered_behind(
+        resolving.gateway.app(), "/resolve", manifest, stalled=MAX_CONCURRENT_RESOLVES
+    )
+    assert status == 200
+    location = resolving.client.get(f"/sha512/{resolving.public}").headers["location"]
+    assert body["files"] == [{"digest": resolving.public, "url": location}]
+
+
+def test_a_host_longer_than_any_name_is_refused_as_get_refuses_it(resolving: Resolving) -> None:
+    """Every URL of an answer holds the Host the client sent: one longer than any DNS name
+    (253 characters) is GET's 400, entry by entry, so a manifest naming one file a thousand
+    times is never answered a hundred times its size."""
+    client, public = resolving.client, resolving.public
+    longest = "a" * 253
+    [answer] = files(post(client, [{"digest": public}], headers={"Host": f"{longest}:8080"}))
+    assert answer["url"].startswith(f"http://{longest}:8080/__store__/")
+    manifest = [{"digest": public}] * MAX_ENTRIES
+    for host in ("a" * 254, "a" * 16000):
+        response = post(client, manifest, headers={"Host": host})
+        refused = client.get(f"/sha512/{public}", headers={"Host": host})
+        detail = assert_problem(refused, 400)["detail"]
+        assert detail == "The Host header names no host: over 253 characters"
+        assert files(response) == [{"digest": public, "problem": refused.json()}] * MAX_ENTRIES
+        assert len(response.content) < 4 * len(json.dumps(manifest))
+
+
+class _SlowToRead(CountingStore):
+    """Reading one key takes `seconds` on the signer's clock (a slow store)."""
+
+    def __init__(self, store: Any, key: str, clock: list[float], seconds: float) -> None:
+        super().__init__(store)
+        self._key, self._clock, self._seconds = key, clock, seconds
+
+    def get(self, key: str) -> Any:
+        if key == self._key:
+            self._clock[0] += self._seconds
+        return super().get(key)
+
+
+def test_urls_are_signed_once_every_lookup_is_done(tmp_path: Path) -> None:
+    """A URL is as fresh when the answer goes out as GET's would be: one file's slow lookup
+    never ages the URLs of the files looked up before it."""
+    now = [1_800_000_000.0]
+    store = make_local_store(tmp_path / "local", clock=lambda: now[0])
+    settings = settings_for(
+        tmp_path / "data",
+        auth=clients_auth(tmp_path),
+        embedded_indexer=False,
+        signed_url_reuse_seconds=0,  # every answer signs anew, at its own time
+    )
+    gateway = Gateway(Regions([store]), tmp_path, settings)
+    fast, slow = gateway.add(random_bytes(), name="fast.bin"), gateway.add(random_bytes())
+    gateway.regions = Regions([_SlowToRead(store, index_key(slow), now, 30)])  # type: ignore[list-item]
+    client = gateway.client()
+    answers = files(post(client, [{"digest": fast}, {"digest": slow}]))
+    assert now[0] == 1_800_000_030.0  # the slow lookup took its 30 s
+    assert [answer["url"] for answer in answers] == [
+        client.get(f"/sha512/{digest}").headers["location"] for digest in (fast, slow)
+    ]
+    assert f"expires={1_800_000_030 + 60}&" in answers[0]["url"]

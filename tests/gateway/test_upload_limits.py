@@ -16,9 +16,12 @@ from typing import Any, BinaryIO
 
 import pytest
 
+from gateway.uploads import MAX_CONCURRENT_POSTS
 from indexer.intake import PENDING
 from indexer.stores import ObjectInfo, Store
 from tests.conftest import make_local_store, make_system
+from tests.gateway.auth_helpers import basic
+from tests.gateway.stalled_bodies import answered_behind
 from tests.gateway.test_download import assert_problem
 from tests.gateway.test_uploads import post_raw
 from tests.system import System, Uploaded
@@ -171,3 +174,47 @@ def test_the_local_store_lists_only_below_the_prefix(
     monkeypatch.setattr(indexer.local_store.os, "walk", walk)
     assert post_raw(system, big_batch(2, message="m")).status_code == 200
     assert len(walked) <= 3, walked
+
+
+def test_slow_bodies_hold_up_no_other_upload(tmp_path: Path) -> None:
+    """Posts whose bodies never end (a slowloris), from a client holding no tooltool scope
+    at all, hold none of the posts handled at once: an uploader's batch is answered."""
+    system = make_system(make_local_store(tmp_path / "data"), tmp_path)
+
+    def bearer(client_id: str) -> dict[str, str]:
+        answer = system.client.post("/token", headers={"Authorization": basic(client_id)})
+        return {"Authorization": f"Bearer {answer.json()['token']}"}
+
+    upload = Uploaded("a.bin", b"data", "public")
+    body = json.dumps({"message": "m", "files": {"a.bin": upload.entry()}}).encode()
+    status, answer = answered_behind(
+        system.client.app,
+        "/upload",
+        body,
+        stalled=MAX_CONCURRENT_POSTS,
+        headers=bearer("uploader"),
+        stalled_headers=bearer("nobody"),
+    )
+    assert status == 200
+    assert answer["result"]["files"]["a.bin"]["digest"] == upload.digest
+
+
+def test_a_host_longer_than_any_name_is_refused_before_anything_is_written(
+    tmp_path: Path,
+) -> None:
+    """The local store's PUT URLs hold the Host the client sent: one longer than any DNS
+    name is a 400, before the batch is recorded."""
+    system = make_system(make_local_store(tmp_path / "data"), tmp_path)
+    answer = system.client.post("/token", headers={"Authorization": basic("uploader")})
+    upload = Uploaded("a.bin", b"data", "public")
+    body = {"message": "m", "files": {"a.bin": upload.entry()}}
+    headers = {"Authorization": f"Bearer {answer.json()['token']}", "Host": "a" * 254}
+    response = system.client.post("/upload", json=body, headers=headers)
+    detail = assert_problem(response, 400)["detail"]
+    assert detail == "The Host header names no host: over 253 characters"
+    assert stored_bytes(system.regions.index, "intake/") == 0
+    headers["Host"] = "a" * 253
+    response = system.client.post("/upload", json=body, headers=headers)
+    assert response.status_code == 200, response.text
+    put_url = response.json()["result"]["files"]["a.bin"]["put_url"]
+    assert put_url.startswith(f"http://{'a' * 253}:80/__store__/")
