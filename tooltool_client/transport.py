@@ -17,6 +17,7 @@ from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 from urllib3.exceptions import HTTPError as Urllib3Error
 
 from tooltool_client.errors import TransportError
+from tooltool_client.unpack_errors import shown
 
 CONNECT_TIMEOUT = 10.0
 READ_TIMEOUT = 60.0
@@ -139,12 +140,16 @@ def _tracking(
 
 
 def _shown(url: str) -> str:
-    """A URL without its query: signed URLs carry credentials there."""
-    return url.split("?", 1)[0]
+    """A URL without its query and user information (signed URLs carry credentials
+    there), printable: a server's URL may hold escape sequences meant for a terminal."""
+    scheme, separator, rest = url.split("?", 1)[0].split("#", 1)[0].partition("://")
+    authority, slash, path = rest.partition("/")
+    return shown(scheme + separator + authority.rpartition("@")[2] + slash + path)
 
 
 def _reason(exc: BaseException) -> str:
     reason = getattr(exc, "reason", None)
     text = str(reason if reason is not None else exc) or type(exc).__name__
-    # urllib3 puts the connection object's repr in its messages.
-    return text.split(">: ", 1)[-1]
+    # urllib3 puts the connection object's repr in its messages, and may quote the URL it
+    # could not parse, query included.
+    return shown(text.split(">: ", 1)[-1].split("?", 1)[0])
