@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import stat
 import threading
 from pathlib import Path
 
@@ -33,7 +34,12 @@ class Cache:
         """The entry for these bytes if it holds them (its use recorded); a corrupt
         entry is removed."""
         path = self.entry(digest)
-        if not path.is_file():
+        try:
+            # Not followed: a symlink is no entry (what it points at, its owner may change
+            # once it is linked into the working folder), nor a FIFO.
+            if not stat.S_ISREG(path.lstat().st_mode):
+                return None
+        except OSError:
             return None
         if matches(path, size, digest):
             touch(path)

@@ -167,3 +167,77 @@ def test_a_fetch_waiting_on_another_stops_when_interrupted(tmp_path: Path) -> No
             _, err = waiting.communicate(timeout=10)
     assert waiting.returncode == 130, err
     assert "Traceback" not in err
+
+
+PLANTED = ["symlink to a file", "symlink to nowhere", "fifo"]
+
+
+def _fetched_in(work: Path, command: list[str]) -> tuple[int, str]:
+    """The console script's exit status and stderr; killed if still running after 20 s."""
+    with reaped(tooltool_process(command, work)) as process:
+        _, err = process.communicate(timeout=20)
+    return process.returncode, err
+
+
+def _plant(path: Path, kind: str, victim: Path) -> None:
+    """What another user of a shared cache could leave at a name the fetch will use."""
+    if kind == "fifo":
+        os.mkfifo(path)
+    else:
+        path.symlink_to(victim)
+
+
+@pytest.mark.parametrize("kind", PLANTED)
+@pytest.mark.parametrize("where", ["cache", "working folder"])
+def test_a_part_file_planted_by_another_user_is_never_written_through(
+    tmp_path: Path, kind: str, where: str
+) -> None:
+    """A symlink at a part file's name must not send the download's bytes (truncating it
+    first) to whatever it points at; a FIFO must not hang the fetch: either is removed,
+    and the file fetched."""
+    blob = BLOBS[0]
+    work, cache = tmp_path / "work", tmp_path / "cache"
+    work.mkdir()
+    cache.mkdir()
+    write_manifest(work, [blob])
+    victim = tmp_path / "victim"
+    if kind == "symlink to a file":
+        victim.write_bytes(b"precious")
+    folder = cache if where == "cache" else work
+    _plant(folder / f".tooltool-{blob.digest}.part", kind, victim)
+    with HostileServer({blob.digest: blob.data}) as server:
+        command = ["--url", server.url, "fetch"] + (["-c", str(cache)] if where == "cache" else [])
+        code, err = _fetched_in(work, command)
+    assert code == 0, err
+    assert_fetched(work, [blob], only=True)
+    assert not (work / blob.name).is_symlink()
+    if kind == "symlink to a file":
+        assert victim.read_bytes() == b"precious"
+    else:
+        assert not victim.exists()
+
+
+@pytest.mark.parametrize("kind", PLANTED)
+def test_a_cache_entry_that_is_no_file_is_not_used(tmp_path: Path, kind: str) -> None:
+    """An entry that is a symlink (to a file with the right bytes, that its owner may change
+    once it is linked into the working folder) or a FIFO is not an entry: the file is
+    fetched, and the entry replaced."""
+    blob = BLOBS[0]
+    work, cache = tmp_path / "work", tmp_path / "cache"
+    work.mkdir()
+    cache.mkdir()
+    write_manifest(work, [blob])
+    victim = tmp_path / "victim"
+    if kind == "symlink to a file":
+        victim.write_bytes(blob.data)
+    _plant(cache / blob.digest, kind, victim)
+    with HostileServer({blob.digest: blob.data}) as server:
+        code, err = _fetched_in(work, ["--url", server.url, "-c", str(cache), "fetch"])
+        assert len(server.blob_gets()) == 1
+    assert code == 0, err
+    assert_fetched(work, [blob], only=True)
+    assert not (work / blob.name).is_symlink()
+    assert not (cache / blob.digest).is_symlink()
+    assert (work / blob.name).stat().st_ino == (cache / blob.digest).stat().st_ino
+    if victim.exists():
+        assert (work / blob.name).stat().st_ino != victim.stat().st_ino
