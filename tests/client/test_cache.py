@@ -179,6 +179,18 @@ def _fetched_in(work: Path, command: list[str]) -> tuple[int, str]:
     return process.returncode, err
 
 
+def _shared_cache(tmp_path: Path, blob: Blob, victim: bytes | None) -> tuple[Path, Path, Path]:
+    """A working folder whose manifest lists `blob`, a cache folder, and the path of another
+    user's file (holding `victim`, if any)."""
+    work, cache, victim_path = tmp_path / "work", tmp_path / "cache", tmp_path / "victim"
+    work.mkdir()
+    cache.mkdir()
+    write_manifest(work, [blob])
+    if victim is not None:
+        victim_path.write_bytes(victim)
+    return work, cache, victim_path
+
+
 def _plant(path: Path, kind: str, victim: Path) -> None:
     """What another user of a shared cache could leave at a name the fetch will use."""
     if kind == "fifo":
@@ -196,13 +208,7 @@ def test_a_part_file_planted_by_another_user_is_never_written_through(
     first) to whatever it points at; a FIFO must not hang the fetch: either is removed,
     and the file fetched."""
     blob = BLOBS[0]
-    work, cache = tmp_path / "work", tmp_path / "cache"
-    work.mkdir()
-    cache.mkdir()
-    write_manifest(work, [blob])
-    victim = tmp_path / "victim"
-    if kind == "symlink to a file":
-        victim.write_bytes(b"precious")
+    work, cache, victim = _shared_cache(tmp_path, blob, b"precious" if kind == PLANTED[0] else None)
     folder = cache if where == "cache" else work
     _plant(folder / f".tooltool-{blob.digest}.part", kind, victim)
     with HostileServer({blob.digest: blob.data}) as server:
@@ -211,7 +217,7 @@ def test_a_part_file_planted_by_another_user_is_never_written_through(
     assert code == 0, err
     assert_fetched(work, [blob], only=True)
     assert not (work / blob.name).is_symlink()
-    if kind == "symlink to a file":
+    if kind == PLANTED[0]:
         assert victim.read_bytes() == b"precious"
     else:
         assert not victim.exists()
@@ -223,13 +229,7 @@ def test_a_cache_entry_that_is_no_file_is_not_used(tmp_path: Path, kind: str) ->
     once it is linked into the working folder) or a FIFO is not an entry: the file is
     fetched, and the entry replaced."""
     blob = BLOBS[0]
-    work, cache = tmp_path / "work", tmp_path / "cache"
-    work.mkdir()
-    cache.mkdir()
-    write_manifest(work, [blob])
-    victim = tmp_path / "victim"
-    if kind == "symlink to a file":
-        victim.write_bytes(blob.data)
+    work, cache, victim = _shared_cache(tmp_path, blob, blob.data if kind == PLANTED[0] else None)
     _plant(cache / blob.digest, kind, victim)
     with HostileServer({blob.digest: blob.data}) as server:
         code, err = _fetched_in(work, ["--url", server.url, "-c", str(cache), "fetch"])
