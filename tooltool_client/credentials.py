@@ -84,6 +84,8 @@ def from_file(path: Path) -> Credentials:
         parsed = json.loads(text)
     except ValueError:
         parsed = None
+    except RecursionError:  # JSON, nested too deep to be credentials
+        parsed = []
     if parsed is None:
         if not text or any(c in text for c in "\r\n\0"):
             raise CredentialsError(f"authentication file '{path}' holds no usable token")

@@ -655,3 +655,47 @@ def test_the_console_script(start_live_gateway: GatewayStarter, tmp_path: Path) 
     assert (
         done.stderr.splitlines()[-1] == "tooltool: error: argument --expires-in: must be at least 1"
     )
+
+
+_DEEP = b"[" * 100_000 + b"]" * 100_000  # JSON, nested past the parser's recursion limit
+
+
+async def _deeply_nested(request: Request) -> Response:
+    """200 to a POST, 500 to anything else: a JSON body nested too deep to parse."""
+    status = 200 if request.method == "POST" else 500
+    return Response(_DEEP, status_code=status, media_type="application/json")
+
+
+@pytest.mark.parametrize(
+    "command",
+    [["fetch"], ["upload", "--message", "m"], ["delete", "--digest", "0" * 128], ["token"]],
+)
+def test_an_answer_nested_too_deep_is_one_line(
+    workdir: Path, live_server: Any, command: list[str]
+) -> None:
+    """A server's answer nested deeper than the JSON parser goes is no JSON: one line, exit
+    1, never a RecursionError's traceback."""
+    app = Starlette(
+        routes=[Route("/{path:path}", _deeply_nested, methods=["GET", "POST", "PATCH"])]
+    )
+    server: LiveServer = live_server(app, free_port())
+    data = write("tool.bin")
+    entry = {"filename": "tool.bin", "size": len(data), "algorithm": "sha512"}
+    Path("manifest.tt").write_text(json.dumps([{**entry, "digest": digest_of(data)}]))
+    if command == ["fetch"]:
+        Path("tool.bin").unlink()
+    Path("auth.json").write_text(json.dumps({"clientId": "c", "accessToken": "SECRET-access"}))
+    quick = {"TOOLTOOL_RETRY_SECONDS": "0.01"}
+    run = cli("--url", server.url, "--authentication-file", "auth.json", *command, environ=quick)
+    assert run.code == 1
+    assert_no_secret(run, "SECRET-access")
+    assert run.lines[-1].startswith("ERROR - ")
+
+
+def test_an_authentication_file_nested_too_deep_is_one_line(workdir: Path) -> None:
+    Path("auth.json").write_bytes(_DEEP)
+    run = cli("--url", "http://127.0.0.1:9/", "--authentication-file", "auth.json", "token")
+    assert run.code == 1
+    assert run.lines == [
+        "ERROR - authentication file 'auth.json' is JSON without a clientId and accessToken"
+    ]
