@@ -17,7 +17,7 @@ import stat
 import threading
 from pathlib import Path
 
-from tooltool_client.digests import matches
+from tooltool_client.digests import CHUNK, matches
 from tooltool_client.errors import CacheError
 
 
@@ -77,15 +77,16 @@ def place(source: Path, target: Path, *, link: bool = True) -> None:
         f".tooltool-{target.name}.{os.getpid()}.{threading.get_ident()}.tmp"
     )
     try:
+        with contextlib.suppress(FileNotFoundError):  # left by a killed fetch, or planted
+            temporary.unlink()
         try:
             if not link:
                 raise OSError("copy asked for")
             os.link(source, temporary)
-        except FileExistsError:
-            temporary.unlink()
-            shutil.copyfile(source, temporary)
         except OSError:
-            shutil.copyfile(source, temporary)
+            # Created here ("x"): never written through a symlink planted at its name.
+            with open(source, "rb") as reading, open(temporary, "xb") as writing:
+                shutil.copyfileobj(reading, writing, CHUNK)
         os.replace(temporary, target)
     except BaseException:
         with contextlib.suppress(OSError):

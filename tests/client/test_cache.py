@@ -8,6 +8,7 @@ import os
 import shutil
 import signal
 import subprocess
+import threading
 import time
 from pathlib import Path
 
@@ -25,6 +26,7 @@ from tests.client.fetch_helpers import (
     write_manifest,
 )
 from tests.client.hostile_server import HostileServer
+from tooltool_client.cache import place
 
 BLOBS = [Blob("a.bin", os.urandom(400_000)), Blob("b.bin", os.urandom(200_000)), Blob("c", b"c")]
 
@@ -241,3 +243,22 @@ def test_a_cache_entry_that_is_no_file_is_not_used(tmp_path: Path, kind: str) ->
     assert (work / blob.name).stat().st_ino == (cache / blob.digest).stat().st_ino
     if victim.exists():
         assert (work / blob.name).stat().st_ino != victim.stat().st_ino
+
+
+@pytest.mark.parametrize("link", [True, False])
+def test_placing_never_writes_through_a_symlink_at_the_temporary_name(
+    tmp_path: Path, link: bool
+) -> None:
+    """The temporary name beside the target is predictable: a symlink planted there (in a
+    working folder others can write) must not receive the bytes (a copy, across
+    filesystems or for a second name) nor be followed."""
+    source, target, victim = tmp_path / "entry", tmp_path / "tool.bin", tmp_path / "victim"
+    source.write_bytes(b"tool")
+    victim.write_bytes(b"precious")
+    temporary = f".tooltool-{target.name}.{os.getpid()}.{threading.get_ident()}.tmp"
+    (tmp_path / temporary).symlink_to(victim)
+    place(source, target, link=link)
+    assert target.read_bytes() == b"tool"
+    assert not target.is_symlink()
+    assert victim.read_bytes() == b"precious"
+    assert not (tmp_path / temporary).exists()
