@@ -65,6 +65,14 @@ class Cache:
         return path
 
 
+def is_own(path: Path) -> bool:
+    """Whether this user owns the file at `path`."""
+    try:
+        return path.stat().st_uid == os.geteuid()
+    except OSError:
+        return False
+
+
 def touch(path: Path) -> None:
     with contextlib.suppress(OSError):
         os.utime(path)

@@ -262,3 +262,21 @@ def test_placing_never_writes_through_a_symlink_at_the_temporary_name(
     assert not target.is_symlink()
     assert victim.read_bytes() == b"precious"
     assert not (tmp_path / temporary).exists()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="giving a file to another user needs root")
+def test_another_users_cache_entry_is_copied_not_linked(tmp_path: Path) -> None:
+    """An entry of another user sharing the cache is theirs to change once it is verified:
+    a hard link would change the working file with it. It is copied (not fetched again)."""
+    blob = BLOBS[0]
+    work, cache, _ = _shared_cache(tmp_path, blob, None)
+    foreign = cache / blob.digest
+    foreign.write_bytes(blob.data)
+    os.chown(foreign, 65534, 65534)
+    with HostileServer({blob.digest: blob.data}) as server:
+        code, err = _fetched_in(work, ["--url", server.url, "-c", str(cache), "fetch"])
+        assert server.blob_gets() == []
+    assert code == 0, err
+    assert_fetched(work, [blob], only=True)
+    assert (work / blob.name).stat().st_ino != foreign.stat().st_ino
+    assert (work / blob.name).stat().st_uid == 0
