@@ -699,3 +699,23 @@ def test_an_authentication_file_nested_too_deep_is_one_line(workdir: Path) -> No
     assert run.lines == [
         "ERROR - authentication file 'auth.json' is JSON without a clientId and accessToken"
     ]
+
+
+@pytest.mark.parametrize(
+    ("content", "error"),
+    [
+        (
+            '{"clientId": "a\\"b", "accessToken": "SECRET-access"}',
+            "ERROR - the clientId 'a\"b' cannot be sent in a Hawk header",
+        ),
+        ("t\u00f6ken\u20ac", "ERROR - authentication file 'auth' holds no usable token"),
+        ("tok\x1b[2Jen", "ERROR - authentication file 'auth' holds no usable token"),
+    ],
+)
+def test_credentials_a_header_cannot_carry_are_one_line(
+    workdir: Path, closed_url: str, content: str, error: str
+) -> None:
+    Path("auth").write_text(content, encoding="utf-8")
+    run = cli("--url", closed_url, "--authentication-file", "auth", "delete", "--digest", "0" * 128)
+    assert (run.code, run.lines) == (1, [error])
+    assert_no_secret(run, "SECRET-access")
