@@ -27,7 +27,9 @@ ALGORITHM = "sha512"
 DEFAULT_NAME = "manifest.tt"
 VISIBILITIES = ("internal", "public")
 _DIGEST = re.compile(r"[0-9a-f]{128}")
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+# C0 and C1 controls (a terminal obeys both) and the bidirectional overrides and isolates
+# (they reorder what is shown after them): a name is printed on every line about it.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
 # The legacy writer's key order; other keys follow in the order they were read.
 _KNOWN = ("filename", "size", "algorithm", "digest", "unpack", "version", "visibility", "setup")
 

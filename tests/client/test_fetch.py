@@ -254,6 +254,9 @@ MANIFEST_ERRORS = {
     "bad digest": ([{**Blob("a", b"a").record(), "digest": "abc"}], "is not a sha512 digest"),
     "path": ([Blob("../x", b"a").record()], "contains path information"),
     "duplicate": ([Blob("a", b"a").record(), Blob("a", b"b").record()], "is listed twice"),
+    "escape": ([Blob("\x1b[2Ja", b"a").record()], "'\\x1b[2Ja' contains control characters"),
+    "C1 escape": ([Blob("\x9b2Ja", b"a").record()], "'\\x9b2Ja' contains control characters"),
+    "bidi": ([Blob("a\u202egpj.exe", b"a").record()], "'a\\u202egpj.exe' contains control"),
 }
 
 
