@@ -4,6 +4,7 @@ worker threads, with every urllib3 error translated at this edge."""
 from __future__ import annotations
 
 import contextlib
+import re
 import socket
 import threading
 import weakref
@@ -22,6 +23,7 @@ from tooltool_client.unpack_errors import shown
 CONNECT_TIMEOUT = 10.0
 READ_TIMEOUT = 60.0
 USER_AGENT = "tooltool-client/1"
+_CONNECTION_REPR = re.compile(r"Tracked\(host=[^)]*\): ")
 
 
 class Transport:
@@ -150,6 +152,8 @@ def _shown(url: str) -> str:
 def _reason(exc: BaseException) -> str:
     reason = getattr(exc, "reason", None)
     text = str(reason if reason is not None else exc) or type(exc).__name__
-    # urllib3 puts the connection object's repr in its messages, and may quote the URL it
-    # could not parse, query included.
-    return shown(text.split(">: ", 1)[-1].split("?", 1)[0])
+    # urllib3 puts the connection object's repr in its messages (`Tracked(host=…, port=…): `,
+    # a name that means nothing to a reader), and may quote the URL it could not parse,
+    # query included.
+    text = _CONNECTION_REPR.sub("", text.split(">: ", 1)[-1])
+    return shown(text.split("?", 1)[0])

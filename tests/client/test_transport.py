@@ -44,3 +44,13 @@ def test_an_unparsable_url_shows_no_query() -> None:
     ):
         pass
     assert "SECRET" not in str(raised.value)
+
+
+def test_a_refused_connection_says_so_without_urllib3s_object() -> None:
+    url = f"http://127.0.0.1:{_refusing_port()}/x"
+    with pytest.raises(TransportError) as raised, Transport().open("GET", url):
+        pass
+    assert (
+        str(raised.value) == f"GET {url}: Failed to establish a new connection:"
+        " [Errno 111] Connection refused"
+    )
