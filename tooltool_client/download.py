@@ -189,7 +189,9 @@ class Download:
         self._on_bytes(len(data))
 
     def _discard(self) -> None:
-        with contextlib.suppress(FileNotFoundError):
+        # Not there, or not removable (a folder at its name): writing it fails next, as one
+        # line; here it would hide the error being raised.
+        with contextlib.suppress(OSError):
             self._part.unlink()
 
 

@@ -280,3 +280,24 @@ def test_another_users_cache_entry_is_copied_not_linked(tmp_path: Path) -> None:
     assert_fetched(work, [blob], only=True)
     assert (work / blob.name).stat().st_ino != foreign.stat().st_ino
     assert (work / blob.name).stat().st_uid == 0
+
+
+@pytest.mark.parametrize("where", ["cache", "working folder"])
+def test_a_folder_at_a_part_files_name_is_one_line(tmp_path: Path, where: str) -> None:
+    """It cannot be removed: in the cache, the cache is done without; in the working
+    folder, the file fails, in one line."""
+    blob = BLOBS[0]
+    work, cache, _ = _shared_cache(tmp_path, blob, None)
+    folder = cache if where == "cache" else work
+    (folder / f".tooltool-{blob.digest}.part").mkdir()
+    with HostileServer({blob.digest: blob.data}) as server:
+        command = ["--url", server.url, "fetch"] + (["-c", str(cache)] if where == "cache" else [])
+        code, err = _fetched_in(work, command)
+    assert "Traceback" not in err
+    if where == "cache":
+        assert code == 0, err
+        assert f"WARNING - cache folder '{cache}' cannot be used" in err
+        assert_fetched(work, [blob])
+    else:
+        assert code == 1
+        assert err.splitlines()[-2].endswith(".part' cannot be written: Is a directory")
