@@ -74,6 +74,12 @@ class Download:
                     out.seek(self._offset)
                     if self._offset < self._size:
                         self._receive(location, headers, out)
+                    written = os.fstat(out.fileno())
+                    # The bytes hashed went to this file: another renamed over its name
+                    # (a shared cache's other user, a second fetch once the legacy
+                    # client's purge removed the lock) is not what was verified.
+                    if not _named(self._part, written):
+                        raise IntegrityError("the part file was replaced while it was written")
         except (IntegrityError, StagingError):
             self._discard()
             raise
@@ -212,6 +218,15 @@ def _open_part(path: Path, flags: int) -> BinaryIO:
         os.close(fd)
         raise _NotAPartFile(errno.EINVAL, "not a regular file", str(path))
     return os.fdopen(fd, "rb" if flags & os.O_ACCMODE == os.O_RDONLY else "r+b")
+
+
+def _named(path: Path, written: os.stat_result) -> bool:
+    """Whether `path` is still the file `written` describes."""
+    try:
+        current = os.stat(path, follow_symlinks=False)
+    except FileNotFoundError:
+        return False
+    return (current.st_dev, current.st_ino) == (written.st_dev, written.st_ino)
 
 
 @contextlib.contextmanager

@@ -20,6 +20,7 @@ from tests.client.fetch_helpers import (
     assert_fetched,
     reaped,
     run_tooltool,
+    sha512_of,
     slow_fetch,
     tooltool_process,
     wait_for_output,
@@ -301,3 +302,21 @@ def test_a_folder_at_a_part_files_name_is_one_line(tmp_path: Path, where: str) -
     else:
         assert code == 1
         assert err.splitlines()[-2].endswith(".part' cannot be written: Is a directory")
+
+
+def test_a_part_file_replaced_while_it_is_written_is_not_used(tmp_path: Path) -> None:
+    """Another file renamed over the part file mid-download (another user of a shared
+    cache; the legacy client's purge removing the lock, a second fetch then writing its own
+    part file): the bytes hashed went to the replaced file, so what is at the name is not
+    what was verified. It is not used: the file is fetched again."""
+    cache, work = tmp_path / "cache", tmp_path / "work"
+    work.mkdir()
+    with slow_fetch(work, cache=cache) as slow:
+        impostor = cache / "impostor"
+        impostor.write_bytes(b"\0" * len(slow.blob.data))
+        os.replace(impostor, slow.part)
+        slow.server.delay = 0
+        _, err = slow.process.communicate(timeout=60)
+    assert slow.process.returncode == 0, err
+    assert_fetched(work, [slow.blob], only=True)
+    assert sha512_of(cache / slow.blob.digest) == slow.blob.digest
