@@ -20,6 +20,8 @@ from pathlib import Path
 from tooltool_client.digests import CHUNK, matches
 from tooltool_client.errors import CacheError
 
+_OTHERS_WRITE = stat.S_IWGRP | stat.S_IWOTH
+
 
 class Cache:
     """A cache folder; created (mode 0700) on first write."""
@@ -58,6 +60,9 @@ class Cache:
         """Move a verified part file into the cache (whole: a rename)."""
         path = self.entry(digest)
         try:
+            # Writable by its owner only (a umask of 002 leaves it to the group): an entry is
+            # linked into working folders, where others must not change it.
+            os.chmod(part, stat.S_IMODE(os.stat(part).st_mode) & ~_OTHERS_WRITE)
             os.replace(part, path)
         except OSError as exc:
             raise CacheError(f"cannot be written: {exc.strerror}") from None
@@ -66,11 +71,12 @@ class Cache:
 
 
 def is_own(path: Path) -> bool:
-    """Whether this user owns the file at `path`."""
+    """Whether the file at `path` is this user's alone: owned, and no one else may write it."""
     try:
-        return path.stat().st_uid == os.geteuid()
+        found = path.stat()
     except OSError:
         return False
+    return found.st_uid == os.geteuid() and not found.st_mode & _OTHERS_WRITE
 
 
 def touch(path: Path) -> None:

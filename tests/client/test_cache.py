@@ -7,9 +7,11 @@ import hashlib
 import os
 import shutil
 import signal
+import stat
 import subprocess
 import threading
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
@@ -175,9 +177,10 @@ def test_a_fetch_waiting_on_another_stops_when_interrupted(tmp_path: Path) -> No
 PLANTED = ["symlink to a file", "symlink to nowhere", "fifo"]
 
 
-def _fetched_in(work: Path, command: list[str]) -> tuple[int, str]:
-    """The console script's exit status and stderr; killed if still running after 20 s."""
-    with reaped(tooltool_process(command, work)) as process:
+def _fetched_in(work: Path, command: list[str], wrapper: Sequence[str] = ()) -> tuple[int, str]:
+    """The console script's exit status and stderr (started by `wrapper`, if any); killed if
+    still running after 20 s."""
+    with reaped(tooltool_process(command, work, wrapper=wrapper)) as process:
         _, err = process.communicate(timeout=20)
     return process.returncode, err
 
@@ -320,3 +323,23 @@ def test_a_part_file_replaced_while_it_is_written_is_not_used(tmp_path: Path) ->
     assert slow.process.returncode == 0, err
     assert_fetched(work, [slow.blob], only=True)
     assert sha512_of(cache / slow.blob.digest) == slow.blob.digest
+
+
+def test_entries_are_written_by_their_owner_only(tmp_path: Path) -> None:
+    """Under a umask of 002 the group could change an entry, and with it every working file
+    linked to it: an entry is made writable by its owner only; one the group may write is
+    copied, not linked."""
+    blob = BLOBS[0]
+    work, cache, _ = _shared_cache(tmp_path, blob, None)
+    group_writable = cache / BLOBS[1].digest
+    group_writable.write_bytes(BLOBS[1].data)
+    group_writable.chmod(0o664)
+    write_manifest(work, BLOBS[:2])
+    with HostileServer({blob.digest: blob.data}) as server:
+        command = ["--url", server.url, "-c", str(cache), "fetch"]
+        code, err = _fetched_in(work, command, ["sh", "-c", 'umask 002 && exec "$@"', "sh"])
+    assert code == 0, err
+    assert_fetched(work, BLOBS[:2], only=True)
+    assert stat.S_IMODE((cache / blob.digest).stat().st_mode) == 0o644
+    assert (work / blob.name).stat().st_ino == (cache / blob.digest).stat().st_ino
+    assert (work / BLOBS[1].name).stat().st_ino != group_writable.stat().st_ino
