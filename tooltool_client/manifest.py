@@ -164,7 +164,10 @@ def save(path: Path, records: Sequence[FileRecord]) -> None:
     """Write the manifest whole: a temporary file renamed over the old one."""
     temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
-        temporary.write_text(dumps(records), encoding="utf-8")
+        temporary.unlink(missing_ok=True)  # left by a killed run, or planted
+        # Created here ("x"): never written through a symlink planted at its name.
+        with open(temporary, "x", encoding="utf-8") as out:
+            out.write(dumps(records))
         os.replace(temporary, path)
     except OSError as exc:
         temporary.unlink(missing_ok=True)

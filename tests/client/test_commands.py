@@ -91,6 +91,20 @@ def test_add_creates_the_manifest(workdir: Path) -> None:
     assert not Path("manifest.tt").exists()
 
 
+def test_add_never_writes_through_a_symlink_at_the_temporary_name(workdir: Path) -> None:
+    """The manifest is written to a predictable temporary name beside it, then renamed: a
+    symlink planted there (a folder others can write) must not receive it."""
+    write("tool.bin")
+    victim = workdir.parent / "victim"
+    victim.write_text("precious")
+    Path(f".manifest.tt.{os.getpid()}.tmp").symlink_to(victim)
+    run = cli("add", "tool.bin")
+    assert run.code == 0, run.stderr
+    assert victim.read_text() == "precious"
+    assert [record["filename"] for record in manifest()] == ["tool.bin"]
+    assert not Path("manifest.tt").is_symlink()
+
+
 def test_add_puts_new_records_first_and_keeps_the_others(workdir: Path) -> None:
     old = {
         "filename": "old.bin",
