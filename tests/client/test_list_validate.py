@@ -79,3 +79,14 @@ def test_a_fifo_in_place_of_an_empty_file_is_invalid_not_a_hang(
     else:
         assert process.returncode == 0, err
         assert (workdir / empty.name).read_bytes() == b""
+
+
+def test_a_reader_that_leaves_is_no_traceback(workdir: Path) -> None:
+    """``tooltool list | head -1``: the pipe closes while list still writes."""
+    write_manifest(workdir, [Blob(f"f{n}", b"") for n in range(20_000)])
+    process = tooltool_process(["list"], workdir)
+    assert process.stdout is not None
+    process.stdout.readline()
+    process.stdout.close()
+    _, err = process.communicate(timeout=30)
+    assert (process.returncode, err) == (1, "")
