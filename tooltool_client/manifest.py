@@ -80,6 +80,10 @@ def check_filename(name: object) -> str:
         raise InvalidManifest(f"the filename {name!r} contains path information")
     if _CONTROL.search(name):
         raise InvalidManifest(f"the filename {name!r} contains control characters")
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate ("\ud800" in the JSON): no file's name
+        raise InvalidManifest(f"the filename {name!r} is not valid Unicode") from None
     return name
 
 

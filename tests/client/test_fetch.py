@@ -256,6 +256,7 @@ MANIFEST_ERRORS = {
     "duplicate": ([Blob("a", b"a").record(), Blob("a", b"b").record()], "is listed twice"),
     "escape": ([Blob("\x1b[2Ja", b"a").record()], "'\\x1b[2Ja' contains control characters"),
     "C1 escape": ([Blob("\x9b2Ja", b"a").record()], "'\\x9b2Ja' contains control characters"),
+    "surrogate": ([Blob("\ud800x", b"a").record()], "'\\ud800x' is not valid Unicode"),
     "bidi": ([Blob("a\u202egpj.exe", b"a").record()], "'a\\u202egpj.exe' contains control"),
 }
 
