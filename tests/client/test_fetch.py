@@ -304,3 +304,22 @@ def test_a_part_file_left_behind_is_resumed_or_replaced(
     if fetch_gateway.store == "local":  # its blobs are served through the proxy too
         ranges = [r for r in fetch_gateway.proxy.ranges if r is not None]
         assert ranges == ["bytes=100000-"]
+
+
+@pytest.mark.parametrize(
+    ("url", "error"),
+    [
+        ("ftp://host/", "ERROR - --url 'ftp://host/' is not an http or https URL"),
+        ("http://[::1", "ERROR - --url 'http://[::1' is not an http or https URL"),
+        ("http://host:99999/", "ERROR - --url 'http://host:99999/' is not an http or https URL"),
+        (
+            "https://user:PASSWORD@host/",
+            "ERROR - a --url holds a user name or password, which is never sent:"
+            " give credentials with --authentication-file",
+        ),
+    ],
+)
+def test_a_url_that_cannot_be_used_is_one_line(workdir: Path, url: str, error: str) -> None:
+    write_manifest(workdir, [Blob("a", b"a")])
+    outcome = run_tooltool(["--url", url, "fetch"])
+    assert (outcome.code, outcome.lines) == (1, [error])
