@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from tooltool_client.errors import InvalidManifest
+from tooltool_client.staging import PREFIX
 
 ALGORITHM = "sha512"
 DEFAULT_NAME = "manifest.tt"
@@ -80,6 +81,10 @@ def check_filename(name: object) -> str:
         raise InvalidManifest(f"the filename {name!r} contains path information")
     if _CONTROL.search(name):
         raise InvalidManifest(f"the filename {name!r} contains control characters")
+    if name.startswith(PREFIX):
+        # The names of a fetch's own part, lock and temporary files in the same folder: a
+        # file placed there would be taken for one, or removed as one.
+        raise InvalidManifest(f"the filename {name!r} starts with {PREFIX!r}, kept for tooltool")
     try:
         name.encode("utf-8")
     except UnicodeEncodeError:  # a lone surrogate ("\ud800" in the JSON): no file's name

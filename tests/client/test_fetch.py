@@ -257,6 +257,10 @@ MANIFEST_ERRORS = {
     "escape": ([Blob("\x1b[2Ja", b"a").record()], "'\\x1b[2Ja' contains control characters"),
     "C1 escape": ([Blob("\x9b2Ja", b"a").record()], "'\\x9b2Ja' contains control characters"),
     "surrogate": ([Blob("\ud800x", b"a").record()], "'\\ud800x' is not valid Unicode"),
+    "ours": (
+        [Blob(f".tooltool-{'a' * 128}.lock", b"a").record()],
+        "starts with '.tooltool-', kept for tooltool",
+    ),
     "bidi": ([Blob("a\u202egpj.exe", b"a").record()], "'a\\u202egpj.exe' contains control"),
 }
 
