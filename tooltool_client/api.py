@@ -95,7 +95,7 @@ class Server:
             return [
                 _resolution(entry, digest) for entry, digest in zip(files, digests, strict=True)
             ]
-        except (ValueError, KeyError, TypeError):
+        except (ValueError, KeyError, TypeError, RecursionError):  # nested too deep: no JSON
             raise ServerError(f"{self.base_url}resolve answered something unexpected") from None
 
 
@@ -114,7 +114,7 @@ def problem(status: int, body: bytes) -> ProblemAnswer:
     """The server's refusal, with the detail of a problem-JSON body when there is one."""
     try:
         parsed = json.loads(body)
-    except ValueError:
+    except (ValueError, RecursionError):  # nested too deep for the parser: no problem JSON
         parsed = None
     return ProblemAnswer(status, _detail(parsed) if isinstance(parsed, dict) else "")
 

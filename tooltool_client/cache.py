@@ -13,11 +13,14 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import stat
 import threading
 from pathlib import Path
 
-from tooltool_client.digests import matches
+from tooltool_client.digests import CHUNK, matches
 from tooltool_client.errors import CacheError
+
+_OTHERS_WRITE = stat.S_IWGRP | stat.S_IWOTH
 
 
 class Cache:
@@ -33,7 +36,12 @@ class Cache:
         """The entry for these bytes if it holds them (its use recorded); a corrupt
         entry is removed."""
         path = self.entry(digest)
-        if not path.is_file():
+        try:
+            # Not followed: a symlink is no entry (what it points at, its owner may change
+            # once it is linked into the working folder), nor a FIFO.
+            if not stat.S_ISREG(path.lstat().st_mode):
+                return None
+        except OSError:
             return None
         if matches(path, size, digest):
             touch(path)
@@ -52,11 +60,23 @@ class Cache:
         """Move a verified part file into the cache (whole: a rename)."""
         path = self.entry(digest)
         try:
+            # Writable by its owner only (a umask of 002 leaves it to the group): an entry is
+            # linked into working folders, where others must not change it.
+            os.chmod(part, stat.S_IMODE(os.stat(part).st_mode) & ~_OTHERS_WRITE)
             os.replace(part, path)
         except OSError as exc:
             raise CacheError(f"cannot be written: {exc.strerror}") from None
         touch(path)
         return path
+
+
+def is_own(path: Path) -> bool:
+    """Whether the file at `path` is this user's alone: owned, and no one else may write it."""
+    try:
+        found = path.stat()
+    except OSError:
+        return False
+    return found.st_uid == os.geteuid() and not found.st_mode & _OTHERS_WRITE
 
 
 def touch(path: Path) -> None:
@@ -71,15 +91,16 @@ def place(source: Path, target: Path, *, link: bool = True) -> None:
         f".tooltool-{target.name}.{os.getpid()}.{threading.get_ident()}.tmp"
     )
     try:
+        with contextlib.suppress(FileNotFoundError):  # left by a killed fetch, or planted
+            temporary.unlink()
         try:
             if not link:
                 raise OSError("copy asked for")
             os.link(source, temporary)
-        except FileExistsError:
-            temporary.unlink()
-            shutil.copyfile(source, temporary)
         except OSError:
-            shutil.copyfile(source, temporary)
+            # Created here ("x"): never written through a symlink planted at its name.
+            with open(source, "rb") as reading, open(temporary, "xb") as writing:
+                shutil.copyfileobj(reading, writing, CHUNK)
         os.replace(temporary, target)
     except BaseException:
         with contextlib.suppress(OSError):

@@ -22,6 +22,7 @@ fleet may lengthen them), read once per run into :class:`Timing`:
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import sys
@@ -309,6 +310,12 @@ def main(
     except KeyboardInterrupt:
         logger.error("interrupted; a fetch resumes where it stopped when run again")
         return 130
+    except BrokenPipeError:
+        # The reader of stdout left (`tooltool list | head`): nothing more to tell it, and
+        # no traceback either when Python flushes it on the way out.
+        with contextlib.suppress(OSError, ValueError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
     finally:
         logger.removeHandler(handler)
         if "transport" in context.__dict__:

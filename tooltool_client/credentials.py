@@ -50,13 +50,19 @@ class Hawk:
     def header(self, method: str, url: str, body: bytes | None) -> str | None:
         credentials = {"id": self.client_id, "key": self.access_token, "algorithm": "sha256"}
         import mohawk  # here: anonymous and Bearer runs never pay for importing it
+        import mohawk.exc
 
-        if body is None:
-            sender = mohawk.Sender(credentials, url, method, always_hash_content=False)
-        else:
-            sender = mohawk.Sender(
-                credentials, url, method, content=body, content_type="application/json"
-            )
+        try:
+            if body is None:
+                sender = mohawk.Sender(credentials, url, method, always_hash_content=False)
+            else:
+                sender = mohawk.Sender(
+                    credentials, url, method, content=body, content_type="application/json"
+                )
+        except mohawk.exc.HawkFail:  # the id goes into the header as is: a quote, say
+            raise CredentialsError(
+                f"the clientId {self.client_id!r} cannot be sent in a Hawk header"
+            ) from None
         return str(sender.request_header)
 
     def __repr__(self) -> str:  # never the access token
@@ -84,8 +90,11 @@ def from_file(path: Path) -> Credentials:
         parsed = json.loads(text)
     except ValueError:
         parsed = None
+    except RecursionError:  # JSON, nested too deep to be credentials
+        parsed = []
     if parsed is None:
-        if not text or any(c in text for c in "\r\n\0"):
+        # Sent as a header: ASCII, and nothing that could end or break it.
+        if not text or not text.isascii() or not text.isprintable():
             raise CredentialsError(f"authentication file '{path}' holds no usable token")
         return Bearer(text)
     if (

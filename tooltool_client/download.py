@@ -5,8 +5,11 @@ the manifest's size and digest before anyone may use them."""
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
+import os
 import re
+import stat
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import BinaryIO
@@ -66,10 +69,17 @@ class Download:
         try:
             with _writing(self._part):
                 self._resume()
-                with open(self._part, "r+b" if self._offset else "wb") as out:
+                truncate = 0 if self._offset else os.O_TRUNC
+                with _open_part(self._part, os.O_RDWR | os.O_CREAT | truncate) as out:
                     out.seek(self._offset)
                     if self._offset < self._size:
                         self._receive(location, headers, out)
+                    written = os.fstat(out.fileno())
+                    # The bytes hashed went to this file: another renamed over its name
+                    # (a shared cache's other user, a second fetch once the legacy
+                    # client's purge removed the lock) is not what was verified.
+                    if not _named(self._part, written):
+                        raise IntegrityError("the part file was replaced while it was written")
         except (IntegrityError, StagingError):
             self._discard()
             raise
@@ -82,7 +92,7 @@ class Download:
         self._hasher = hashlib.sha512()
         self._offset = 0
         try:
-            with open(self._part, "rb") as stream:
+            with _open_part(self._part, os.O_RDONLY) as stream:
                 while chunk := stream.read(CHUNK):
                     self._offset += len(chunk)
                     if self._offset > self._size:
@@ -90,6 +100,8 @@ class Download:
                     self._hasher.update(chunk)
         except FileNotFoundError:
             return
+        except _NotAPartFile:
+            self._offset = self._size + 1  # removed below, never followed
         if self._offset > self._size:
             self._discard()
             self._hasher = hashlib.sha512()
@@ -183,8 +195,38 @@ class Download:
         self._on_bytes(len(data))
 
     def _discard(self) -> None:
-        with contextlib.suppress(FileNotFoundError):
+        # Not there, or not removable (a folder at its name): writing it fails next, as one
+        # line; here it would hide the error being raised.
+        with contextlib.suppress(OSError):
             self._part.unlink()
+
+
+class _NotAPartFile(OSError):
+    """What is at the part file's path is a symlink, a FIFO or another non-file."""
+
+
+def _open_part(path: Path, flags: int) -> BinaryIO:
+    """The part file, never through a symlink or into a FIFO: another user of a shared
+    cache could plant one at its predictable name, for the bytes to go elsewhere."""
+    try:
+        fd = os.open(path, flags | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, 0o666)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise _NotAPartFile(exc.errno, "not a regular file", str(path)) from None
+        raise
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise _NotAPartFile(errno.EINVAL, "not a regular file", str(path))
+    return os.fdopen(fd, "rb" if flags & os.O_ACCMODE == os.O_RDONLY else "r+b")
+
+
+def _named(path: Path, written: os.stat_result) -> bool:
+    """Whether `path` is still the file `written` describes."""
+    try:
+        current = os.stat(path, follow_symlinks=False)
+    except FileNotFoundError:
+        return False
+    return (current.st_dev, current.st_ino) == (written.st_dev, written.st_ino)
 
 
 @contextlib.contextmanager

@@ -9,6 +9,7 @@ hashed as it arrives, resumed after a cut, and retried with backoff over the
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import threading
@@ -20,7 +21,7 @@ from pathlib import Path
 
 from tooltool_client import staging
 from tooltool_client.api import Location, Server
-from tooltool_client.cache import Cache, place
+from tooltool_client.cache import Cache, is_own, place
 from tooltool_client.digests import matches
 from tooltool_client.download import BlobRefused, Download, WrongSize
 from tooltool_client.errors import (
@@ -125,12 +126,12 @@ class Fetcher:
             entry = self.cache.verified(record.size, record.digest)
             if entry is not None:
                 try:
-                    place(entry, target)
+                    placed = _from_cache(entry, target, record)
                 except FileNotFoundError:  # purged meanwhile: fetch it
                     return None
                 except OSError as exc:
                     return _unplaced(target, exc)
-                return "from the cache"
+                return "from the cache" if placed else None
         return None
 
     def _remote(
@@ -230,8 +231,12 @@ class Fetcher:
             if cache is not None:
                 entry = cache.verified(record.size, record.digest)
                 if entry is not None:  # another process fetched it while we waited
-                    _place(entry, target)
-                    return "from the cache"
+                    try:
+                        placed = _from_cache(entry, target, record)
+                    except OSError as exc:
+                        raise _unplaced(target, exc) from None
+                    if placed:
+                        return "from the cache"
             started = time.monotonic()
             download = Download(
                 self.transport,
@@ -330,6 +335,19 @@ def _run(server: Server, download: Download, location: Location) -> None:
     """`download` from `location`, with `server`'s credentials only if it is the server."""
     headers = server.auth_headers("GET", location.url) if location.needs_credentials else {}
     download.run(location, headers)
+
+
+def _from_cache(entry: Path, target: Path, record: FileRecord) -> bool:
+    """A verified `entry` placed at `target`, linked if it is this user's. Another user's
+    (a shared cache) is theirs to change after it was verified, through any link to it:
+    it is copied, and the copy verified (False, and no copy left, if it does not match)."""
+    own = is_own(entry)
+    place(entry, target, link=own)
+    if own or matches(target, record.size, record.digest):
+        return True
+    with contextlib.suppress(OSError):
+        target.unlink()
+    return False
 
 
 def _place(source: Path, target: Path, *, link: bool = True) -> None:

@@ -51,7 +51,7 @@ def _patch(context: Context, command: str, digest: str, operation: dict[str, str
         raise ServerError(f"{command} refused: {problem(status, body)}")
     try:
         return json.loads(body)
-    except ValueError:
+    except (ValueError, RecursionError):
         return None
 
 

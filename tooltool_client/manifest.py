@@ -22,12 +22,15 @@ from pathlib import Path
 from typing import Any
 
 from tooltool_client.errors import InvalidManifest
+from tooltool_client.staging import PREFIX
 
 ALGORITHM = "sha512"
 DEFAULT_NAME = "manifest.tt"
 VISIBILITIES = ("internal", "public")
 _DIGEST = re.compile(r"[0-9a-f]{128}")
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+# C0 and C1 controls (a terminal obeys both) and the bidirectional overrides and isolates
+# (they reorder what is shown after them): a name is printed on every line about it.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
 # The legacy writer's key order; other keys follow in the order they were read.
 _KNOWN = ("filename", "size", "algorithm", "digest", "unpack", "version", "visibility", "setup")
 
@@ -78,6 +81,14 @@ def check_filename(name: object) -> str:
         raise InvalidManifest(f"the filename {name!r} contains path information")
     if _CONTROL.search(name):
         raise InvalidManifest(f"the filename {name!r} contains control characters")
+    if name.startswith(PREFIX):
+        # The names of a fetch's own part, lock and temporary files in the same folder: a
+        # file placed there would be taken for one, or removed as one.
+        raise InvalidManifest(f"the filename {name!r} starts with {PREFIX!r}, kept for tooltool")
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate ("\ud800" in the JSON): no file's name
+        raise InvalidManifest(f"the filename {name!r} is not valid Unicode") from None
     return name
 
 
@@ -162,7 +173,10 @@ def save(path: Path, records: Sequence[FileRecord]) -> None:
     """Write the manifest whole: a temporary file renamed over the old one."""
     temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
-        temporary.write_text(dumps(records), encoding="utf-8")
+        temporary.unlink(missing_ok=True)  # left by a killed run, or planted
+        # Created here ("x"): never written through a symlink planted at its name.
+        with open(temporary, "x", encoding="utf-8") as out:
+            out.write(dumps(records))
         os.replace(temporary, path)
     except OSError as exc:
         temporary.unlink(missing_ok=True)

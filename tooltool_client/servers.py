@@ -19,8 +19,20 @@ def base_urls(urls: Sequence[str] | None, environ: Mapping[str, str]) -> list[st
         urls = [f"{proxy.rstrip('/')}/{host}" if proxy else f"https://{host}"]
     checked = []
     for url in urls:
-        parts = urlsplit(url)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
+        try:
+            parts = urlsplit(url)
+            usable = parts.scheme in ("http", "https") and bool(parts.hostname)
+            parts.port  # noqa: B018 - raises for a port out of range
+        except ValueError:  # "http://[::1", "http://h:99999"
+            usable = False
+        if not usable:
             raise UsageError(f"--url {url!r} is not an http or https URL")
+        if "@" in parts.netloc:
+            # Never sent (credentials go in --authentication-file), and the URL is printed
+            # with every message about its server.
+            raise UsageError(
+                "a --url holds a user name or password, which is never sent:"
+                " give credentials with --authentication-file"
+            )
         checked.append(url if url.endswith("/") else url + "/")
     return checked

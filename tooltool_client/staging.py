@@ -99,9 +99,14 @@ def _is_current(fd: int, path: Path) -> bool:
 
 @contextlib.contextmanager
 def claim_if_free(folder: Path, digest: str) -> Iterator[bool]:
-    """Holds the digest's claim if nobody else does (True), without waiting."""
+    """Holds the digest's claim if nobody else does (True), without waiting; False too
+    when the lock cannot be made (the folder read-only, a folder or symlink at its name)."""
     path = lock_path(folder, digest)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
+    except OSError:
+        yield False
+        return
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError:

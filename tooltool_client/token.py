@@ -77,7 +77,7 @@ def _issued(body: bytes) -> dict[str, Any]:
         issued = json.loads(body)
         if not isinstance(issued, dict) or not _TOKEN.fullmatch(issued["token"]):
             raise ValueError
-    except (ValueError, KeyError, TypeError):
+    except (ValueError, KeyError, TypeError, RecursionError):
         raise ServerError("the server answered with something that is not a token") from None
     return issued
 

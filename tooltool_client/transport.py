@@ -4,6 +4,7 @@ worker threads, with every urllib3 error translated at this edge."""
 from __future__ import annotations
 
 import contextlib
+import re
 import socket
 import threading
 import weakref
@@ -17,10 +18,12 @@ from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 from urllib3.exceptions import HTTPError as Urllib3Error
 
 from tooltool_client.errors import TransportError
+from tooltool_client.unpack_errors import shown
 
 CONNECT_TIMEOUT = 10.0
 READ_TIMEOUT = 60.0
 USER_AGENT = "tooltool-client/1"
+_CONNECTION_REPR = re.compile(r"Tracked\(host=[^)]*\): ")
 
 
 class Transport:
@@ -139,12 +142,18 @@ def _tracking(
 
 
 def _shown(url: str) -> str:
-    """A URL without its query: signed URLs carry credentials there."""
-    return url.split("?", 1)[0]
+    """A URL without its query and user information (signed URLs carry credentials
+    there), printable: a server's URL may hold escape sequences meant for a terminal."""
+    scheme, separator, rest = url.split("?", 1)[0].split("#", 1)[0].partition("://")
+    authority, slash, path = rest.partition("/")
+    return shown(scheme + separator + authority.rpartition("@")[2] + slash + path)
 
 
 def _reason(exc: BaseException) -> str:
     reason = getattr(exc, "reason", None)
     text = str(reason if reason is not None else exc) or type(exc).__name__
-    # urllib3 puts the connection object's repr in its messages.
-    return text.split(">: ", 1)[-1]
+    # urllib3 puts the connection object's repr in its messages (`Tracked(host=…, port=…): `,
+    # a name that means nothing to a reader), and may quote the URL it could not parse,
+    # query included.
+    text = _CONNECTION_REPR.sub("", text.split(">: ", 1)[-1])
+    return shown(text.split("?", 1)[0])

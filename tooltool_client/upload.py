@@ -143,7 +143,7 @@ def post_batch(
         files = json.loads(body)["result"]["files"]
         if not isinstance(files, dict):
             raise TypeError
-    except (ValueError, KeyError, TypeError):
+    except (ValueError, KeyError, TypeError, RecursionError):
         raise ServerError("the server answered the upload with something unexpected") from None
     return files
 

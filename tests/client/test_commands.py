@@ -91,6 +91,20 @@ def test_add_creates_the_manifest(workdir: Path) -> None:
     assert not Path("manifest.tt").exists()
 
 
+def test_add_never_writes_through_a_symlink_at_the_temporary_name(workdir: Path) -> None:
+    """The manifest is written to a predictable temporary name beside it, then renamed: a
+    symlink planted there (a folder others can write) must not receive it."""
+    write("tool.bin")
+    victim = workdir.parent / "victim"
+    victim.write_text("precious")
+    Path(f".manifest.tt.{os.getpid()}.tmp").symlink_to(victim)
+    run = cli("add", "tool.bin")
+    assert run.code == 0, run.stderr
+    assert victim.read_text() == "precious"
+    assert [record["filename"] for record in manifest()] == ["tool.bin"]
+    assert not Path("manifest.tt").is_symlink()
+
+
 def test_add_puts_new_records_first_and_keeps_the_others(workdir: Path) -> None:
     old = {
         "filename": "old.bin",
@@ -655,3 +669,67 @@ def test_the_console_script(start_live_gateway: GatewayStarter, tmp_path: Path) 
     assert (
         done.stderr.splitlines()[-1] == "tooltool: error: argument --expires-in: must be at least 1"
     )
+
+
+_DEEP = b"[" * 100_000 + b"]" * 100_000  # JSON, nested past the parser's recursion limit
+
+
+async def _deeply_nested(request: Request) -> Response:
+    """200 to a POST, 500 to anything else: a JSON body nested too deep to parse."""
+    status = 200 if request.method == "POST" else 500
+    return Response(_DEEP, status_code=status, media_type="application/json")
+
+
+@pytest.mark.parametrize(
+    "command",
+    [["fetch"], ["upload", "--message", "m"], ["delete", "--digest", "0" * 128], ["token"]],
+)
+def test_an_answer_nested_too_deep_is_one_line(
+    workdir: Path, live_server: Any, command: list[str]
+) -> None:
+    """A server's answer nested deeper than the JSON parser goes is no JSON: one line, exit
+    1, never a RecursionError's traceback."""
+    app = Starlette(
+        routes=[Route("/{path:path}", _deeply_nested, methods=["GET", "POST", "PATCH"])]
+    )
+    server: LiveServer = live_server(app, free_port())
+    data = write("tool.bin")
+    entry = {"filename": "tool.bin", "size": len(data), "algorithm": "sha512"}
+    Path("manifest.tt").write_text(json.dumps([{**entry, "digest": digest_of(data)}]))
+    if command == ["fetch"]:
+        Path("tool.bin").unlink()
+    Path("auth.json").write_text(json.dumps({"clientId": "c", "accessToken": "SECRET-access"}))
+    quick = {"TOOLTOOL_RETRY_SECONDS": "0.01"}
+    run = cli("--url", server.url, "--authentication-file", "auth.json", *command, environ=quick)
+    assert run.code == 1
+    assert_no_secret(run, "SECRET-access")
+    assert run.lines[-1].startswith("ERROR - ")
+
+
+def test_an_authentication_file_nested_too_deep_is_one_line(workdir: Path) -> None:
+    Path("auth.json").write_bytes(_DEEP)
+    run = cli("--url", "http://127.0.0.1:9/", "--authentication-file", "auth.json", "token")
+    assert run.code == 1
+    assert run.lines == [
+        "ERROR - authentication file 'auth.json' is JSON without a clientId and accessToken"
+    ]
+
+
+@pytest.mark.parametrize(
+    ("content", "error"),
+    [
+        (
+            '{"clientId": "a\\"b", "accessToken": "SECRET-access"}',
+            "ERROR - the clientId 'a\"b' cannot be sent in a Hawk header",
+        ),
+        ("t\u00f6ken\u20ac", "ERROR - authentication file 'auth' holds no usable token"),
+        ("tok\x1b[2Jen", "ERROR - authentication file 'auth' holds no usable token"),
+    ],
+)
+def test_credentials_a_header_cannot_carry_are_one_line(
+    workdir: Path, closed_url: str, content: str, error: str
+) -> None:
+    Path("auth").write_text(content, encoding="utf-8")
+    run = cli("--url", closed_url, "--authentication-file", "auth", "delete", "--digest", "0" * 128)
+    assert (run.code, run.lines) == (1, [error])
+    assert_no_secret(run, "SECRET-access")

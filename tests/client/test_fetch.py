@@ -254,6 +254,14 @@ MANIFEST_ERRORS = {
     "bad digest": ([{**Blob("a", b"a").record(), "digest": "abc"}], "is not a sha512 digest"),
     "path": ([Blob("../x", b"a").record()], "contains path information"),
     "duplicate": ([Blob("a", b"a").record(), Blob("a", b"b").record()], "is listed twice"),
+    "escape": ([Blob("\x1b[2Ja", b"a").record()], "'\\x1b[2Ja' contains control characters"),
+    "C1 escape": ([Blob("\x9b2Ja", b"a").record()], "'\\x9b2Ja' contains control characters"),
+    "surrogate": ([Blob("\ud800x", b"a").record()], "'\\ud800x' is not valid Unicode"),
+    "ours": (
+        [Blob(f".tooltool-{'a' * 128}.lock", b"a").record()],
+        "starts with '.tooltool-', kept for tooltool",
+    ),
+    "bidi": ([Blob("a\u202egpj.exe", b"a").record()], "'a\\u202egpj.exe' contains control"),
 }
 
 
@@ -300,3 +308,22 @@ def test_a_part_file_left_behind_is_resumed_or_replaced(
     if fetch_gateway.store == "local":  # its blobs are served through the proxy too
         ranges = [r for r in fetch_gateway.proxy.ranges if r is not None]
         assert ranges == ["bytes=100000-"]
+
+
+@pytest.mark.parametrize(
+    ("url", "error"),
+    [
+        ("ftp://host/", "ERROR - --url 'ftp://host/' is not an http or https URL"),
+        ("http://[::1", "ERROR - --url 'http://[::1' is not an http or https URL"),
+        ("http://host:99999/", "ERROR - --url 'http://host:99999/' is not an http or https URL"),
+        (
+            "https://user:PASSWORD@host/",
+            "ERROR - a --url holds a user name or password, which is never sent:"
+            " give credentials with --authentication-file",
+        ),
+    ],
+)
+def test_a_url_that_cannot_be_used_is_one_line(workdir: Path, url: str, error: str) -> None:
+    write_manifest(workdir, [Blob("a", b"a")])
+    outcome = run_tooltool(["--url", url, "fetch"])
+    assert (outcome.code, outcome.lines) == (1, [error])

@@ -3,11 +3,13 @@ exit codes, without the network."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 
-from tests.client.fetch_helpers import Blob, run_tooltool, tooltool_process, write_manifest
+from tests.client.fetch_helpers import Blob, reaped, run_tooltool, tooltool_process, write_manifest
+from tests.client.hostile_server import HostileServer
 
 GOOD, BAD, ABSENT = Blob("good.bin", b"good"), Blob("bad.bin", b"bad"), Blob("absent.bin", b"-")
 
@@ -55,3 +57,36 @@ def test_a_missing_manifest(workdir: Path, command: str) -> None:
     outcome = run_tooltool([command])
     assert outcome.code == 1
     assert outcome.lines == ["ERROR - manifest file 'manifest.tt' does not exist"]
+
+
+@pytest.mark.parametrize("command", ["list", "validate", "fetch"])
+def test_a_fifo_in_place_of_an_empty_file_is_invalid_not_a_hang(
+    workdir: Path, command: str
+) -> None:
+    """A FIFO has size 0, like the empty file the manifest lists: reading it would wait for
+    a writer forever. It is no file: invalid (and replaced by fetch)."""
+    empty = Blob("empty", b"")
+    write_manifest(workdir, [empty])
+    os.mkfifo(workdir / empty.name)
+    with HostileServer({empty.digest: b""}) as server:
+        command_line = ["--url", server.url, command]
+        with reaped(tooltool_process(command_line, workdir)) as process:
+            out, err = process.communicate(timeout=20)
+    if command == "list":
+        assert (process.returncode, out) == (0, "P\t-\tempty\n")
+    elif command == "validate":
+        assert (process.returncode, err) == (1, "ERROR - empty is present and invalid\n")
+    else:
+        assert process.returncode == 0, err
+        assert (workdir / empty.name).read_bytes() == b""
+
+
+def test_a_reader_that_leaves_is_no_traceback(workdir: Path) -> None:
+    """``tooltool list | head -1``: the pipe closes while list still writes."""
+    write_manifest(workdir, [Blob(f"f{n}", b"") for n in range(20_000)])
+    process = tooltool_process(["list"], workdir)
+    assert process.stdout is not None
+    process.stdout.readline()
+    process.stdout.close()
+    _, err = process.communicate(timeout=30)
+    assert (process.returncode, err) == (1, "")

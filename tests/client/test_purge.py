@@ -97,3 +97,20 @@ def test_an_entry_a_fetch_is_placing_is_kept(tmp_path: Path) -> None:
     assert held.exists()
     assert not free.exists()
     assert sorted(path.name for path in cache.iterdir()) == [held.name]
+
+
+def test_an_entry_whose_lock_cannot_be_made_is_left_in_one_line(tmp_path: Path) -> None:
+    """A folder or a symlink where an entry's lock file goes (another user's, in a shared
+    cache): the entry cannot be claimed, so it stays; the rest goes, without a traceback."""
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    blocked, dangling, other = (entry(cache, bytes([n]) * 100) for n in range(3))
+    (cache / f".tooltool-{blocked.name}.lock").mkdir()
+    (cache / f".tooltool-{dangling.name}.lock").symlink_to(tmp_path / "nowhere")
+    outcome = run_tooltool(["-c", str(cache), "purge"])
+    assert outcome.code == 0, outcome.stderr
+    assert "Traceback" not in outcome.stderr
+    assert blocked.exists()
+    assert dangling.exists()
+    assert not other.exists()
+    assert not (tmp_path / "nowhere").exists()
