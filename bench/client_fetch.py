@@ -23,6 +23,7 @@ and gateway share the two cores, as on a CI machine running its own gateway.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import json
 import os
@@ -36,8 +37,9 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(1, str(Path(__file__).resolve().parent.parent))  # tests/ (SeaweedFS as the tests start it)
 
-from harness import REPO, free_port, gateway_command, machine, serve
+from harness import REPO, free_port, gateway_command, machine, seaweedfs, serve
 
 BIN = Path(sys.executable).parent
 _HASH = (
@@ -90,6 +92,7 @@ class Rounds:
     """Fresh folders per run under `scratch`, the manifest copied into each."""
 
     def __init__(self, scratch: Path, manifest: Path, url: str) -> None:
+        scratch.mkdir()
         self.scratch = scratch
         self.manifest = manifest
         self.url = url
@@ -132,6 +135,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--files", type=int, default=50)
     parser.add_argument("--total-mb", type=int, default=520)
+    parser.add_argument(
+        "--stores", default="local", help="local, s3 or local,s3: the gateway's store"
+    )
     options = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="tooltool-bench-fetch-") as scratch_name:
         scratch = Path(scratch_name)
@@ -141,32 +147,57 @@ def main(argv: Sequence[str] | None = None) -> int:
         total = sum(int(r["size"]) for r in records)  # type: ignore[call-overload]
         manifest = scratch / "manifest.tt"
         manifest.write_text(json.dumps(records, indent=2))
-        data = scratch / "data"
-        settings = {"TOOLTOOL_DATA_DIR": str(data)}
-        subprocess.run(
-            [
-                str(BIN / "tooltool-indexer"),
-                "import",
-                "--visibility",
-                "public",
-                *sorted(str(p) for p in source.iterdir()),
-            ],
-            env={**os.environ, **settings},
-            stdout=subprocess.DEVNULL,
-            check=True,
-        )
-        port = free_port()
-        with serve(
-            gateway_command(port),
-            port=port,
-            settings=settings,
-            log=scratch / "gateway.log",
-            cores=None,
-        ):
-            rounds = Rounds(scratch, manifest, f"http://127.0.0.1:{port}/")
-            table = measure(rounds, options.rounds, source, records)
-    report(table, options, total)
+        for store in options.stores.split(","):
+            with contextlib.ExitStack() as stack:
+                settings = _store(store, scratch, stack)
+                _import(settings, source)
+                port = free_port()
+                stack.enter_context(
+                    serve(
+                        gateway_command(port),
+                        port=port,
+                        settings=settings,
+                        log=scratch / f"gateway-{store}.log",
+                        cores=None,
+                    )
+                )
+                rounds = Rounds(scratch / store, manifest, f"http://127.0.0.1:{port}/")
+                table = measure(rounds, options.rounds, source, records)
+            report(table, options, total, store)
     return 0
+
+
+def _store(store: str, scratch: Path, stack: contextlib.ExitStack) -> dict[str, str]:
+    """The gateway's settings for `store`: the embedded local store, or a SeaweedFS bucket
+    (started here) with the indexer in process."""
+    if store == "local":
+        return {"TOOLTOOL_DATA_DIR": str(scratch / "data")}
+    if store == "s3":
+        weed = stack.enter_context(seaweedfs(scratch))
+        clients = scratch / "clients.json"
+        clients.write_text("[]")  # anonymous downloads only
+        return {
+            **weed.environ(("us-east-1", weed.new_bucket())),
+            "TOOLTOOL_EMBEDDED_INDEXER": "true",
+            "TOOLTOOL_CLIENTS_FILE": str(clients),
+            "TOOLTOOL_JWT_SECRET": "b" * 32,
+        }
+    raise SystemExit(f"--stores: {store!r} is neither local nor s3")
+
+
+def _import(settings: dict[str, str], source: Path) -> None:
+    subprocess.run(
+        [
+            str(BIN / "tooltool-indexer"),
+            "import",
+            "--visibility",
+            "public",
+            *sorted(str(p) for p in source.iterdir()),
+        ],
+        env={**os.environ, **settings},
+        stdout=subprocess.DEVNULL,
+        check=True,
+    )
 
 
 def measure(
@@ -195,7 +226,9 @@ def measure(
     return times
 
 
-def report(times: dict[str, list[float]], options: argparse.Namespace, total: int) -> None:
+def report(
+    times: dict[str, list[float]], options: argparse.Namespace, total: int, store: str
+) -> None:
     def med(name: str) -> float:
         return statistics.median(times[name])
 
@@ -203,8 +236,8 @@ def report(times: dict[str, list[float]], options: argparse.Namespace, total: in
         return statistics.median(s / f for s, f in zip(times[slow], times[fast], strict=True))
 
     print(
-        f"# tooltool fetch: {options.files} files, {total / 1e6:.0f} MB, "
-        f"{options.rounds} rounds — {machine()}"
+        f"# tooltool fetch from a gateway on the {store} store: {options.files} files, "
+        f"{total / 1e6:.0f} MB, {options.rounds} rounds — {machine()}"
     )
     print(f"| {'row':<52} | {'median s':>8} | {'ratio':>14} |")
     print(f"|{'-' * 54}|{'-' * 10}|{'-' * 16}|")

@@ -51,7 +51,7 @@ class WholeFileResponse(FileResponse):
             os.close(fd)
 
 
-async def read_chunk(fd: int, offset: int, count: int) -> bytes:
+async def read_chunk(fd: int, offset: int, count: int) -> bytes | bytearray:
     """Up to `count` bytes at `offset` (b"" at the end of the file)."""
     if count <= 0:
         return b""
@@ -61,7 +61,7 @@ async def read_chunk(fd: int, offset: int, count: int) -> bytes:
     return await run_in_threadpool(os.pread, fd, count, offset)
 
 
-def _read_cached(fd: int, offset: int, count: int) -> bytes | None:
+def _read_cached(fd: int, offset: int, count: int) -> bytes | bytearray | None:
     """What the page cache holds from `offset` (a prefix of the range), or None when
     none of it is cached or the kernel cannot say without waiting."""
     global _NOWAIT
@@ -79,4 +79,5 @@ def _read_cached(fd: int, offset: int, count: int) -> bytes | None:
         raise
     if got == 0:
         return None  # the end of the file, or nothing cached: the thread read says which
-    return bytes(buffer) if got == count else bytes(memoryview(buffer)[:got])
+    # The buffer itself when whole (sent as is: servers take any bytes-like body).
+    return buffer if got == count else bytes(memoryview(buffer)[:got])
