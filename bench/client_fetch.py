@@ -37,7 +37,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(1, str(Path(__file__).resolve().parent.parent))  # tests/ (SeaweedFS as the tests start it)
+# tests/: SeaweedFS started as the tests start it.
+sys.path.insert(1, str(Path(__file__).resolve().parent.parent))
 
 from harness import REPO, free_port, gateway_command, machine, seaweedfs, serve
 
