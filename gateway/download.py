@@ -51,7 +51,9 @@ class Downloads:
     async def download(self, request: Request) -> Response:
         digest = request.path_params["digest"]
         _, found = await self._lookup.find(request, digest)
-        return redirect(self._redirect(found, digest, request.query_params.get("region"), request))
+        return redirect(
+            self.redirect_for(found, digest, request.query_params.get("region"), request)
+        )
 
     async def find_for(self, caller: Caller, digest: str) -> IndexObject:
         """The file :meth:`download` redirects `caller` to a copy of, for a caller
@@ -62,14 +64,8 @@ class Downloads:
         self, found: IndexObject, digest: str, region: str | None, request: Request
     ) -> Redirect:
         """What :meth:`download` answers for `found` (``?region=`` `region`): the redirect to
-        a URL signed (or reused) now, or the same problem raised."""
-        return self._redirect(found, digest, region, request)
-
-    def _redirect(
-        self, found: IndexObject, digest: str, region: str | None, request: Request
-    ) -> Redirect:
-        """The redirect to a copy in the preferred region, else the first holding one; 404
-        when no configured region does."""
+        a URL signed (or reused) now, to a copy in the preferred region, else the first
+        holding one; 404 when no configured region does."""
         store = self._regions.choose(found.instances, region)
         if store is None:
             raise NotFound()

@@ -294,7 +294,10 @@ def test_region_preferred_when_it_holds_a_copy(make_resolving: Callable[..., Res
 @pytest.mark.parametrize("method", ["GET", "HEAD", "PUT", "PATCH"])
 def test_other_methods_are_405_naming_post(resolving: Resolving, method: str) -> None:
     response = resolving.client.request(method, "/resolve")
-    assert response.status_code == 405
+    if method == "HEAD":
+        assert response.status_code == 405
+    else:
+        assert_problem(response, 405)
     assert response.headers["allow"] == "POST"
 
 
