@@ -10,7 +10,7 @@ from typing import Any
 from urllib.parse import quote, urljoin
 
 from tooltool_client.credentials import Credentials
-from tooltool_client.errors import ProblemAnswer, ServerError
+from tooltool_client.errors import ProblemAnswer, ServerError, shown
 from tooltool_client.transport import Transport
 
 REDIRECTS = (301, 302, 303, 307, 308)
@@ -126,11 +126,5 @@ def _detail(body: Mapping[str, Any]) -> str:
         error.get("description") if isinstance(error, dict) else None,
     ):
         if isinstance(value, str):
-            return _printable(value)
+            return shown(value)
     return ""
-
-
-def _printable(text: str, limit: int = 300) -> str:
-    """Server text is shown on a terminal: no control characters, bounded."""
-    cleaned = "".join(c if c.isprintable() else "?" for c in text)
-    return cleaned[:limit]

@@ -2,6 +2,20 @@
 
 from __future__ import annotations
 
+_SHOWN_LENGTH = 300
+
+
+def shown(text: str) -> str:
+    """`text` with every non-printable character written as a Python escape, cut if long:
+    what a server, a URL or an archive says reaches a terminal, where an escape sequence
+    could move the cursor, recolour the screen or hide part of the line."""
+    cut = text[:_SHOWN_LENGTH]
+    escaped = "".join(
+        char if char.isprintable() else char.encode("unicode_escape").decode("ascii")
+        for char in cut
+    )
+    return escaped if cut == text else f"{escaped}... ({len(text) - len(cut)} more characters)"
+
 
 class ClientError(Exception):
     """Something the command could not do; its message is shown as is."""

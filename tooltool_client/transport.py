@@ -17,8 +17,7 @@ from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 from urllib3.exceptions import HTTPError as Urllib3Error
 
-from tooltool_client.errors import TransportError
-from tooltool_client.unpack_errors import shown
+from tooltool_client.errors import TransportError, shown
 
 CONNECT_TIMEOUT = 10.0
 READ_TIMEOUT = 60.0

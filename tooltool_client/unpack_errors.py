@@ -8,17 +8,7 @@ recolour the screen or hide part of the line; a very long name is cut.
 
 from __future__ import annotations
 
-_SHOWN_LENGTH = 300
-
-
-def shown(text: str) -> str:
-    """`text` with every non-printable character written as a Python escape, cut if long."""
-    cut = text[:_SHOWN_LENGTH]
-    escaped = "".join(
-        char if char.isprintable() else char.encode("unicode_escape").decode("ascii")
-        for char in cut
-    )
-    return escaped if cut == text else f"{escaped}... ({len(text) - len(cut)} more characters)"
+from tooltool_client.errors import shown
 
 
 class UnpackError(Exception):

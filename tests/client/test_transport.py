@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import socket
 
 import pytest
 
+from tooltool_client.api import problem
 from tooltool_client.errors import TransportError
 from tooltool_client.transport import Transport
 
@@ -54,3 +56,13 @@ def test_a_refused_connection_says_so_without_urllib3s_object() -> None:
         str(raised.value) == f"GET {url}: Failed to establish a new connection:"
         " [Errno 111] Connection refused"
     )
+
+
+def test_a_servers_problem_detail_is_escaped_and_bounded() -> None:
+    body = json.dumps({"detail": "no\x1b[2J\x1b]0;owned\x07" + "x" * 1000}).encode()
+    refused = problem(403, body)
+    assert refused.status == 403
+    assert refused.detail.startswith("no\\x1b[2J\\x1b]0;owned\\x07xxx")
+    assert refused.detail.endswith("... (716 more characters)")
+    assert str(refused) == f"403: {refused.detail}"
+    assert all(char.isprintable() for char in str(refused))
