@@ -68,6 +68,23 @@ def _acquire(
     while True:
         if check is not None:
             check()
+        fd = _try_lock(path)
+        if fd is not None:
+            return fd
+        now = time.monotonic()
+        if waited_since is None:
+            waited_since = now
+        elif on_wait is not None and now - waited_since >= WAIT_NOTICE_SECONDS:
+            on_wait()
+            on_wait = None
+        time.sleep(0.05)
+
+
+def _try_lock(path: Path) -> int | None:
+    """The lock file at `path`, created if need be and held exclusively; None while
+    another holds it. A lock file its holder removed after we opened it is no lock:
+    tried again at once."""
+    while True:
         fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -75,26 +92,20 @@ def _acquire(
             os.close(fd)
             if exc.errno not in (errno.EAGAIN, errno.EACCES):
                 raise
-            now = time.monotonic()
-            if waited_since is None:
-                waited_since = now
-            elif on_wait is not None and now - waited_since >= WAIT_NOTICE_SECONDS:
-                on_wait()
-                on_wait = None
-            time.sleep(0.05)
-            continue
-        if _is_current(fd, path):
+            return None
+        if is_named(path, os.fstat(fd)):
             return fd
-        os.close(fd)  # the holder removed it after we opened it: claim again
+        os.close(fd)
 
 
-def _is_current(fd: int, path: Path) -> bool:
+def is_named(path: Path, opened: os.stat_result) -> bool:
+    """Whether `path` (not followed) is still the file `opened` describes: another may
+    have removed or renamed over it since it was opened."""
     try:
         current = os.stat(path, follow_symlinks=False)
     except FileNotFoundError:
         return False
-    mine = os.fstat(fd)
-    return (mine.st_dev, mine.st_ino) == (current.st_dev, current.st_ino)
+    return (opened.st_dev, opened.st_ino) == (current.st_dev, current.st_ino)
 
 
 @contextlib.contextmanager
@@ -103,18 +114,10 @@ def claim_if_free(folder: Path, digest: str) -> Iterator[bool]:
     when the lock cannot be made (the folder read-only, a folder or symlink at its name)."""
     path = lock_path(folder, digest)
     try:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
+        fd = _try_lock(path)
     except OSError:
-        yield False
-        return
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
-        os.close(fd)
-        yield False
-        return
-    if not _is_current(fd, path):
-        os.close(fd)
+        fd = None
+    if fd is None:
         yield False
         return
     try:
