@@ -26,6 +26,7 @@ from tooltool_client.errors import (
     TransportError,
     unwritable,
 )
+from tooltool_client.staging import is_named
 from tooltool_client.transport import Transport
 
 _CONTENT_RANGE = re.compile(r"bytes (\d+)-(\d+)/(\d+|\*)")
@@ -59,6 +60,8 @@ class Download:
         self._on_bytes = on_bytes
         self._hasher = hashlib.sha512()
         self._offset = 0
+        # The part file (device, inode) and length that `_hasher` holds the hash of.
+        self._hashed: tuple[int, int, int] | None = None
         self.received = 0  # bytes that came over the network, all attempts
 
     def run(self, location: Location, headers: Mapping[str, str]) -> None:
@@ -72,13 +75,15 @@ class Download:
                 truncate = 0 if self._offset else os.O_TRUNC
                 with _open_part(self._part, os.O_RDWR | os.O_CREAT | truncate) as out:
                     out.seek(self._offset)
-                    if self._offset < self._size:
-                        self._receive(location, headers, out)
-                    written = os.fstat(out.fileno())
+                    try:
+                        if self._offset < self._size:
+                            self._receive(location, headers, out)
+                    finally:
+                        is_ours = self._note_written(out)
                     # The bytes hashed went to this file: another renamed over its name
                     # (a shared cache's other user, a second fetch once the legacy
                     # client's purge removed the lock) is not what was verified.
-                    if not _named(self._part, written):
+                    if not is_ours:
                         raise IntegrityError("the part file was replaced while it was written")
         except (IntegrityError, StagingError):
             self._discard()
@@ -87,10 +92,27 @@ class Download:
             self._discard()
             raise IntegrityError("the bytes received do not match the manifest's sha512 digest")
 
+    def _note_written(self, out: BinaryIO) -> bool:
+        """Whether the part file's name is still the file written; if so, remember it, so
+        the next attempt need not read back what it holds."""
+        written = os.fstat(out.fileno())
+        is_ours = is_named(self._part, written)
+        self._hashed = (written.st_dev, written.st_ino, self._offset) if is_ours else None
+        return is_ours
+
     def _resume(self) -> None:
-        """Hash what the part file holds so far."""
+        """Hash what the part file holds so far: read again only when it is not the file
+        this download left (a first attempt, or a part file left by another run)."""
+        try:
+            found = os.stat(self._part, follow_symlinks=False)
+        except OSError:
+            found = None  # absent (nothing yet), or the read below says what is wrong
+        if found is not None and (found.st_dev, found.st_ino, found.st_size) == self._hashed:
+            return  # this download's own file and bytes, hashed as they were written
         self._hasher = hashlib.sha512()
         self._offset = 0
+        if found is None and not os.path.lexists(self._part):
+            return
         try:
             with _open_part(self._part, os.O_RDONLY) as stream:
                 while chunk := stream.read(CHUNK):
@@ -195,6 +217,7 @@ class Download:
         self._on_bytes(len(data))
 
     def _discard(self) -> None:
+        self._hashed = None
         # Not there, or not removable (a folder at its name): writing it fails next, as one
         # line; here it would hide the error being raised.
         with contextlib.suppress(OSError):
@@ -218,15 +241,6 @@ def _open_part(path: Path, flags: int) -> BinaryIO:
         os.close(fd)
         raise _NotAPartFile(errno.EINVAL, "not a regular file", str(path))
     return os.fdopen(fd, "rb" if flags & os.O_ACCMODE == os.O_RDONLY else "r+b")
-
-
-def _named(path: Path, written: os.stat_result) -> bool:
-    """Whether `path` is still the file `written` describes."""
-    try:
-        current = os.stat(path, follow_symlinks=False)
-    except FileNotFoundError:
-        return False
-    return (current.st_dev, current.st_ino) == (written.st_dev, written.st_ino)
 
 
 @contextlib.contextmanager

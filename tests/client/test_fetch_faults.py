@@ -8,6 +8,7 @@ import os
 import signal
 from collections.abc import Iterator
 from pathlib import Path
+from typing import BinaryIO
 
 import pytest
 
@@ -24,7 +25,7 @@ from tests.client.fetch_helpers import (
     write_manifest,
 )
 from tests.client.hostile_server import SECRET, HostileServer
-from tooltool_client import manifest
+from tooltool_client import download, manifest
 from tooltool_client.api import Server
 from tooltool_client.credentials import Anonymous
 from tooltool_client.fetch import Fetcher
@@ -89,6 +90,29 @@ def test_a_cut_transfer(hostile: HostileServer, workdir: Path, case: str) -> Non
     assert outcome.code == 0, outcome.stderr
     only_the_tool(workdir)
     assert ranges(hostile) == expected
+
+
+def test_a_resumed_transfer_reads_back_nothing_it_wrote(
+    hostile: HostileServer, workdir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A cut, then a resume: the bytes already in the part file were hashed as they were
+    written, so the second attempt does not read them back."""
+    opened: list[int] = []
+    original = download._open_part
+
+    def recording(path: Path, flags: int) -> BinaryIO:
+        opened.append(flags & os.O_ACCMODE)
+        return original(path, flags)
+
+    monkeypatch.setattr(download, "_open_part", recording)
+    hostile.plan = ["cut"]
+    hostile.cut_at = 100_000
+    write_manifest(workdir, [TOOL])
+    outcome = fetch(hostile)
+    assert outcome.code == 0, outcome.stderr
+    only_the_tool(workdir)
+    assert ranges(hostile) == [None, "bytes=100000-"]
+    assert opened == [os.O_RDWR] * 2  # written twice, never read back
 
 
 def test_more_bytes_than_the_manifest_says_are_refused(
