@@ -123,15 +123,11 @@ class Fetcher:
                 return "present and valid"
             logger.info("%s is present but invalid: it will be replaced", record.filename)
         if self.cache is not None:
-            entry = self.cache.verified(record.size, record.digest)
-            if entry is not None:
-                try:
-                    placed = _from_cache(entry, target, record)
-                except FileNotFoundError:  # purged meanwhile: fetch it
-                    return None
-                except OSError as exc:
-                    return _unplaced(target, exc)
-                return "from the cache" if placed else None
+            try:
+                if _from_cache(self.cache, target, record):
+                    return "from the cache"
+            except ClientError as exc:
+                return exc
         return None
 
     def _remote(
@@ -228,15 +224,9 @@ class Fetcher:
         with staging.claim(
             folder, record.digest, on_wait=waiting, check=self._check_cancelled
         ) as part:
-            if cache is not None:
-                entry = cache.verified(record.size, record.digest)
-                if entry is not None:  # another process fetched it while we waited
-                    try:
-                        placed = _from_cache(entry, target, record)
-                    except OSError as exc:
-                        raise _unplaced(target, exc) from None
-                    if placed:
-                        return "from the cache"
+            # Another process may have fetched it while we waited.
+            if cache is not None and _from_cache(cache, target, record):
+                return "from the cache"
             started = time.monotonic()
             download = Download(
                 self.transport,
@@ -337,12 +327,21 @@ def _run(server: Server, download: Download, location: Location) -> None:
     download.run(location, headers)
 
 
-def _from_cache(entry: Path, target: Path, record: FileRecord) -> bool:
-    """A verified `entry` placed at `target`, linked if it is this user's. Another user's
-    (a shared cache) is theirs to change after it was verified, through any link to it:
-    it is copied, and the copy verified (False, and no copy left, if it does not match)."""
+def _from_cache(cache: Cache, target: Path, record: FileRecord) -> bool:
+    """The record's verified cache entry placed at `target`; False when there is none
+    (or it was purged meanwhile). Linked if it is this user's; another user's (a shared
+    cache) is theirs to change after it was verified, through any link to it: it is
+    copied, and the copy verified (False, and no copy left, if it does not match)."""
+    entry = cache.verified(record.size, record.digest)
+    if entry is None:
+        return False
     own = is_own(entry)
-    place(entry, target, link=own)
+    try:
+        place(entry, target, link=own)
+    except FileNotFoundError:  # purged meanwhile: to be fetched
+        return False
+    except OSError as exc:
+        raise _unplaced(target, exc) from None
     if own or matches(target, record.size, record.digest):
         return True
     with contextlib.suppress(OSError):
